@@ -1,0 +1,51 @@
+"""Errors the pipeline raises. Each has a stable `code`; the edges map them to HTTP statuses or Slack text."""
+
+from __future__ import annotations
+
+
+class AutotrainError(Exception):
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(AutotrainError):
+    code = "not_found"
+
+
+class TransitionRefused(AutotrainError):
+    """The record is not in a state that allows the asked change; nothing was changed."""
+
+    code = "transition_refused"
+
+
+class PermissionDenied(AutotrainError):
+    code = "forbidden"
+
+
+class InvalidInput(AutotrainError):
+    code = "invalid_input"
+
+
+class RuleFileInvalid(AutotrainError):
+    """The target rule file does not parse; it is never overwritten."""
+
+    code = "rule_file_invalid"
+
+
+class RuleFileWriteFailed(AutotrainError):
+    """The new version could not be written (disk full, read-only folder); the old file is intact."""
+
+    code = "rule_file_write_failed"
+
+
+class GenerationFailed(AutotrainError):
+    """The rule generator failed; the feedback went back to pending with its error recorded."""
+
+    code = "generation_failed"
+
+
+class GenerationInProgress(AutotrainError):
+    code = "generation_in_progress"

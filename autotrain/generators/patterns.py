@@ -1,0 +1,114 @@
+"""Known feedback patterns for the offline generator. Adding one is adding one entry to HEURISTIC_PATTERNS.
+
+Phrases are matched accent-insensitively and as whole words, so "nóng" also matches "troi nong qua".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autotrain.models import RuleType
+
+
+@dataclass(frozen=True)
+class HeuristicPattern:
+    name: str
+    feedback_any: tuple[str, ...]  # one of these must be in the feedback text
+    context_any: tuple[str, ...]  # and, when given, one of these in the query or the AI response
+    module_name: str
+    old_rule: str | None
+    new_rule: str
+    reasoning: str
+    confidence: float
+    rule_type: RuleType = RuleType.PROMPT_UPDATE
+
+
+HEURISTIC_PATTERNS: tuple[HeuristicPattern, ...] = (
+    # The cookbook's two patterns: their output is kept exactly.
+    HeuristicPattern(
+        name="weather_mismatch",
+        feedback_any=("nóng", "nắng", "oi bức", "hot", "too warm"),
+        context_any=("áo khoác", "áo dày", "jacket", "coat"),
+        module_name="fashion_rules.json",
+        old_rule="- Luôn ưu tiên áo khoác/dày",
+        new_rule="- Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày",
+        reasoning="Weather mismatch correction",
+        confidence=0.85,
+    ),
+    HeuristicPattern(
+        name="height_proportion",
+        feedback_any=("dáng lùn", "thấp", "lùn", "petite"),
+        context_any=(),
+        module_name="fashion_rules.json",
+        old_rule="- Gợi ý đầm maxi cho mọi khách",
+        new_rule="- Dưới 1m55: gợi ý đầm ngắn (midi, knee-length)",
+        reasoning="Proportion-appropriate recommendations",
+        confidence=0.9,
+    ),
+    HeuristicPattern(
+        name="budget_ignored",
+        feedback_any=("đắt", "mắc quá", "giá cao", "ngân sách", "expensive", "budget"),
+        context_any=(),
+        module_name="fashion_rules.json",
+        old_rule=None,
+        new_rule="- Hỏi ngân sách của khách trước khi gợi ý và chỉ đưa sản phẩm trong tầm giá đó",
+        reasoning="Recommendations ignored the customer's budget",
+        confidence=0.7,
+    ),
+)
+
+
+# Words that point the offline generator at a rule file when no pattern matches.
+MODULE_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "prompt_v2.txt": (
+        "giọng",
+        "xưng hô",
+        "dài dòng",
+        "trả lời dài",
+        "ngắn gọn",
+        "emoji",
+        "tiếng anh",
+        "lịch sự",
+        "thô lỗ",
+        "chào",
+        "trả lời",
+        "tone",
+        "rude",
+        "too long",
+        "language",
+        "format",
+    ),
+    "stylist_guidelines.md": (
+        "phối",
+        "phối đồ",
+        "màu",
+        "dáng người",
+        "phong cách",
+        "dịp",
+        "đám cưới",
+        "công sở",
+        "tiệc",
+        "đi biển",
+        "outfit",
+        "color",
+        "colour",
+        "style",
+        "occasion",
+        "wedding",
+    ),
+    "fashion_rules.json": (
+        "gợi ý",
+        "sản phẩm",
+        "size",
+        "cỡ",
+        "áo",
+        "quần",
+        "đầm",
+        "váy",
+        "giày",
+        "recommend",
+        "product",
+    ),
+}
+
+DEFAULT_MODULE = "fashion_rules.json"

@@ -1,0 +1,213 @@
+"""The pipeline's records: feedback, generated rule, deployment, audit entry, and the status report."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+FEEDBACK_ID_PATTERN = r"^FB-\d{4,}$"
+RULE_ID_PATTERN = r"^RUL-\d{4,}$"
+ID_OFFSET = 1000  # FB-1001 is the first feedback, RUL-1001 the first rule
+MAX_METADATA_BYTES = 4096
+MAX_RULE_LENGTH = 500
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(value: str) -> str:
+    """NFC-normalise (Vietnamese typed on different keyboards) and drop control characters except newlines."""
+    return _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", value))
+
+
+CleanText = Annotated[str, AfterValidator(clean_text)]
+
+
+def feedback_id_for(row_id: int) -> str:
+    return f"FB-{ID_OFFSET + row_id}"
+
+
+def rule_id_for(row_id: int) -> str:
+    return f"RUL-{ID_OFFSET + row_id}"
+
+
+class FeedbackType(StrEnum):
+    BUG = "bug"
+    SUGGESTION = "suggestion"
+    PRAISE = "praise"
+
+
+class FeedbackStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    REJECTED = "rejected"
+
+
+class RuleStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DEPLOYED = "deployed"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+
+
+class RuleType(StrEnum):
+    PROMPT_UPDATE = "prompt_update"
+    SYSTEM_MESSAGE = "system_message"
+
+
+class RuleWarning(StrEnum):
+    OLD_RULE_NOT_FOUND = "old_rule_not_found"
+    POSSIBLE_INJECTION = "possible_injection"
+    DUPLICATE = "duplicate"
+    LOW_CONFIDENCE = "low_confidence"
+    FLAGGED_CONTENT = "flagged_content"
+
+
+class DeployOutcome(StrEnum):
+    REPLACED = "replaced"
+    APPENDED = "appended"
+    NOOP = "noop"  # the line was already in the file
+    REVERTED = "reverted"
+
+
+class FeedbackIn(BaseModel):
+    """What a client sends to submit feedback (bounds from DESIGN.md)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    query: CleanText = Field(min_length=1, max_length=2000)
+    ai_response: CleanText = Field("", max_length=8000)
+    feedback_text: CleanText = Field(min_length=1, max_length=4000)
+    feedback_type: FeedbackType
+    user_id: CleanText | None = Field(None, min_length=1, max_length=128)
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
+        return value
+
+
+class Feedback(BaseModel):
+    feedback_id: str
+    user_id: str
+    query: str
+    ai_response: str
+    feedback_text: str
+    feedback_type: FeedbackType
+    status: FeedbackStatus
+    source: str
+    metadata: dict[str, Any] | None = None
+    error_count: int = 0
+    last_error: str | None = None
+    rule_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RuleProposal(BaseModel):
+    """What a rule generator proposes; the service validates it before it becomes a Rule."""
+
+    module_name: str
+    rule_type: RuleType = RuleType.PROMPT_UPDATE
+    old_rule: str | None = None
+    new_rule: str
+    reasoning: str
+    confidence: float
+    warnings: list[RuleWarning] = Field(default_factory=list)
+
+
+class GenerationInfo(BaseModel):
+    generator: str
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: int | None = None
+
+
+class Rule(BaseModel):
+    rule_id: str
+    feedback_id: str
+    module_name: str
+    rule_type: RuleType
+    old_rule: str | None
+    new_rule: str
+    reasoning: str
+    confidence: float
+    status: RuleStatus
+    warnings: list[RuleWarning] = Field(default_factory=list)
+    generator: str
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: int | None = None
+    created_at: datetime
+    updated_at: datetime
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    rejected_by: str | None = None
+    rejected_at: datetime | None = None
+    reject_reason: str | None = None
+    edited_by: str | None = None
+    edited_at: datetime | None = None
+    deployed_by: str | None = None
+    deployed_at: datetime | None = None
+    rolled_back_by: str | None = None
+    rolled_back_at: datetime | None = None
+
+
+class Deployment(BaseModel):
+    deployment_id: int
+    rule_id: str
+    module_name: str
+    deployed_by: str
+    deployed_at: datetime
+    version_before: str
+    version_after: str
+    rollback_of: int | None = None
+    outcome: DeployOutcome
+    state: str  # "pending" while the file is being written, "applied" once the DB knows it is done
+    backup_path: str | None = None
+    reload_status: str | None = None  # ok | failed | skipped
+    reload_error: str | None = None
+    change: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditEntry(BaseModel):
+    audit_id: int
+    at: datetime
+    actor: str
+    action: str
+    subject_id: str
+    from_state: str | None
+    to_state: str | None
+    detail: dict[str, Any] | None = None
+
+
+class RunAllSummary(BaseModel):
+    total: int
+    processed: int
+    rules_created: list[str]
+    skipped: list[str]
+    errors: list[dict[str, str]]
+
+
+class StatusReport(BaseModel):
+    feedback_by_status: dict[str, int]
+    feedback_by_type: dict[str, int]
+    rules_by_status: dict[str, int]
+    pending_feedback: int
+    deployments_total: int
+    deployed_today: int
+    rollbacks_total: int
+    generator: str
+    last_deployments: list[Deployment]

@@ -1,0 +1,97 @@
+"""Who may do what, and which state transitions exist. Every edge (REST, Slack, CLI) goes through these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from autotrain.errors import PermissionDenied, TransitionRefused
+from autotrain.models import FeedbackStatus, RuleStatus
+
+
+class Role(StrEnum):
+    REPORTER = "reporter"
+    ADMIN = "admin"
+    SYSTEM = "system"  # the pipeline itself: reconciliation at start, auto-approve
+
+
+class Action(StrEnum):
+    SUBMIT = "submit"
+    READ = "read"
+    GENERATE = "generate"
+    EDIT = "edit"
+    APPROVE = "approve"
+    REJECT = "reject"
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+    RUN_ALL = "run_all"
+
+
+ADMIN_ACTIONS = frozenset({Action.EDIT, Action.APPROVE, Action.REJECT, Action.DEPLOY, Action.ROLLBACK, Action.RUN_ALL})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: a token subject, a Slack user id, or the system."""
+
+    id: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in (Role.ADMIN, Role.SYSTEM)
+
+
+SYSTEM_ACTOR = Actor("system", Role.SYSTEM)
+
+
+def require_permission(actor: Actor, action: Action) -> None:
+    if action in ADMIN_ACTIONS and not actor.is_admin:
+        raise PermissionDenied(f"{action.value} needs an admin; {actor.id} is a {actor.role.value}")
+
+
+RULE_TRANSITIONS: dict[RuleStatus, frozenset[RuleStatus]] = {
+    RuleStatus.PENDING: frozenset({RuleStatus.APPROVED, RuleStatus.REJECTED}),
+    RuleStatus.APPROVED: frozenset({RuleStatus.DEPLOYED, RuleStatus.REJECTED}),
+    RuleStatus.DEPLOYED: frozenset({RuleStatus.ROLLED_BACK}),
+    RuleStatus.ROLLED_BACK: frozenset(),
+    RuleStatus.REJECTED: frozenset(),
+}
+
+FEEDBACK_TRANSITIONS: dict[FeedbackStatus, frozenset[FeedbackStatus]] = {
+    FeedbackStatus.PENDING: frozenset({FeedbackStatus.PROCESSING}),
+    FeedbackStatus.PROCESSING: frozenset({FeedbackStatus.PROCESSED, FeedbackStatus.PENDING, FeedbackStatus.REJECTED}),
+    FeedbackStatus.PROCESSED: frozenset({FeedbackStatus.REJECTED}),
+    FeedbackStatus.REJECTED: frozenset(),
+}
+
+_VERB = {
+    RuleStatus.APPROVED: "approve",
+    RuleStatus.REJECTED: "reject",
+    RuleStatus.DEPLOYED: "deploy",
+    RuleStatus.ROLLED_BACK: "roll back",
+}
+
+
+def check_rule_transition(rule_id: str, current: RuleStatus, target: RuleStatus) -> None:
+    if target not in RULE_TRANSITIONS[current]:
+        raise TransitionRefused(
+            f"cannot {_VERB.get(target, target.value)} {rule_id}: it is {current.value}" + _hint(current, target)
+        )
+
+
+def rule_can(current: RuleStatus, target: RuleStatus) -> bool:
+    return target in RULE_TRANSITIONS[current]
+
+
+def check_rule_editable(rule_id: str, current: RuleStatus) -> None:
+    if current is not RuleStatus.PENDING:
+        raise TransitionRefused(f"cannot edit {rule_id}: it is {current.value}; only pending rules can be edited")
+
+
+def _hint(current: RuleStatus, target: RuleStatus) -> str:
+    if target is RuleStatus.DEPLOYED and current is RuleStatus.PENDING:
+        return " (approve it first)"
+    if target is RuleStatus.ROLLED_BACK and current is not RuleStatus.DEPLOYED:
+        return " (only a deployed rule can be rolled back)"
+    return ""

@@ -1,0 +1,204 @@
+"""The interfaces the pipeline needs from the outside. storage/ and bot/ implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
+
+from autotrain.models import (
+    AuditEntry,
+    Deployment,
+    DeployOutcome,
+    Feedback,
+    FeedbackIn,
+    FeedbackStatus,
+    FeedbackType,
+    GenerationInfo,
+    Rule,
+    RuleProposal,
+    RuleStatus,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    proposal: RuleProposal
+    info: GenerationInfo
+
+
+class RuleGenerator(Protocol):
+    """Turns one feedback into a rule proposal, grounded in the current rule lines of each allowed file."""
+
+    name: str
+
+    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult: ...
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    status: str  # ok | failed | skipped
+    error: str | None = None
+
+
+class ReloadHook(Protocol):
+    """Tells the chatbot that a rule file changed."""
+
+    async def reload(self, module_name: str, rule_id: str, version: str) -> ReloadResult: ...
+
+
+class EventKind(StrEnum):
+    RULE_CREATED = "rule_created"
+    RULE_EDITED = "rule_edited"
+    RULE_APPROVED = "rule_approved"
+    RULE_REJECTED = "rule_rejected"
+    RULE_DEPLOYED = "rule_deployed"
+    RULE_ROLLED_BACK = "rule_rolled_back"
+
+
+@dataclass(frozen=True)
+class PipelineEvent:
+    kind: EventKind
+    rule: Rule
+    actor_id: str
+    deployment: Deployment | None = None
+
+
+class PipelineNotifier(Protocol):
+    """Told of every rule event (Slack cards, webhooks). Its failures are logged, never break the pipeline."""
+
+    async def notify(self, event: PipelineEvent) -> None: ...
+
+
+@dataclass(frozen=True)
+class NewDeployment:
+    rule_id: str
+    module_name: str
+    deployed_by: str
+    version_before: str
+    version_after: str
+    outcome: DeployOutcome
+    change: dict[str, Any]
+    rollback_of: int | None = None
+
+
+class Store(Protocol):
+    """Persistence. Every state change is one transaction that checks the current state (compare-and-set):
+    methods that change a state return None (or False) when the record was not in the expected state."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # feedback
+    async def create_feedback(
+        self, data: FeedbackIn, *, user_id: str, source: str, actor_id: str, now: datetime
+    ) -> Feedback: ...
+
+    async def get_feedback(self, feedback_id: str) -> Feedback | None: ...
+
+    async def list_feedback(
+        self,
+        *,
+        status: FeedbackStatus | None,
+        feedback_type: FeedbackType | None,
+        limit: int,
+        offset: int,
+    ) -> Page[Feedback]: ...
+
+    async def pending_feedback_ids(self) -> list[str]: ...
+
+    async def claim_feedback(self, feedback_id: str, *, now: datetime) -> bool:
+        """pending → processing; False when the feedback was not pending."""
+        ...
+
+    async def release_feedback(self, feedback_id: str, *, error: str, actor_id: str, now: datetime) -> None:
+        """processing → pending, error count + 1, last error kept."""
+        ...
+
+    async def finish_feedback_without_rule(
+        self, feedback_id: str, *, reason: str, actor_id: str, now: datetime
+    ) -> bool: ...
+
+    async def requeue_interrupted_feedback(self, *, now: datetime) -> list[str]: ...
+
+    # rules
+    async def create_rule(
+        self, feedback_id: str, proposal: RuleProposal, info: GenerationInfo, *, actor_id: str, now: datetime
+    ) -> Rule:
+        """Insert the rule and move its feedback processing → processed, in one transaction."""
+        ...
+
+    async def get_rule(self, rule_id: str) -> Rule | None: ...
+
+    async def get_rule_for_feedback(self, feedback_id: str) -> Rule | None: ...
+
+    async def list_rules(
+        self, *, status: RuleStatus | None, module_name: str | None, limit: int, offset: int
+    ) -> Page[Rule]: ...
+
+    async def transition_rule(
+        self,
+        rule_id: str,
+        *,
+        expected: RuleStatus,
+        target: RuleStatus,
+        actor_id: str,
+        now: datetime,
+        reason: str | None = None,
+    ) -> Rule | None: ...
+
+    async def edit_rule(
+        self,
+        rule_id: str,
+        *,
+        changes: dict[str, Any],
+        actor_id: str,
+        now: datetime,
+    ) -> Rule | None:
+        """Change fields of a pending rule; None when it is no longer pending."""
+        ...
+
+    # deployments
+    async def begin_deployment(
+        self, new: NewDeployment, *, expected: RuleStatus, target: RuleStatus, now: datetime
+    ) -> int | None:
+        """Move the rule expected → target and insert a pending deployment row, in one transaction."""
+        ...
+
+    async def complete_deployment(
+        self, deployment_id: int, *, backup_path: str | None, now: datetime
+    ) -> Deployment: ...
+
+    async def abort_deployment(self, deployment_id: int, *, error: str, actor_id: str, now: datetime) -> None:
+        """Delete the pending row and put the rule back in the state it had before."""
+        ...
+
+    async def record_reload(self, deployment_id: int, result: ReloadResult, *, now: datetime) -> None: ...
+
+    async def get_deployment(self, deployment_id: int) -> Deployment | None: ...
+
+    async def active_deployment_for_rule(self, rule_id: str) -> Deployment | None: ...
+
+    async def pending_deployments(self) -> list[Deployment]: ...
+
+    async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]: ...
+
+    async def deployed_rules(self, module_name: str) -> list[Rule]: ...
+
+    # reports
+    async def counts(self, *, since: datetime) -> dict[str, Any]: ...
+
+    async def list_audit(self, *, subject_id: str | None, limit: int, offset: int) -> Page[AuditEntry]: ...

@@ -1,0 +1,50 @@
+"""Checks every proposal passes before it becomes a rule, whichever generator wrote it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from autotrain.errors import InvalidInput
+from autotrain.models import RuleProposal, RuleWarning
+from autotrain.rulefiles import normalize_rule_line
+from autotrain.text import fold
+
+LOW_CONFIDENCE = 0.6
+
+
+def validate_proposal(
+    proposal: RuleProposal,
+    current_rules: Mapping[str, Sequence[str]],
+    allowed_modules: Sequence[str],
+) -> RuleProposal:
+    """Normalise the lines, clamp confidence, and attach warnings. Raises InvalidInput when unusable."""
+    if proposal.module_name not in allowed_modules:
+        raise InvalidInput(f"module {proposal.module_name!r} is not an allowed rule file")
+    warnings = list(dict.fromkeys(proposal.warnings))
+    new_rule = normalize_rule_line(proposal.new_rule)
+    lines = list(current_rules.get(proposal.module_name, ()))
+    old_rule: str | None = None
+    if proposal.old_rule and proposal.old_rule.strip():
+        candidate = normalize_rule_line(proposal.old_rule)
+        if candidate in lines:
+            old_rule = candidate
+        else:
+            # The rule to replace is not in the file: deploying appends instead, and the card says so.
+            warnings.append(RuleWarning.OLD_RULE_NOT_FOUND)
+    if old_rule == new_rule:
+        old_rule = None
+    confidence = min(1.0, max(0.0, float(proposal.confidence)))
+    if confidence < LOW_CONFIDENCE:
+        warnings.append(RuleWarning.LOW_CONFIDENCE)
+    folded_new = fold(new_rule)
+    if any(fold(line) == folded_new for rules in current_rules.values() for line in rules):
+        warnings.append(RuleWarning.DUPLICATE)
+    return proposal.model_copy(
+        update={
+            "new_rule": new_rule,
+            "old_rule": old_rule,
+            "confidence": round(confidence, 4),
+            "warnings": list(dict.fromkeys(warnings)),
+            "reasoning": " ".join(proposal.reasoning.split())[:2000],
+        }
+    )

@@ -1,0 +1,592 @@
+"""The pipeline: submit → generate → approve / edit / reject → deploy → rollback, plus run_all and status.
+
+Every edge (REST API, Slack, CLI) calls this service with an Actor; permissions and transitions are decided
+here, and every state change is a compare-and-set in the store, so concurrent callers cannot both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from typing import Any
+
+from autotrain.errors import (
+    AutotrainError,
+    GenerationFailed,
+    GenerationInProgress,
+    InvalidInput,
+    NotFound,
+    RuleFileInvalid,
+    TransitionRefused,
+)
+from autotrain.models import (
+    Deployment,
+    DeployOutcome,
+    Feedback,
+    FeedbackIn,
+    FeedbackStatus,
+    FeedbackType,
+    Rule,
+    RuleProposal,
+    RuleStatus,
+    RunAllSummary,
+    StatusReport,
+)
+from autotrain.policy import (
+    SYSTEM_ACTOR,
+    Action,
+    Actor,
+    check_rule_editable,
+    check_rule_transition,
+    require_permission,
+)
+from autotrain.ports import (
+    EventKind,
+    NewDeployment,
+    Page,
+    PipelineEvent,
+    PipelineNotifier,
+    ReloadHook,
+    ReloadResult,
+    RuleGenerator,
+    Store,
+)
+from autotrain.proposals import validate_proposal
+from autotrain.rulefiles import RuleFiles, content_version, deploy_entry, normalize_rule_line
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+ProgressCallback = Callable[[int, int, list[dict[str, str]]], Awaitable[None]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    rule: Rule
+    deployment: Deployment
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    deployments_completed: list[int]
+    deployments_aborted: list[int]
+    feedback_requeued: list[str]
+
+
+class PipelineService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        generator: RuleGenerator,
+        rule_files: RuleFiles,
+        reload_hook: ReloadHook | None = None,
+        notifiers: Sequence[PipelineNotifier] = (),
+        clock: Clock = utcnow,
+        auto_generate: bool = True,
+        run_all_concurrency: int = 4,
+        generation_wait_seconds: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.generator = generator
+        self.rule_files = rule_files
+        self.reload_hook = reload_hook
+        self.notifiers = list(notifiers)
+        self.clock = clock
+        self.auto_generate = auto_generate
+        self.run_all_concurrency = run_all_concurrency
+        self.generation_wait_seconds = generation_wait_seconds
+        self._generations: dict[str, asyncio.Task[Rule | None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._module_locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ feedback
+
+    async def submit(self, data: FeedbackIn, actor: Actor, *, source: str = "api") -> Feedback:
+        require_permission(actor, Action.SUBMIT)
+        feedback = await self.store.create_feedback(
+            data, user_id=data.user_id or actor.id, source=source, actor_id=actor.id, now=self.clock()
+        )
+        if self.auto_generate and feedback.feedback_type is not FeedbackType.PRAISE:
+            self.generate_in_background(feedback.feedback_id)
+        return feedback
+
+    async def get_feedback(self, feedback_id: str) -> Feedback:
+        feedback = await self.store.get_feedback(feedback_id)
+        if feedback is None:
+            raise NotFound(f"no feedback {feedback_id}")
+        return feedback
+
+    async def list_feedback(
+        self,
+        *,
+        status: FeedbackStatus | None = None,
+        feedback_type: FeedbackType | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Feedback]:
+        return await self.store.list_feedback(status=status, feedback_type=feedback_type, limit=limit, offset=offset)
+
+    # ------------------------------------------------------------------ generation
+
+    def generate_in_background(self, feedback_id: str) -> None:
+        """Start a generation after the caller has answered; failures are recorded on the feedback."""
+        task = asyncio.create_task(self._generate_quietly(feedback_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _generate_quietly(self, feedback_id: str) -> None:
+        try:
+            await self.generate(feedback_id, SYSTEM_ACTOR)
+        except AutotrainError as exc:
+            log.warning("background generation of %s: %s", feedback_id, exc.message)
+        except Exception:
+            log.exception("background generation of %s failed", feedback_id)
+
+    async def drain(self) -> None:
+        """Wait for background work (generations started by submit) to finish."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def generate(self, feedback_id: str, actor: Actor) -> Rule:
+        """The rule of this feedback: generated now, or the one it already has (never two at once)."""
+        require_permission(actor, Action.GENERATE)
+        feedback = await self.get_feedback(feedback_id)
+        existing = await self.store.get_rule_for_feedback(feedback_id)
+        if existing is not None:
+            return existing
+        task = self._generations.get(feedback_id)
+        if task is None:
+            task = asyncio.create_task(self._generate_once(feedback))
+            self._generations[feedback_id] = task
+            task.add_done_callback(lambda _: self._generations.pop(feedback_id, None))
+        rule = await asyncio.shield(task)
+        if rule is None:
+            raise TransitionRefused(
+                f"{feedback_id} is praise: it is recorded and counted, but no rule is generated from it"
+            )
+        return rule
+
+    async def _generate_once(self, feedback: Feedback) -> Rule | None:
+        feedback_id = feedback.feedback_id
+        if feedback.status is FeedbackStatus.REJECTED:
+            raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
+        if not await self.store.claim_feedback(feedback_id, now=self.clock()):
+            return await self._wait_for_other_generation(feedback_id)
+        if feedback.feedback_type is FeedbackType.PRAISE:
+            await self.store.finish_feedback_without_rule(
+                feedback_id, reason="praise", actor_id=SYSTEM_ACTOR.id, now=self.clock()
+            )
+            return None
+        try:
+            current_rules = await asyncio.to_thread(self.rule_files.current_rules)
+            result = await self.generator.generate(feedback, current_rules)
+            proposal = validate_proposal(result.proposal, current_rules, self.rule_files.allowed_modules)
+        except asyncio.CancelledError:
+            await self.store.release_feedback(
+                feedback_id, error="generation cancelled", actor_id=SYSTEM_ACTOR.id, now=self.clock()
+            )
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, AutotrainError) else f"{type(exc).__name__}: {exc}"
+            await self.store.release_feedback(feedback_id, error=message, actor_id=SYSTEM_ACTOR.id, now=self.clock())
+            raise GenerationFailed(f"rule generation for {feedback_id} failed: {message}") from exc
+        rule = await self.store.create_rule(
+            feedback_id, proposal, result.info, actor_id=SYSTEM_ACTOR.id, now=self.clock()
+        )
+        await self._notify(EventKind.RULE_CREATED, rule, SYSTEM_ACTOR)
+        return rule
+
+    async def _wait_for_other_generation(self, feedback_id: str) -> Rule | None:
+        """Another process is generating this feedback: wait for its rule rather than make a second one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.generation_wait_seconds
+        while True:
+            rule = await self.store.get_rule_for_feedback(feedback_id)
+            if rule is not None:
+                return rule
+            feedback = await self.get_feedback(feedback_id)
+            if feedback.status is FeedbackStatus.PROCESSED:
+                return None  # praise, finished without a rule
+            if feedback.status is FeedbackStatus.PENDING:
+                raise GenerationFailed(
+                    f"rule generation for {feedback_id} failed: {feedback.last_error or 'unknown error'}"
+                )
+            if feedback.status is FeedbackStatus.REJECTED:
+                raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
+            if loop.time() > deadline:
+                raise GenerationInProgress(f"{feedback_id} is still being processed; try again shortly")
+            await asyncio.sleep(0.1)
+
+    # ------------------------------------------------------------------ rules
+
+    async def get_rule(self, rule_id: str) -> Rule:
+        rule = await self.store.get_rule(rule_id)
+        if rule is None:
+            raise NotFound(f"no rule {rule_id}")
+        return rule
+
+    async def list_rules(
+        self,
+        *,
+        status: RuleStatus | None = None,
+        module_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Rule]:
+        return await self.store.list_rules(status=status, module_name=module_name, limit=limit, offset=offset)
+
+    async def approve(self, rule_id: str, actor: Actor) -> Rule:
+        return await self._transition(rule_id, RuleStatus.APPROVED, actor, Action.APPROVE, EventKind.RULE_APPROVED)
+
+    async def reject(self, rule_id: str, actor: Actor, reason: str | None = None) -> Rule:
+        return await self._transition(
+            rule_id, RuleStatus.REJECTED, actor, Action.REJECT, EventKind.RULE_REJECTED, reason=reason
+        )
+
+    async def _transition(
+        self,
+        rule_id: str,
+        target: RuleStatus,
+        actor: Actor,
+        action: Action,
+        event: EventKind,
+        reason: str | None = None,
+    ) -> Rule:
+        require_permission(actor, action)
+        rule = await self.get_rule(rule_id)
+        check_rule_transition(rule_id, rule.status, target)
+        updated = await self.store.transition_rule(
+            rule_id, expected=rule.status, target=target, actor_id=actor.id, now=self.clock(), reason=reason
+        )
+        if updated is None:
+            await self._refuse_changed(rule_id, target)
+        assert updated is not None
+        await self._notify(event, updated, actor)
+        return updated
+
+    async def _refuse_changed(self, rule_id: str, target: RuleStatus) -> None:
+        """The compare-and-set lost: someone else changed the rule first. Explain with its state now."""
+        current = await self.get_rule(rule_id)
+        check_rule_transition(rule_id, current.status, target)
+        raise TransitionRefused(f"{rule_id} changed while this was being done; it is now {current.status.value}")
+
+    async def edit(
+        self,
+        rule_id: str,
+        actor: Actor,
+        *,
+        new_rule: str,
+        module_name: str | None = None,
+        old_rule: str | None = None,
+    ) -> Rule:
+        """Change a pending rule's text (and target file) before approval; warnings are recomputed."""
+        require_permission(actor, Action.EDIT)
+        rule = await self.get_rule(rule_id)
+        check_rule_editable(rule_id, rule.status)
+        target_module = module_name or rule.module_name
+        current_rules = await asyncio.to_thread(self.rule_files.current_rules)
+        proposal = validate_proposal(
+            RuleProposal(
+                module_name=target_module,
+                rule_type=rule.rule_type,
+                old_rule=old_rule if old_rule is not None else rule.old_rule,
+                new_rule=new_rule,
+                reasoning=rule.reasoning,
+                confidence=rule.confidence,
+            ),
+            current_rules,
+            self.rule_files.allowed_modules,
+        )
+        carried = [w for w in rule.warnings if w.value in ("possible_injection", "flagged_content")]
+        changes = {
+            "module_name": proposal.module_name,
+            "old_rule": proposal.old_rule,
+            "new_rule": proposal.new_rule,
+            "warnings": list(dict.fromkeys([*carried, *proposal.warnings])),
+        }
+        updated = await self.store.edit_rule(rule_id, changes=changes, actor_id=actor.id, now=self.clock())
+        if updated is None:
+            current = await self.get_rule(rule_id)
+            check_rule_editable(rule_id, current.status)
+            raise TransitionRefused(f"{rule_id} changed while it was being edited")
+        await self._notify(EventKind.RULE_EDITED, updated, actor)
+        return updated
+
+    # ------------------------------------------------------------------ deploy / rollback
+
+    @contextlib.asynccontextmanager
+    async def _file_lock(self, module_name: str) -> AsyncIterator[None]:
+        """One writer per rule file: an asyncio lock in this process, flock across processes."""
+        self.rule_files.path_for(module_name)
+        lock = self._module_locks.setdefault(module_name, asyncio.Lock())
+        async with lock:
+            acquiring = asyncio.ensure_future(asyncio.to_thread(self.rule_files.acquire, module_name))
+            try:
+                handle = await asyncio.shield(acquiring)
+            except asyncio.CancelledError:
+                acquiring.add_done_callback(
+                    lambda f: None if f.cancelled() or f.exception() else self.rule_files.release(f.result())
+                )
+                raise
+            try:
+                yield
+            finally:
+                self.rule_files.release(handle)
+
+    async def deploy(self, rule_id: str, actor: Actor) -> DeployResult:
+        require_permission(actor, Action.DEPLOY)
+        rule = await self.get_rule(rule_id)
+        check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
+        async with self._file_lock(rule.module_name):
+            rule = await self.get_rule(rule_id)
+            check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
+            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
+            now = self.clock()
+            change = document.apply(
+                new_rule=rule.new_rule,
+                old_rule=rule.old_rule,
+                entry=deploy_entry(
+                    rule_id=rule.rule_id,
+                    feedback_id=rule.feedback_id,
+                    confidence=rule.confidence,
+                    deployed_at=now,
+                ),
+            )
+            if rule.old_rule and change.outcome is DeployOutcome.APPENDED:
+                change.detail["warning"] = "old_rule_not_found"
+            deployment = await self._write_change(
+                rule,
+                actor,
+                previous=previous,
+                change=change,
+                expected=RuleStatus.APPROVED,
+                target=RuleStatus.DEPLOYED,
+                rollback_of=None,
+            )
+        return await self._after_write(rule_id, deployment, actor, EventKind.RULE_DEPLOYED)
+
+    async def rollback(self, rule_id: str, actor: Actor) -> DeployResult:
+        """Revert this rule's change on the current file; later deploys stay."""
+        require_permission(actor, Action.ROLLBACK)
+        rule = await self.get_rule(rule_id)
+        check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
+        async with self._file_lock(rule.module_name):
+            rule = await self.get_rule(rule_id)
+            check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
+            original = await self.store.active_deployment_for_rule(rule_id)
+            if original is None:
+                raise TransitionRefused(f"{rule_id} has no deployment to roll back")
+            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
+            others = [r for r in await self.store.deployed_rules(rule.module_name) if r.rule_id != rule_id]
+            change = document.revert(
+                new_rule=rule.new_rule,
+                change=original.change,
+                # a line another deployed rule also asks for stays; an old line another rule removed stays out
+                keep_new=any(other.new_rule == rule.new_rule for other in others),
+                restore_old=not any(rule.old_rule and other.old_rule == rule.old_rule for other in others),
+            )
+            deployment = await self._write_change(
+                rule,
+                actor,
+                previous=previous,
+                change=change,
+                expected=RuleStatus.DEPLOYED,
+                target=RuleStatus.ROLLED_BACK,
+                rollback_of=original.deployment_id,
+            )
+        return await self._after_write(rule_id, deployment, actor, EventKind.RULE_ROLLED_BACK)
+
+    async def _write_change(
+        self,
+        rule: Rule,
+        actor: Actor,
+        *,
+        previous: bytes,
+        change: Any,
+        expected: RuleStatus,
+        target: RuleStatus,
+        rollback_of: int | None,
+    ) -> Deployment:
+        """Claim the transition, write the file, then mark the deployment applied.
+
+        The pending deployment row is committed before the file is written, so a crash in between leaves a
+        row that `reconcile` settles by looking at the file (the file is the truth).
+        """
+        version_before = content_version(previous)
+        version_after = content_version(change.content) if change.touches_file else version_before
+        deployment_id = await self.store.begin_deployment(
+            NewDeployment(
+                rule_id=rule.rule_id,
+                module_name=rule.module_name,
+                deployed_by=actor.id,
+                version_before=version_before,
+                version_after=version_after,
+                outcome=change.outcome,
+                change=change.detail,
+                rollback_of=rollback_of,
+            ),
+            expected=expected,
+            target=target,
+            now=self.clock(),
+        )
+        if deployment_id is None:
+            await self._refuse_changed(rule.rule_id, target)
+        assert deployment_id is not None
+        backup_path = None
+        if change.touches_file:
+            try:
+                backup_path = await asyncio.to_thread(
+                    self.rule_files.write, rule.module_name, change.content, previous, rule.rule_id
+                )
+            except BaseException as exc:
+                error = exc.message if isinstance(exc, AutotrainError) else repr(exc)
+                await self.store.abort_deployment(deployment_id, error=error, actor_id=actor.id, now=self.clock())
+                raise
+        return await self.store.complete_deployment(deployment_id, backup_path=backup_path, now=self.clock())
+
+    async def _after_write(self, rule_id: str, deployment: Deployment, actor: Actor, event: EventKind) -> DeployResult:
+        if deployment.version_after != deployment.version_before:
+            result = await self._reload(deployment)
+            await self.store.record_reload(deployment.deployment_id, result, now=self.clock())
+            deployment = deployment.model_copy(update={"reload_status": result.status, "reload_error": result.error})
+        else:
+            await self.store.record_reload(
+                deployment.deployment_id, ReloadResult("skipped", "file unchanged"), now=self.clock()
+            )
+            deployment = deployment.model_copy(update={"reload_status": "skipped", "reload_error": "file unchanged"})
+        rule = await self.get_rule(rule_id)
+        await self._notify(event, rule, actor, deployment)
+        return DeployResult(rule, deployment)
+
+    async def _reload(self, deployment: Deployment) -> ReloadResult:
+        if self.reload_hook is None:
+            return ReloadResult("skipped", "no reload URL configured")
+        try:
+            return await self.reload_hook.reload(deployment.module_name, deployment.rule_id, deployment.version_after)
+        except Exception as exc:  # the file is written; a failed reload is recorded, not raised
+            log.warning("reload after %s failed: %s", deployment.rule_id, exc)
+            return ReloadResult("failed", f"{type(exc).__name__}: {exc}")
+
+    async def list_deployments(
+        self, *, rule_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[Deployment]:
+        return await self.store.list_deployments(rule_id=rule_id, limit=limit, offset=offset)
+
+    # ------------------------------------------------------------------ batch, status, start-up
+
+    async def run_all(self, actor: Actor, on_progress: ProgressCallback | None = None) -> RunAllSummary:
+        """Generate rules for every pending feedback, a bounded number at a time."""
+        require_permission(actor, Action.RUN_ALL)
+        feedback_ids = await self.store.pending_feedback_ids()
+        semaphore = asyncio.Semaphore(self.run_all_concurrency)
+        created: list[str] = []
+        skipped: list[str] = []
+        errors: list[dict[str, str]] = []
+        done = 0
+
+        async def process(feedback_id: str) -> None:
+            nonlocal done
+            async with semaphore:
+                try:
+                    rule = await self.generate(feedback_id, actor)
+                    created.append(rule.rule_id)
+                except TransitionRefused:
+                    skipped.append(feedback_id)
+                except AutotrainError as exc:
+                    errors.append({"feedback_id": feedback_id, "error": exc.message})
+                done += 1
+                if on_progress is not None:
+                    try:
+                        await on_progress(done, len(feedback_ids), list(errors))
+                    except Exception:
+                        log.exception("run-all progress report failed")
+
+        await asyncio.gather(*(process(feedback_id) for feedback_id in feedback_ids))
+        return RunAllSummary(
+            total=len(feedback_ids),
+            processed=len(created) + len(skipped),
+            rules_created=sorted(created),
+            skipped=sorted(skipped),
+            errors=sorted(errors, key=lambda e: e["feedback_id"]),
+        )
+
+    async def status(self) -> StatusReport:
+        now = self.clock()
+        midnight = datetime.combine(now.astimezone(UTC).date(), time.min, tzinfo=UTC)
+        counts = await self.store.counts(since=midnight)
+        last = await self.store.list_deployments(rule_id=None, limit=5, offset=0)
+        return StatusReport(
+            feedback_by_status=counts["feedback_by_status"],
+            feedback_by_type=counts["feedback_by_type"],
+            rules_by_status=counts["rules_by_status"],
+            pending_feedback=counts["feedback_by_status"].get(FeedbackStatus.PENDING.value, 0),
+            deployments_total=counts["deployments_total"],
+            deployed_today=counts["deployed_since"],
+            rollbacks_total=counts["rollbacks_total"],
+            generator=self.generator.name,
+            last_deployments=last.items,
+        )
+
+    async def reconcile(self) -> ReconcileReport:
+        """Settle what a crash left half done. The rule file is the truth:
+
+        - a pending deployment whose change is in the file is completed; one whose change is not is aborted
+          (the rule returns to approved, or to deployed for a rollback);
+        - feedback left `processing` with no rule goes back to pending.
+        """
+        completed: list[int] = []
+        aborted: list[int] = []
+        for deployment in await self.store.pending_deployments():
+            try:
+                written = await self._change_in_file(deployment)
+            except (RuleFileInvalid, InvalidInput) as exc:
+                log.error("cannot reconcile deployment %s: %s", deployment.deployment_id, exc.message)
+                written = False
+            if written:
+                await self.store.complete_deployment(deployment.deployment_id, backup_path=None, now=self.clock())
+                completed.append(deployment.deployment_id)
+            else:
+                await self.store.abort_deployment(
+                    deployment.deployment_id,
+                    error="interrupted before the file was written",
+                    actor_id=SYSTEM_ACTOR.id,
+                    now=self.clock(),
+                )
+                aborted.append(deployment.deployment_id)
+        requeued = await self.store.requeue_interrupted_feedback(now=self.clock())
+        return ReconcileReport(completed, aborted, requeued)
+
+    async def _change_in_file(self, deployment: Deployment) -> bool:
+        content, document = await asyncio.to_thread(self.rule_files.read, deployment.module_name)
+        version = content_version(content)
+        if deployment.version_after == deployment.version_before:
+            return True  # a no-op: nothing had to be written
+        if version == deployment.version_after:
+            return True
+        if version == deployment.version_before:
+            return False
+        rule = await self.get_rule(deployment.rule_id)
+        present = normalize_rule_line(rule.new_rule) in document.rule_lines()
+        return present if deployment.rollback_of is None else not present
+
+    # ------------------------------------------------------------------ notifications
+
+    def add_notifier(self, notifier: PipelineNotifier) -> None:
+        self.notifiers.append(notifier)
+
+    async def _notify(self, kind: EventKind, rule: Rule, actor: Actor, deployment: Deployment | None = None) -> None:
+        event = PipelineEvent(kind=kind, rule=rule, actor_id=actor.id, deployment=deployment)
+        for notifier in self.notifiers:
+            try:
+                await notifier.notify(event)
+            except Exception:
+                log.exception("notifier %s failed on %s of %s", type(notifier).__name__, kind.value, rule.rule_id)

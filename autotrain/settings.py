@@ -1,0 +1,95 @@
+"""Settings, read from the environment and a `.env` file (names in DESIGN.md, "Configuration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ALLOWED_MODULES = ("fashion_rules.json", "prompt_v2.txt", "stylist_guidelines.md")
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Slack (off unless both HTTP-mode settings are given)
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_api_url: str | None = Field(None, validation_alias=_env("SLACK_API_URL"))
+
+    # Claude (off unless a key is given: the offline heuristic generator is used)
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
+    model: str = Field("claude-sonnet-5-5", validation_alias=_env("AUTOTRAIN_MODEL"))
+
+    database_url: str = Field("sqlite:///autotrain.db", validation_alias=_env("AUTOTRAIN_DATABASE_URL"))
+    rules_dir: Path = Field(Path("config"), validation_alias=_env("AUTOTRAIN_RULES_DIR"))
+    allowed_modules: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_ALLOWED_MODULES, validation_alias=_env("AUTOTRAIN_ALLOWED_MODULES")
+    )
+    reload_url: str | None = Field(None, validation_alias=_env("AUTOTRAIN_RELOAD_URL"))
+    reload_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("AUTOTRAIN_RELOAD_TIMEOUT_SECONDS"))
+    backup_keep: int = Field(50, ge=1, validation_alias=_env("AUTOTRAIN_BACKUP_KEEP"))
+
+    admins: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("AUTOTRAIN_ADMINS"))
+    review_channel: str | None = Field(None, validation_alias=_env("AUTOTRAIN_REVIEW_CHANNEL"))
+    alert_channel: str | None = Field(None, validation_alias=_env("AUTOTRAIN_ALERT_CHANNEL"))
+    digest_channel: str | None = Field(None, validation_alias=_env("AUTOTRAIN_DIGEST_CHANNEL"))
+
+    jwt_secret: SecretStr | None = Field(None, validation_alias=_env("AUTOTRAIN_JWT_SECRET"))
+    auto_generate: bool = Field(True, validation_alias=_env("AUTOTRAIN_AUTO_GENERATE"))
+    run_all_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("AUTOTRAIN_RUN_ALL_CONCURRENCY"))
+    generation_wait_seconds: float = Field(60.0, gt=0, validation_alias=_env("AUTOTRAIN_GENERATION_WAIT_SECONDS"))
+    metrics_public: bool = Field(False, validation_alias=_env("AUTOTRAIN_METRICS_PUBLIC"))
+
+    alert_interval_seconds: int = Field(300, ge=1, validation_alias=_env("AUTOTRAIN_ALERT_INTERVAL_SECONDS"))
+    alert_pending_max: int = Field(100, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_PENDING_MAX"))
+    alert_error_rate_max: float = Field(0.05, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_ERROR_RATE_MAX"))
+    alert_deploys_per_day_max: int = Field(50, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_DEPLOYS_PER_DAY_MAX"))
+    alert_approval_hours_max: float = Field(24, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_APPROVAL_HOURS_MAX"))
+    alert_cooldown_seconds: int = Field(3600, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_COOLDOWN_SECONDS"))
+    digest_cron: str = Field("0 9 * * *", validation_alias=_env("AUTOTRAIN_DIGEST_CRON"))
+    timezone: str = Field("UTC", validation_alias=_env("AUTOTRAIN_TIMEZONE"))
+    feedback_rate_limit: str = Field("10/hour", validation_alias=_env("AUTOTRAIN_FEEDBACK_RATE_LIMIT"))
+    auto_approve_confidence: float | None = Field(
+        None, ge=0, le=1, validation_alias=_env("AUTOTRAIN_AUTO_APPROVE_CONFIDENCE")
+    )
+
+    @field_validator("allowed_modules", "admins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_modules")
+    @classmethod
+    def _plain_file_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name != Path(name).name or name.startswith("."):
+                raise ValueError(f"allowed module {name!r} must be a plain file name inside the rules folder")
+        return value
+
+    @property
+    def database_path(self) -> Path:
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            raise ValueError(f"AUTOTRAIN_DATABASE_URL must look like sqlite:///path, not {self.database_url!r}")
+        return Path(self.database_url[len(prefix) :])
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_bot_token is not None and (
+            self.slack_signing_secret is not None or self.slack_app_token is not None
+        )
+
+    @property
+    def claude_enabled(self) -> bool:
+        return self.anthropic_api_key is not None

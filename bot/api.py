@@ -1,0 +1,322 @@
+"""The REST API (FastAPI) under /autotrain, plus /healthz. Thin: parse, call the service, return records."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from autotrain.errors import (
+    AutotrainError,
+    GenerationFailed,
+    GenerationInProgress,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RuleFileInvalid,
+    RuleFileWriteFailed,
+    TransitionRefused,
+)
+from autotrain.models import (
+    Deployment,
+    Feedback,
+    FeedbackIn,
+    FeedbackStatus,
+    FeedbackType,
+    Rule,
+    RuleStatus,
+    RunAllSummary,
+    StatusReport,
+)
+from autotrain.policy import Actor
+from autotrain.service import PipelineService
+from autotrain.settings import Settings
+from bot.auth import TokenError, verify_token
+from bot.runtime import Runtime, describe, open_runtime
+
+log = logging.getLogger("autotrain.api")
+
+MAX_BODY_BYTES = 64 * 1024
+T = TypeVar("T")
+
+HTTP_STATUS: dict[type[AutotrainError], int] = {
+    NotFound: 404,
+    PermissionDenied: 403,
+    TransitionRefused: 409,
+    GenerationInProgress: 409,
+    RuleFileInvalid: 409,
+    InvalidInput: 422,
+    GenerationFailed: 502,
+    RuleFileWriteFailed: 503,
+}
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ListResponse(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class RejectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=500)
+
+
+class DeployedRule(Rule):
+    """The rule after a deploy or rollback, with the deployment that was recorded."""
+
+    deployment: Deployment
+
+
+class Health(BaseModel):
+    status: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 422, 429, 502, 503)
+}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+class BodySizeLimit:
+    """Answer 413 to a request body over the limit before the app reads it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        too_large = error_response(413, "payload_too_large", f"the request body must be at most {self.max_bytes} bytes")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+bearer = HTTPBearer(auto_error=False, description="`autotrain token --role admin` prints one")
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_service(request: Request) -> PipelineService:
+    return get_runtime(request).service
+
+
+async def get_actor(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise StarletteHTTPException(401, "a bearer token is required (Authorization: Bearer …)")
+    try:
+        return verify_token(get_runtime(request).jwt_secret, credentials.credentials)
+    except TokenError as exc:
+        raise StarletteHTTPException(401, str(exc)) from exc
+
+
+ServiceDep = Annotated[PipelineService, Depends(get_service)]
+ActorDep = Annotated[Actor, Depends(get_actor)]
+Limit = Annotated[int, Query(ge=1, le=200, description="page size, 1–200")]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/autotrain", responses=ERROR_RESPONSES)
+
+    @router.post("/feedback", status_code=201, response_model=Feedback, summary="Submit feedback")
+    async def submit_feedback(data: FeedbackIn, service: ServiceDep, actor: ActorDep) -> Feedback:
+        return await service.submit(data, actor, source="api")
+
+    @router.get("/feedback", response_model=ListResponse[Feedback], summary="List feedback")
+    async def list_feedback(
+        service: ServiceDep,
+        actor: ActorDep,
+        status: FeedbackStatus | None = None,
+        feedback_type: FeedbackType | None = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        page = await service.list_feedback(status=status, feedback_type=feedback_type, limit=limit, offset=offset)
+        return page.__dict__
+
+    @router.get("/feedback/{feedback_id}", response_model=Feedback, summary="One feedback")
+    async def get_feedback(feedback_id: str, service: ServiceDep, actor: ActorDep) -> Feedback:
+        return await service.get_feedback(feedback_id)
+
+    @router.post("/generate/{feedback_id}", response_model=Rule, summary="Generate the rule of a feedback")
+    async def generate(feedback_id: str, service: ServiceDep, actor: ActorDep) -> Rule:
+        return await service.generate(feedback_id, actor)
+
+    @router.get("/rules", response_model=ListResponse[Rule], summary="List rules")
+    async def list_rules(
+        service: ServiceDep,
+        actor: ActorDep,
+        status: RuleStatus | None = None,
+        module_name: str | None = Query(None, max_length=128),
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        page = await service.list_rules(status=status, module_name=module_name, limit=limit, offset=offset)
+        return page.__dict__
+
+    @router.get("/rules/{rule_id}", response_model=Rule, summary="One rule")
+    async def get_rule(rule_id: str, service: ServiceDep, actor: ActorDep) -> Rule:
+        return await service.get_rule(rule_id)
+
+    @router.post("/rules/{rule_id}/approve", response_model=Rule, summary="Approve a pending rule (admin)")
+    async def approve(rule_id: str, service: ServiceDep, actor: ActorDep) -> Rule:
+        return await service.approve(rule_id, actor)
+
+    @router.post("/rules/{rule_id}/reject", response_model=Rule, summary="Reject a pending or approved rule (admin)")
+    async def reject(
+        rule_id: str,
+        service: ServiceDep,
+        actor: ActorDep,
+        body: Annotated[RejectIn | None, Body()] = None,
+    ) -> Rule:
+        return await service.reject(rule_id, actor, reason=body.reason if body else None)
+
+    @router.post("/rules/{rule_id}/deploy", response_model=DeployedRule, summary="Deploy an approved rule (admin)")
+    async def deploy(rule_id: str, service: ServiceDep, actor: ActorDep) -> DeployedRule:
+        result = await service.deploy(rule_id, actor)
+        return DeployedRule(**result.rule.model_dump(), deployment=result.deployment)
+
+    @router.post("/rules/{rule_id}/rollback", response_model=DeployedRule, summary="Roll back a deployed rule (admin)")
+    async def rollback(rule_id: str, service: ServiceDep, actor: ActorDep) -> DeployedRule:
+        result = await service.rollback(rule_id, actor)
+        return DeployedRule(**result.rule.model_dump(), deployment=result.deployment)
+
+    @router.get("/deployments", response_model=ListResponse[Deployment], summary="Deployments, newest first")
+    async def list_deployments(
+        service: ServiceDep,
+        actor: ActorDep,
+        rule_id: str | None = Query(None, max_length=32),
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        page = await service.list_deployments(rule_id=rule_id, limit=limit, offset=offset)
+        return page.__dict__
+
+    @router.get("/status", response_model=StatusReport, summary="System status")
+    async def status(service: ServiceDep, actor: ActorDep) -> StatusReport:
+        return await service.status()
+
+    @router.post("/run-all", response_model=RunAllSummary, summary="Generate rules for all pending feedback (admin)")
+    async def run_all(service: ServiceDep, actor: ActorDep) -> RunAllSummary:
+        return await service.run_all(actor)
+
+    return router
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AutotrainError)
+    async def pipeline_error(request: Request, exc: AutotrainError) -> JSONResponse:
+        status = next((code for kind, code in HTTP_STATUS.items() if isinstance(exc, kind)), 400)
+        return error_response(status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(part) for part in error.get('loc', ()) if part != 'body') or 'body'}: {error.get('msg')}"
+            for error in exc.errors()
+        ]
+        return error_response(422, "invalid_input", "; ".join(problems)[:2000] or "invalid input")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    open_runtime_fn: Callable[[Settings], Awaitable[Runtime]] | None = None,
+) -> FastAPI:
+    """The ASGI app. It opens its runtime (database, service) on start-up and closes it on shutdown."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for line in describe(settings):
+            log.info(line)
+        opener = open_runtime_fn or (lambda s: open_runtime(s, reconcile=True))
+        runtime = await opener(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="Auto-Train",
+        version="0.1.0",
+        description="Feedback → rule suggestion → review → deploy, for a chatbot's prompt rules.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(build_router())
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    app.add_middleware(BodySizeLimit)
+    return app

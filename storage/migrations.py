@@ -1,0 +1,104 @@
+"""Schema versions. Each entry moves the schema one version forward; they run in order at start.
+
+Never edit a released entry: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the cookbook's three tables with production columns, and the audit log
+    """
+    CREATE TABLE feedbacks (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        feedback_id   TEXT UNIQUE,
+        user_id       TEXT NOT NULL,
+        query         TEXT NOT NULL,
+        ai_response   TEXT NOT NULL DEFAULT '',
+        feedback_text TEXT NOT NULL,
+        feedback_type TEXT NOT NULL CHECK (feedback_type IN ('bug', 'suggestion', 'praise')),
+        status        TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'processing', 'processed', 'rejected')),
+        source        TEXT NOT NULL DEFAULT 'api',
+        metadata      TEXT,
+        error_count   INTEGER NOT NULL DEFAULT 0,
+        last_error    TEXT,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE INDEX ix_feedbacks_status ON feedbacks (status, id);
+    CREATE INDEX ix_feedbacks_type ON feedbacks (feedback_type, id);
+    CREATE INDEX ix_feedbacks_user ON feedbacks (user_id, created_at);
+
+    CREATE TABLE generated_rules (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule_id        TEXT UNIQUE,
+        feedback_id    TEXT NOT NULL UNIQUE REFERENCES feedbacks (feedback_id),
+        module_name    TEXT NOT NULL,
+        rule_type      TEXT NOT NULL CHECK (rule_type IN ('prompt_update', 'system_message')),
+        old_rule       TEXT,
+        new_rule       TEXT NOT NULL,
+        reasoning      TEXT NOT NULL DEFAULT '',
+        confidence     REAL NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
+        status         TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'approved', 'deployed', 'rolled_back', 'rejected')),
+        warnings       TEXT NOT NULL DEFAULT '[]',
+        generator      TEXT NOT NULL,
+        model          TEXT,
+        input_tokens   INTEGER,
+        output_tokens  INTEGER,
+        latency_ms     INTEGER,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        approved_by    TEXT,
+        approved_at    TEXT,
+        rejected_by    TEXT,
+        rejected_at    TEXT,
+        reject_reason  TEXT,
+        edited_by      TEXT,
+        edited_at      TEXT,
+        deployed_by    TEXT,
+        deployed_at    TEXT,
+        rolled_back_by TEXT,
+        rolled_back_at TEXT
+    );
+    CREATE INDEX ix_rules_status ON generated_rules (status, id);
+    CREATE INDEX ix_rules_module ON generated_rules (module_name, status);
+
+    CREATE TABLE deployments (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule_id         TEXT NOT NULL REFERENCES generated_rules (rule_id),
+        module_name     TEXT NOT NULL,
+        deployed_by     TEXT NOT NULL,
+        deployed_at     TEXT NOT NULL,
+        version_before  TEXT NOT NULL,
+        version_after   TEXT NOT NULL,
+        rollback_of     INTEGER REFERENCES deployments (id),
+        outcome         TEXT NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'applied')),
+        previous_status TEXT NOT NULL,
+        change          TEXT NOT NULL DEFAULT '{}',
+        backup_path     TEXT,
+        reload_status   TEXT,
+        reload_error    TEXT
+    );
+    CREATE INDEX ix_deployments_rule ON deployments (rule_id, id);
+    CREATE INDEX ix_deployments_at ON deployments (deployed_at);
+    -- at most one deployment of a rule in flight
+    CREATE UNIQUE INDEX ux_deployments_pending ON deployments (rule_id) WHERE state = 'pending';
+
+    CREATE TABLE audit_log (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         TEXT NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        subject_id TEXT NOT NULL,
+        from_state TEXT,
+        to_state   TEXT,
+        detail     TEXT
+    );
+    CREATE INDEX ix_audit_subject ON audit_log (subject_id, id);
+    CREATE INDEX ix_audit_action_at ON audit_log (action, at);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
