@@ -128,6 +128,8 @@ class JsonRuleDocument:
         return RuleChange(self._dump(data), DeployOutcome.APPENDED, detail)
 
     def revert(self, *, new_rule: str, change: dict[str, Any], keep_new: bool, restore_old: bool) -> RuleChange:
+        if change.get("outcome") == "noop":  # the line was there before this deploy
+            return RuleChange(b"", DeployOutcome.REVERTED, {"outcome": "reverted", "changed": False})
         data = copy.deepcopy(self.data)
         position = self._index_of(new_rule)
         removed_new = False
@@ -205,6 +207,8 @@ class LineRuleDocument:
         return RuleChange(self._dump(lines), DeployOutcome.APPENDED, {"outcome": "appended", "index": at})
 
     def revert(self, *, new_rule: str, change: dict[str, Any], keep_new: bool, restore_old: bool) -> RuleChange:
+        if change.get("outcome") == "noop":  # the line was there before this deploy
+            return RuleChange(b"", DeployOutcome.REVERTED, {"outcome": "reverted", "changed": False})
         lines = list(self.lines)
         position = self._index_of(new_rule)
         removed_new = False

@@ -363,6 +363,13 @@ class PipelineService:
             )
             if rule.old_rule and change.outcome is DeployOutcome.APPENDED:
                 change.detail["warning"] = "old_rule_not_found"
+            if change.outcome is DeployOutcome.NOOP:
+                # Remember which deployed rule put the line there, so rolling both back restores the file.
+                provider = next(
+                    (r for r in await self.store.deployed_rules(rule.module_name) if r.new_rule == rule.new_rule),
+                    None,
+                )
+                change.detail["provided_by"] = provider.rule_id if provider else None
             deployment = await self._write_change(
                 rule,
                 actor,
@@ -389,7 +396,7 @@ class PipelineService:
             others = [r for r in await self.store.deployed_rules(rule.module_name) if r.rule_id != rule_id]
             change = document.revert(
                 new_rule=rule.new_rule,
-                change=original.change,
+                change=await self._effective_change(original),
                 # a line another deployed rule also asks for stays; an old line another rule removed stays out
                 keep_new=any(other.new_rule == rule.new_rule for other in others),
                 restore_old=not any(rule.old_rule and other.old_rule == rule.old_rule for other in others),
@@ -404,6 +411,23 @@ class PipelineService:
                 rollback_of=original.deployment_id,
             )
         return await self._after_write(rule_id, deployment, actor, EventKind.RULE_ROLLED_BACK)
+
+    async def _effective_change(self, deployment: Deployment) -> dict[str, Any]:
+        """The file change a rollback undoes. A no-op deploy rode on a line another rule wrote; when that rule
+        was rolled back first (the line stayed for this one), undoing this one undoes that rule's change."""
+        change = deployment.change
+        for _ in range(100):  # a chain of no-ops is short; the bound only guards against a cycle
+            provider_id = change.get("provided_by") if change.get("outcome") == "noop" else None
+            if not provider_id:
+                return change
+            provider = await self.store.get_rule(provider_id)
+            if provider is None or provider.status is not RuleStatus.ROLLED_BACK:
+                return change
+            provider_deployment = await self.store.active_deployment_for_rule(provider_id)
+            if provider_deployment is None:
+                return change
+            change = provider_deployment.change
+        return change
 
     async def _write_change(
         self,

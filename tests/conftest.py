@@ -1,0 +1,253 @@
+"""Shared fixtures: real SQLite files, real rule files in a temp folder, the real ASGI app over HTTP,
+a fake chatbot reload endpoint on loopback, and `autotrain serve` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from autotrain.models import FeedbackIn
+from autotrain.policy import Actor, Role
+from autotrain.service import PipelineService
+from autotrain.settings import Settings
+from bot.api import create_app
+from bot.auth import mint_token
+from bot.runtime import Runtime, open_runtime
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_RULES = REPO_ROOT / "config"
+JWT_SECRET = "test-secret-for-autotrain-tests-0123456789"
+
+ADMIN = Actor("U_ADMIN", Role.ADMIN)
+REPORTER = Actor("chatbot", Role.REPORTER)
+
+WEATHER_FEEDBACK = {
+    "query": "tìm áo khoác cho trời 35 độ",
+    "ai_response": "Mình gợi ý áo khoác nỉ này...",
+    "feedback_text": "Trời nóng quá, AI còn tư vấn áo khoác",
+    "feedback_type": "bug",
+}
+HEIGHT_FEEDBACK = {
+    "query": "gợi ý đầm đi tiệc",
+    "ai_response": "Bạn thử đầm maxi dài này nhé",
+    "feedback_text": "Mình dáng lùn, mặc maxi bị chìm",
+    "feedback_type": "bug",
+}
+OLD_WEATHER_RULE = "- Luôn ưu tiên áo khoác/dày"
+NEW_WEATHER_RULE = "- Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the machine's Slack / Anthropic / Auto-Train settings or a stray .env."""
+    for name in list(os.environ):
+        if name.startswith(("SLACK_", "ANTHROPIC_", "AUTOTRAIN_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped rule files in a temp folder."""
+    folder = tmp_path / "rules"
+    shutil.copytree(SHIPPED_RULES, folder, ignore=shutil.ignore_patterns(".autotrain"))
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, rules_dir: Path) -> Settings:
+    return make_settings(tmp_path, rules_dir)
+
+
+def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'autotrain.db'}",
+        "rules_dir": rules_dir,
+        "jwt_secret": JWT_SECRET,
+        "auto_generate": False,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    runtime = await open_runtime(settings)
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+@pytest.fixture
+def service(runtime: Runtime) -> PipelineService:
+    return runtime.service
+
+
+async def submit(service: PipelineService, payload: dict[str, Any] | None = None, actor: Actor = REPORTER):
+    return await service.submit(FeedbackIn(**(payload or WEATHER_FEEDBACK)), actor)
+
+
+async def approved_rule(service: PipelineService, payload: dict[str, Any] | None = None):
+    feedback = await submit(service, payload)
+    rule = await service.generate(feedback.feedback_id, REPORTER)
+    return await service.approve(rule.rule_id, ADMIN)
+
+
+def read_rule_lines(rules_dir: Path, module_name: str = "fashion_rules.json") -> list[str]:
+    path = rules_dir / module_name
+    if module_name.endswith(".json"):
+        return [entry["rule"] for entry in json.loads(path.read_text(encoding="utf-8"))["rules"]]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("- ")]
+
+
+# ---------------------------------------------------------------------- HTTP: the ASGI app
+
+
+def bearer(role: Role = Role.ADMIN, subject: str = "U_ADMIN") -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(JWT_SECRET, subject=subject, role=role)}"}
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return bearer(Role.ADMIN, "U_ADMIN")
+
+
+@pytest.fixture
+def reporter_headers() -> dict[str, str]:
+    return bearer(Role.REPORTER, "chatbot")
+
+
+@pytest.fixture
+async def app(settings: Settings):
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://autotrain.test") as client:
+        yield client
+
+
+# ---------------------------------------------------------------------- fake chatbot reload endpoint
+
+
+@dataclass
+class ReloadServer:
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+
+
+@pytest.fixture
+def reload_server() -> Iterator[ReloadServer]:
+    """The chatbot's reload endpoint on 127.0.0.1: records each POST, answers with `status`."""
+    state = ReloadServer(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            state.requests.append({"path": self.path, "json": json.loads(body or b"null")})
+            self.send_response(state.status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"reloaded": true}')
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/reload"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---------------------------------------------------------------------- `autotrain serve` as a subprocess
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServedApp:
+    base_url: str
+    workdir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bot.cli", *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def log(self) -> str:
+        return (self.workdir / "serve.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedApp]:
+    """`autotrain serve` on a free port, in a fresh folder holding a copy of config/, with no settings."""
+    workdir = tmp_path / "served"
+    shutil.copytree(SHIPPED_RULES, workdir / "config", ignore=shutil.ignore_patterns(".autotrain"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "AUTOTRAIN_"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    port = free_port()
+    log_file = open(workdir / "serve.log", "wb")  # closed in the finally below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    app = ServedApp(f"http://127.0.0.1:{port}", workdir, env, process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{app.base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"autotrain serve did not start:\n{app.log()}")
+            time.sleep(0.1)
+        yield app
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log_file.close()
