@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 from autotrain.errors import InvalidInput
@@ -26,8 +27,10 @@ def validate_proposal(
     old_rule: str | None = None
     if proposal.old_rule and proposal.old_rule.strip():
         candidate = normalize_rule_line(proposal.old_rule)
-        if candidate in lines:
-            old_rule = candidate
+        # Compare as deploy does (NFC, trimmed) and keep the file's own spelling of the line.
+        in_file = next((line for line in lines if unicodedata.normalize("NFC", line.strip()) == candidate), None)
+        if in_file is not None:
+            old_rule = in_file.strip()
         else:
             # The rule to replace is not in the file: deploying appends instead, and the card says so.
             warnings.append(RuleWarning.OLD_RULE_NOT_FOUND)

@@ -225,6 +225,8 @@ class LineRuleDocument:
                 at = min(at, len(lines))
                 if at > 0 and not lines[at - 1].endswith(("\n", "\r")):
                     lines[at - 1] += self._newline()
+                if at < len(lines) and not removed_line.endswith(("\n", "\r")):
+                    removed_line += self._newline()  # it was the last line; now another follows it
                 lines.insert(at, removed_line)
                 restored = True
         detail = {"outcome": "reverted", "removed_new": removed_new, "restored_old": restored}
@@ -258,7 +260,11 @@ class RuleFiles:
         self.backup_keep = backup_keep
 
     def path_for(self, module_name: str) -> Path:
-        if module_name not in self.allowed_modules or Path(module_name).name != module_name:
+        if (
+            module_name not in self.allowed_modules
+            or Path(module_name).name != module_name
+            or module_name.startswith(".")
+        ):
             allowed = ", ".join(self.allowed_modules)
             raise InvalidInput(f"module {module_name!r} is not an allowed rule file (allowed: {allowed})")
         return self.rules_dir / module_name

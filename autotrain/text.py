@@ -18,10 +18,29 @@ def fold(text: str) -> str:
     return _NON_WORD.sub(" ", bare).strip()
 
 
-def contains_phrase(folded_text: str, phrase: str) -> bool:
-    """Whole-word match of `phrase` (folded here) inside already-folded text."""
-    folded_phrase = fold(phrase)
-    return bool(folded_phrase) and f" {folded_phrase} " in f" {folded_text} "
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case NFC words, accents kept."""
+    return _WORD.findall(unicodedata.normalize("NFC", text.lower()))
+
+
+def _word_matches(word: str, pattern_word: str) -> bool:
+    # A word typed with accents must match exactly ("nông" is not "nóng"); a word typed without any
+    # accents matches the pattern word's bare form ("nong" is "nóng").
+    return word == pattern_word or (fold(word) == word and word == fold(pattern_word))
+
+
+def contains_phrase(text: str, phrase: str) -> bool:
+    """Whole-word match of `phrase` in `text`, Vietnamese typed with or without diacritics."""
+    haystack, needle = words(text), words(phrase)
+    if not needle:
+        return False
+    for start in range(len(haystack) - len(needle) + 1):
+        if all(_word_matches(haystack[start + i], part) for i, part in enumerate(needle)):
+            return True
+    return False
 
 
 def one_line(text: str) -> str:

@@ -13,7 +13,7 @@ from autotrain.generators.patterns import (
 )
 from autotrain.models import Feedback, FeedbackType, GenerationInfo, RuleProposal
 from autotrain.ports import GenerationResult
-from autotrain.text import contains_phrase, fold, looks_vietnamese, shorten
+from autotrain.text import contains_phrase, looks_vietnamese, shorten
 
 DRAFT_CONFIDENCE = {FeedbackType.BUG: 0.4, FeedbackType.SUGGESTION: 0.45, FeedbackType.PRAISE: 0.3}
 
@@ -36,16 +36,13 @@ class HeuristicRuleGenerator:
         return GenerationResult(proposal, GenerationInfo(generator=self.name, latency_ms=latency_ms))
 
     def matching_pattern(self, feedback: Feedback) -> HeuristicPattern | None:
-        folded_feedback = fold(feedback.feedback_text)
-        folded_context = fold(f"{feedback.query} {feedback.ai_response}")
+        context = f"{feedback.query} {feedback.ai_response}"
         for pattern in self.patterns:
             if pattern.module_name not in self.allowed_modules:
                 continue
-            if not any(contains_phrase(folded_feedback, phrase) for phrase in pattern.feedback_any):
+            if not any(contains_phrase(feedback.feedback_text, phrase) for phrase in pattern.feedback_any):
                 continue
-            if pattern.context_any and not any(
-                contains_phrase(folded_context, phrase) for phrase in pattern.context_any
-            ):
+            if pattern.context_any and not any(contains_phrase(context, phrase) for phrase in pattern.context_any):
                 continue
             return pattern
         return None
@@ -73,12 +70,12 @@ class HeuristicRuleGenerator:
         )
 
     def choose_module(self, feedback: Feedback) -> str:
-        folded = fold(f"{feedback.feedback_text} {feedback.query}")
+        text = f"{feedback.feedback_text} {feedback.query}"
         best, best_score = None, 0
         for module_name, keywords in MODULE_KEYWORDS.items():
             if module_name not in self.allowed_modules:
                 continue
-            score = sum(contains_phrase(folded, keyword) for keyword in keywords)
+            score = sum(contains_phrase(text, keyword) for keyword in keywords)
             if score > best_score:
                 best, best_score = module_name, score
         if best is not None:
@@ -91,6 +88,10 @@ def draft_rule(feedback: Feedback) -> str:
     query = shorten(feedback.query, 80)
     complaint = shorten(feedback.feedback_text, 160)
     vietnamese = looks_vietnamese(f"{feedback.feedback_text} {feedback.query}")
+    if feedback.feedback_type is FeedbackType.PRAISE:
+        if vietnamese:
+            return f'- Khi khách hỏi "{query}": tiếp tục cách tư vấn được khách khen — "{complaint}"'
+        return f'- When a customer asks "{query}": keep doing what the customer praised — "{complaint}"'
     if feedback.feedback_type is FeedbackType.SUGGESTION:
         if vietnamese:
             return f'- Khi khách hỏi "{query}": làm theo góp ý "{complaint}"'
