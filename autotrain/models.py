@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 FEEDBACK_ID_PATTERN = r"^FB-\d{4,}$"
 RULE_ID_PATTERN = r"^RUL-\d{4,}$"
@@ -20,12 +20,17 @@ MAX_RULE_LENGTH = 500
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def clean_text(value: str) -> str:
-    """NFC-normalise (Vietnamese typed on different keyboards) and drop control characters except newlines."""
-    return _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", value))
+def clean_text(value: object) -> object:
+    """NFC-normalise (Vietnamese typed on different keyboards) and drop control characters except newlines.
+
+    Runs before the length checks, so bounds count the cleaned text and text of only control characters is empty.
+    """
+    if isinstance(value, str):
+        return _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", value))
+    return value
 
 
-CleanText = Annotated[str, AfterValidator(clean_text)]
+CleanText = Annotated[str, BeforeValidator(clean_text)]
 
 
 def feedback_id_for(row_id: int) -> str:
@@ -92,7 +97,13 @@ class FeedbackIn(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
+        if value is None:
+            return value
+        try:
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+        except ValueError as exc:
+            raise ValueError("metadata must be plain JSON (no NaN or Infinity)") from exc
+        if len(encoded) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
 

@@ -275,6 +275,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body the JSON parser refused (too deep, huge numbers): invalid input
+            return error_response(422, "invalid_input", f"the body is not usable JSON: {exc.detail}")
         codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers)
