@@ -258,6 +258,7 @@ class RuleFiles:
         self.rules_dir = Path(rules_dir)
         self.allowed_modules = allowed_modules
         self.backup_keep = backup_keep
+        self._rules_cache: dict[str, tuple[tuple[int, ...], list[str]]] = {}
 
     def path_for(self, module_name: str) -> Path:
         if (
@@ -286,13 +287,28 @@ class RuleFiles:
             raise RuleFileInvalid(f"{module_name} does not parse, so it was not changed: {exc.message}") from exc
 
     def current_rules(self) -> dict[str, list[str]]:
-        """Rule lines of every allowed file that parses (for generators and duplicate checks)."""
+        """Rule lines of every allowed file that parses (for generators and duplicate checks).
+
+        Parsed files are cached by (inode, size, mtime): a generation per feedback need not re-read them.
+        """
         rules: dict[str, list[str]] = {}
         for module_name in self.allowed_modules:
+            path = self.path_for(module_name)
             try:
-                rules[module_name] = self.read(module_name)[1].rule_lines()
+                stat = path.stat()
+                key: tuple[int, ...] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                key = ()
+            cached = self._rules_cache.get(module_name)
+            if cached is not None and key and cached[0] == key:
+                rules[module_name] = list(cached[1])
+                continue
+            try:
+                lines = self.read(module_name)[1].rule_lines()
             except RuleFileInvalid:
-                rules[module_name] = []
+                lines = []
+            self._rules_cache[module_name] = (key, lines)
+            rules[module_name] = list(lines)
         return rules
 
     @contextlib.contextmanager
