@@ -193,6 +193,18 @@ class Deployment(BaseModel):
     change: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReviewCard(BaseModel):
+    """Where a rule's review card was posted (a Slack channel and message ts)."""
+
+    rule_id: str
+    channel: str
+    message_ts: str | None
+    state: str  # posting | posted | failed
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
 class AuditEntry(BaseModel):
     audit_id: int
     at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -43,6 +44,12 @@ class Actor:
 
 
 SYSTEM_ACTOR = Actor("system", Role.SYSTEM)
+
+
+def slack_actor(user_id: str, admins: Iterable[str], admin_group_members: Iterable[str] = ()) -> Actor:
+    """A Slack user is an admin when listed in AUTOTRAIN_ADMINS or a member of the admin user group."""
+    is_admin = user_id in set(admins) or user_id in set(admin_group_members)
+    return Actor(user_id, Role.ADMIN if is_admin else Role.REPORTER)
 
 
 def require_permission(actor: Actor, action: Action) -> None:

@@ -17,6 +17,7 @@ from autotrain.models import (
     FeedbackStatus,
     FeedbackType,
     GenerationInfo,
+    ReviewCard,
     Rule,
     RuleProposal,
     RuleStatus,
@@ -197,6 +198,22 @@ class Store(Protocol):
     async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]: ...
 
     async def deployed_rules(self, module_name: str) -> list[Rule]: ...
+
+    # review cards
+    async def claim_card(self, rule_id: str, *, channel: str, now: datetime, retry_after_seconds: float) -> bool:
+        """Take the right to post this rule's card: True when no card exists, or a failed or stale
+        attempt may be retried. Makes sure two processes or a double event never post two cards."""
+        ...
+
+    async def card_posted(self, rule_id: str, *, channel: str, message_ts: str, now: datetime) -> None: ...
+
+    async def card_failed(self, rule_id: str, *, error: str, now: datetime) -> None: ...
+
+    async def get_card(self, rule_id: str) -> ReviewCard | None: ...
+
+    async def rules_without_card(self, *, now: datetime, retry_after_seconds: float, limit: int) -> list[str]:
+        """Rules still under review (pending, approved) whose card was never posted, or failed."""
+        ...
 
     # reports
     async def counts(self, *, since: datetime) -> dict[str, Any]: ...

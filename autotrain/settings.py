@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     backup_keep: int = Field(50, ge=1, validation_alias=_env("AUTOTRAIN_BACKUP_KEEP"))
 
     admins: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("AUTOTRAIN_ADMINS"))
+    admin_usergroup: str | None = Field(None, validation_alias=_env("AUTOTRAIN_ADMIN_USERGROUP"))
     review_channel: str | None = Field(None, validation_alias=_env("AUTOTRAIN_REVIEW_CHANNEL"))
+    card_retry_seconds: float = Field(60.0, gt=0, validation_alias=_env("AUTOTRAIN_CARD_RETRY_SECONDS"))
     alert_channel: str | None = Field(None, validation_alias=_env("AUTOTRAIN_ALERT_CHANNEL"))
     digest_channel: str | None = Field(None, validation_alias=_env("AUTOTRAIN_DIGEST_CHANNEL"))
 
@@ -89,6 +91,10 @@ class Settings(BaseSettings):
         return self.slack_bot_token is not None and (
             self.slack_signing_secret is not None or self.slack_app_token is not None
         )
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_enabled and self.slack_app_token is not None
 
     @property
     def claude_enabled(self) -> bool:

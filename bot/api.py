@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,6 +46,7 @@ from bot.runtime import Runtime, describe, open_runtime
 log = logging.getLogger("autotrain.api")
 
 MAX_BODY_BYTES = 64 * 1024
+SLACK_MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads (views with long inputs) can exceed the API's limit
 T = TypeVar("T")
 
 HTTP_STATUS: dict[type[AutotrainError], int] = {
@@ -111,9 +112,10 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
-        too_large = error_response(413, "payload_too_large", f"the request body must be at most {self.max_bytes} bytes")
+        limit = SLACK_MAX_BODY_BYTES if scope.get("path", "").startswith("/slack/") else self.max_bytes
+        too_large = error_response(413, "payload_too_large", f"the request body must be at most {limit} bytes")
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await too_large(scope, receive, send)
                 return
         chunks: list[bytes] = []
@@ -125,7 +127,7 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 await too_large(scope, receive, send)
                 return
             chunks.append(chunk)
@@ -302,9 +304,13 @@ def create_app(
         opener = open_runtime_fn or (lambda s: open_runtime(s, reconcile=True))
         runtime = await opener(settings)
         app.state.runtime = runtime
+        slack = await start_slack(settings, runtime) if settings.slack_enabled else None
+        app.state.slack = slack
         try:
             yield
         finally:
+            if slack is not None:
+                await slack.close()
             await runtime.close()
 
     app = FastAPI(
@@ -320,5 +326,40 @@ def create_app(
     async def healthz() -> Health:
         return Health(status="ok")
 
+    if settings.slack_enabled and not settings.socket_mode:
+        from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+
+        @app.post("/slack/events", include_in_schema=False)
+        async def slack_events(request: Request) -> Response:
+            # Bolt verifies Slack's signature (5-minute replay window) before any listener runs
+            return await AsyncSlackRequestHandler(request.app.state.slack.app).handle(request)
+
     app.add_middleware(BodySizeLimit)
     return app
+
+
+async def start_slack(settings: Settings, runtime: Runtime) -> SlackRuntime:
+    from bot.slack.app import build_slack_app
+
+    bot = build_slack_app(settings, runtime.service)
+    socket_handler = None
+    if settings.socket_mode:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        assert settings.slack_app_token is not None
+        socket_handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
+        await socket_handler.connect_async()
+    await bot.start()
+    return SlackRuntime(bot, socket_handler)
+
+
+class SlackRuntime:
+    def __init__(self, bot: Any, socket_handler: Any) -> None:
+        self.bot = bot
+        self.app = bot.app
+        self.socket_handler = socket_handler
+
+    async def close(self) -> None:
+        await self.bot.close()
+        if self.socket_handler is not None:
+            await self.socket_handler.close_async()

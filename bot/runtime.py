@@ -82,3 +82,14 @@ def describe(settings: Settings) -> list[str]:
         else "JWT secret: generated file beside the database (run `autotrain token --role admin` for a token)",
     ]
     return lines
+
+
+def slack_description(settings: Settings) -> str:
+    if not settings.slack_enabled:
+        return "Slack: off (set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or SLACK_APP_TOKEN for Socket Mode)"
+    mode = "Socket Mode" if settings.socket_mode else "HTTP mode at /slack/events"
+    channel = settings.review_channel or "none (AUTOTRAIN_REVIEW_CHANNEL not set: no rule cards)"
+    admins = len(settings.admins)
+    group = f" + user group {settings.admin_usergroup}" if settings.admin_usergroup else ""
+    api = f"; Web API at {settings.slack_api_url}" if settings.slack_api_url else ""
+    return f"Slack: on, {mode}; review channel {channel}; {admins} admins{group}{api}"

@@ -99,6 +99,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ix_audit_subject ON audit_log (subject_id, id);
     CREATE INDEX ix_audit_action_at ON audit_log (action, at);
     """,
+    # 2: where each rule's review card lives in Slack, so it is updated in place and never silently lost
+    """
+    CREATE TABLE review_cards (
+        rule_id    TEXT PRIMARY KEY REFERENCES generated_rules (rule_id),
+        channel    TEXT NOT NULL,
+        message_ts TEXT,
+        state      TEXT NOT NULL CHECK (state IN ('posting', 'posted', 'failed')),
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX ix_review_cards_state ON review_cards (state, updated_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from autotrain.models import (
     FeedbackStatus,
     FeedbackType,
     GenerationInfo,
+    ReviewCard,
     Rule,
     RuleProposal,
     RuleStatus,
@@ -644,6 +645,55 @@ class SqliteStore:
                 (module_name,),
             )
             return [_rule(row) for row in await cursor.fetchall()]
+
+    # ------------------------------------------------------------------ review cards
+
+    async def claim_card(self, rule_id: str, *, channel: str, now: datetime, retry_after_seconds: float) -> bool:
+        stale = _ts(now - timedelta(seconds=retry_after_seconds))
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "INSERT INTO review_cards (rule_id, channel, state, attempts, updated_at)"
+                " VALUES (?, ?, 'posting', 1, ?)"
+                " ON CONFLICT (rule_id) DO UPDATE SET state = 'posting', attempts = attempts + 1,"
+                " channel = excluded.channel, updated_at = excluded.updated_at"
+                " WHERE review_cards.state = 'failed'"
+                " OR (review_cards.state = 'posting' AND review_cards.updated_at < ?)",
+                (rule_id, channel, _ts(now), stale),
+            )
+            return cursor.rowcount == 1
+
+    async def card_posted(self, rule_id: str, *, channel: str, message_ts: str, now: datetime) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE review_cards SET state = 'posted', channel = ?, message_ts = ?, last_error = NULL,"
+                " updated_at = ? WHERE rule_id = ?",
+                (channel, message_ts, _ts(now), rule_id),
+            )
+
+    async def card_failed(self, rule_id: str, *, error: str, now: datetime) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE review_cards SET state = 'failed', last_error = ?, updated_at = ? WHERE rule_id = ?",
+                (error[:1000], _ts(now), rule_id),
+            )
+
+    async def get_card(self, rule_id: str) -> ReviewCard | None:
+        async with self._read() as db:
+            cursor = await db.execute("SELECT * FROM review_cards WHERE rule_id = ?", (rule_id,))
+            row = await cursor.fetchone()
+            return ReviewCard.model_validate(dict(row)) if row else None
+
+    async def rules_without_card(self, *, now: datetime, retry_after_seconds: float, limit: int) -> list[str]:
+        stale = _ts(now - timedelta(seconds=retry_after_seconds))
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT r.rule_id FROM generated_rules r LEFT JOIN review_cards c ON c.rule_id = r.rule_id"
+                " WHERE r.status IN ('pending', 'approved')"
+                " AND (c.rule_id IS NULL OR (c.state IN ('failed', 'posting') AND c.updated_at < ?))"
+                " ORDER BY r.id LIMIT ?",
+                (stale, limit),
+            )
+            return [row[0] for row in await cursor.fetchall()]
 
     # ------------------------------------------------------------------ reports
 

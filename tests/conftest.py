@@ -251,3 +251,9 @@ def served(tmp_path: Path) -> Iterator[ServedApp]:
         except subprocess.TimeoutExpired:
             process.kill()
         log_file.close()
+
+
+# ---------------------------------------------------------------------- Slack: the fake Web API and the simulator
+
+from tests.fakes.slack_api import slack_api  # noqa: E402, F401  (fixture)
+from tests.slack_support import slack  # noqa: E402, F401  (fixture)

@@ -1,0 +1,464 @@
+"""Block Kit builders: rule cards, modals, ephemeral replies and the App Home tab.
+
+Everything a user typed is escaped for mrkdwn (`&`, `<`, `>`), so feedback text cannot ping a channel or
+forge a link, and clipped to Slack's limits (section text 3,000, header 150, 50 blocks a message).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from autotrain.models import (
+    Deployment,
+    Feedback,
+    FeedbackType,
+    Rule,
+    RuleStatus,
+    RuleWarning,
+    RunAllSummary,
+    StatusReport,
+)
+from autotrain.settings import Settings
+
+Block = dict[str, Any]
+
+SECTION_LIMIT = 3000
+HEADER_LIMIT = 150
+INPUT_LIMIT = 3000  # Slack's plain_text_input max_length
+MESSAGE_BLOCK_LIMIT = 50
+
+FEEDBACK_CALLBACK = "feedback_submit"
+EDIT_CALLBACK = "rule_edit_submit"
+
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+STATUS_EMOJI = {
+    RuleStatus.PENDING: "🟡",
+    RuleStatus.APPROVED: "🔵",
+    RuleStatus.DEPLOYED: "🟢",
+    RuleStatus.ROLLED_BACK: "↩️",
+    RuleStatus.REJECTED: "⛔",
+}
+
+WARNING_TEXT = {
+    RuleWarning.OLD_RULE_NOT_FOUND: "The rule it replaces is not in the file: deploying will append it instead.",
+    RuleWarning.POSSIBLE_INJECTION: "Looks like instructions injected through the feedback: read it carefully.",
+    RuleWarning.DUPLICATE: "This rule is already in a rule file.",
+    RuleWarning.LOW_CONFIDENCE: "Low confidence: edit the wording before approving.",
+    RuleWarning.FLAGGED_CONTENT: "The feedback was flagged by the content filter.",
+}
+
+HELP_TEXT = (
+    "*Auto-Train* turns feedback about the chatbot into reviewed rule changes.\n"
+    "• `/autotrain feedback [text]` — report a problem (opens a form)\n"
+    "• `/autotrain status` — counts, backlog, last deployments\n"
+    "• `/autotrain rules [pending|approved|deployed|rejected|rolled_back]` — list rules (default: pending)\n"
+    "• `/autotrain run-all` — generate rules for all pending feedback _(admins)_\n"
+    "• `/autotrain rollback RUL-1234` — undo a deployed rule _(admins)_\n"
+    "• `/autotrain help` — this message\n"
+    "You can also report any message with the *Report to Auto-Train* message shortcut."
+)
+
+
+# ---------------------------------------------------------------------- text helpers
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def quote(text: str, limit: int) -> str:
+    """Escaped, clipped, as a mrkdwn block quote."""
+    body = escape(clip(text.strip(), limit)) or "_(empty)_"
+    return "\n".join(f">{line}" for line in body.splitlines())
+
+
+def who(actor_id: str | None) -> str:
+    if not actor_id:
+        return "someone"
+    if actor_id == "system":
+        return "Auto-Train"
+    return f"<@{actor_id}>" if _SLACK_USER.match(actor_id) else f"`{escape(clip(actor_id, 60))}`"
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def percent(value: float) -> str:
+    return f"{round(value * 100)} %"
+
+
+def mrkdwn(text: str) -> Block:
+    return {"type": "mrkdwn", "text": text}
+
+
+def plain(text: str, limit: int = 75) -> Block:
+    return {"type": "plain_text", "text": clip(text, limit), "emoji": True}
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": mrkdwn(clip(text, SECTION_LIMIT))}
+
+
+def context(*texts: str) -> Block:
+    return {"type": "context", "elements": [mrkdwn(clip(text, SECTION_LIMIT)) for text in texts[:10]]}
+
+
+def header(text: str) -> Block:
+    return {"type": "header", "text": plain(text, HEADER_LIMIT)}
+
+
+def _rule_text(line: str | None) -> str:
+    """A rule line without its "- " bullet, for diffs."""
+    if not line:
+        return ""
+    return line[2:] if line.startswith("- ") else line
+
+
+# ---------------------------------------------------------------------- rule card
+
+
+def _confirm(title: str, text: str, confirm: str, style: str | None = None) -> Block:
+    dialog: Block = {"title": plain(title, 100), "text": plain(text, 300), "confirm": plain(confirm, 30)}
+    dialog["deny"] = plain("Cancel", 30)
+    if style:
+        dialog["style"] = style
+    return dialog
+
+
+def _button(action_id: str, label: str, rule_id: str, style: str | None = None, confirm: Block | None = None) -> Block:
+    button: Block = {"type": "button", "action_id": action_id, "text": plain(label), "value": rule_id}
+    if style:
+        button["style"] = style
+    if confirm:
+        button["confirm"] = confirm
+    return button
+
+
+def rule_buttons(rule: Rule) -> list[Block]:
+    """Only the actions the rule's state allows."""
+    rule_id = rule.rule_id
+    reject = _button(
+        "rule_reject",
+        "Reject",
+        rule_id,
+        "danger",
+        _confirm(f"Reject {rule_id}?", "The rule will not be deployed and its feedback is closed.", "Reject", "danger"),
+    )
+    if rule.status is RuleStatus.PENDING:
+        return [
+            _button("rule_approve", "Approve", rule_id, "primary"),
+            _button("rule_edit", "Edit", rule_id),
+            reject,
+        ]
+    if rule.status is RuleStatus.APPROVED:
+        deploy_confirm = _confirm(
+            f"Deploy {rule_id}?",
+            f"{rule.module_name} will be changed now and the chatbot told to reload.",
+            "Deploy",
+            "primary",
+        )
+        return [_button("rule_deploy", "Deploy", rule_id, "primary", deploy_confirm), reject]
+    if rule.status is RuleStatus.DEPLOYED:
+        rollback_confirm = _confirm(
+            f"Roll back {rule_id}?", f"The change to {rule.module_name} will be reverted.", "Roll back", "danger"
+        )
+        return [_button("rule_rollback", "Roll back", rule_id, "danger", rollback_confirm)]
+    return []
+
+
+def rule_diff(rule: Rule) -> str:
+    new = escape(clip(_rule_text(rule.new_rule), 700))
+    if rule.old_rule:
+        old = escape(clip(_rule_text(rule.old_rule), 700))
+        return f"*Change* (replace)\n```− {old}\n+ {new}```"
+    return f"*Change* (append)\n```+ {new}```"
+
+
+def rule_history(rule: Rule, deployment: Deployment | None) -> list[str]:
+    lines = []
+    if rule.edited_by:
+        lines.append(f"✏️ Edited by {who(rule.edited_by)} {when(rule.edited_at)}")
+    if rule.approved_by:
+        lines.append(f"✅ Approved by {who(rule.approved_by)} {when(rule.approved_at)}")
+    if rule.rejected_by:
+        reason = f": {escape(clip(rule.reject_reason, 200))}" if rule.reject_reason else ""
+        lines.append(f"⛔ Rejected by {who(rule.rejected_by)} {when(rule.rejected_at)}{reason}")
+    if rule.deployed_by:
+        lines.append(f"🚀 Deployed by {who(rule.deployed_by)} {when(rule.deployed_at)}")
+    if rule.rolled_back_by:
+        lines.append(f"↩️ Rolled back by {who(rule.rolled_back_by)} {when(rule.rolled_back_at)}")
+    if deployment is not None:
+        reload = {"ok": "chatbot reloaded", "failed": "⚠️ chatbot reload failed", "skipped": "no reload"}.get(
+            deployment.reload_status or "", ""
+        )
+        lines.append(
+            f"`{escape(deployment.module_name)}` {deployment.version_before} → {deployment.version_after}"
+            f" ({deployment.outcome.value}{', ' + reload if reload else ''})"
+        )
+    return lines
+
+
+def rule_card(rule: Rule, feedback: Feedback | None, deployment: Deployment | None = None) -> tuple[str, list[Block]]:
+    """The review card of one rule: (fallback text, blocks)."""
+    status = rule.status
+    title = f"{STATUS_EMOJI[status]} {rule.rule_id} · {status.value.replace('_', ' ')}"
+    blocks: list[Block] = [
+        header(title),
+        {
+            "type": "section",
+            "fields": [
+                mrkdwn(f"*Rule file*\n`{escape(rule.module_name)}`"),
+                mrkdwn(f"*Confidence*\n{percent(rule.confidence)}"),
+                mrkdwn(f"*Type*\n{rule.rule_type.value}"),
+                mrkdwn(
+                    f"*Feedback*\n{rule.feedback_id}"
+                    + (f" · {feedback.feedback_type.value} from {who(feedback.user_id)}" if feedback else "")
+                ),
+            ],
+        },
+    ]
+    if feedback is not None:
+        blocks.append(
+            section(
+                f"*Customer asked*\n{quote(feedback.query, 500)}\n"
+                f"*Bot answered*\n{quote(feedback.ai_response, 700)}\n"
+                f"*Feedback*\n{quote(feedback.feedback_text, 900)}"
+            )
+        )
+    blocks.append(section(rule_diff(rule)))
+    blocks.append(section(f"*Why*\n{escape(clip(rule.reasoning, 1500)) or '_(no reasoning given)_'}"))
+    warnings = [f"⚠️ {WARNING_TEXT.get(w, w.value)}" for w in rule.warnings]
+    if warnings:
+        blocks.append(context(*warnings))
+    history = rule_history(rule, deployment)
+    if history:
+        blocks.append(context(*history))
+    buttons = rule_buttons(rule)
+    if buttons:
+        blocks.append({"type": "actions", "block_id": "rule_actions", "elements": buttons})
+    text = f"{rule.rule_id} ({status.value}) for {rule.module_name}: {clip(rule.new_rule, 200)}"
+    return text, blocks
+
+
+# ---------------------------------------------------------------------- modals
+
+
+def _text_input(
+    block_id: str, label: str, *, initial: str = "", multiline: bool = False, optional: bool = False, max_length: int
+) -> Block:
+    element: Block = {
+        "type": "plain_text_input",
+        "action_id": block_id,
+        "multiline": multiline,
+        "max_length": min(max_length, INPUT_LIMIT),
+    }
+    if initial:
+        element["initial_value"] = clip(initial, element["max_length"])
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "label": plain(label, 2000),
+        "optional": optional,
+        "element": element,
+    }
+
+
+def _option(value: str, label: str) -> Block:
+    return {"text": plain(label), "value": value}
+
+
+FEEDBACK_TYPE_LABELS = {
+    FeedbackType.BUG: "🐞 Bug: the bot got it wrong",
+    FeedbackType.SUGGESTION: "💡 Suggestion: it could do better",
+    FeedbackType.PRAISE: "👏 Praise: keep doing this",
+}
+
+
+def feedback_modal(
+    *,
+    query: str = "",
+    ai_response: str = "",
+    feedback_text: str = "",
+    metadata: dict[str, str] | None = None,
+) -> Block:
+    options = [_option(t.value, label) for t, label in FEEDBACK_TYPE_LABELS.items()]
+    return {
+        "type": "modal",
+        "callback_id": FEEDBACK_CALLBACK,
+        "title": plain("Report to Auto-Train", 24),
+        "submit": plain("Submit", 24),
+        "close": plain("Cancel", 24),
+        "private_metadata": json.dumps(metadata or {})[:3000],
+        "blocks": [
+            _text_input("query", "What the customer asked", initial=query, max_length=2000),
+            _text_input(
+                "ai_response",
+                "What the bot answered",
+                initial=ai_response,
+                multiline=True,
+                optional=True,
+                max_length=3000,
+            ),
+            _text_input(
+                "feedback_text", "What was wrong (or right)", initial=feedback_text, multiline=True, max_length=3000
+            ),
+            {
+                "type": "input",
+                "block_id": "feedback_type",
+                "label": plain("Type"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": "feedback_type",
+                    "options": options,
+                    "initial_option": options[0],
+                },
+            },
+        ],
+    }
+
+
+def edit_modal(rule: Rule, allowed_modules: tuple[str, ...]) -> Block:
+    options = [_option(name, name) for name in allowed_modules]
+    initial = next((o for o in options if o["value"] == rule.module_name), options[0])
+    return {
+        "type": "modal",
+        "callback_id": EDIT_CALLBACK,
+        "title": plain(f"Edit {rule.rule_id}", 24),
+        "submit": plain("Save", 24),
+        "close": plain("Cancel", 24),
+        "private_metadata": rule.rule_id,
+        "blocks": [
+            context(f"From {rule.feedback_id} · confidence {percent(rule.confidence)} · the edit is audited"),
+            _text_input("new_rule", "New rule (one line)", initial=rule.new_rule, max_length=500),
+            {
+                "type": "input",
+                "block_id": "module_name",
+                "label": plain("Rule file"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": "module_name",
+                    "options": options,
+                    "initial_option": initial,
+                },
+            },
+            _text_input(
+                "old_rule",
+                "Rule it replaces (leave empty to append)",
+                initial=rule.old_rule or "",
+                optional=True,
+                max_length=500,
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------------- replies
+
+
+def status_blocks(report: StatusReport) -> list[Block]:
+    feedback = " · ".join(f"{k} *{v}*" for k, v in report.feedback_by_status.items())
+    rules = " · ".join(f"{k.replace('_', ' ')} *{v}*" for k, v in report.rules_by_status.items())
+    types = " · ".join(f"{k} *{v}*" for k, v in report.feedback_by_type.items())
+    blocks = [
+        header("Auto-Train status"),
+        section(f"*Feedback* {feedback}\n*By type* {types}\n*Rules* {rules}"),
+        section(
+            f"*Deployments* {report.deployments_total} in all, {report.deployed_today} today, "
+            f"{report.rollbacks_total} rollbacks · generator: {report.generator}"
+        ),
+    ]
+    if report.last_deployments:
+        blocks.append(section("*Last deployments*\n" + "\n".join(_deployment_line(d) for d in report.last_deployments)))
+    return blocks
+
+
+def _deployment_line(deployment: Deployment) -> str:
+    verb = "rolled back" if deployment.rollback_of else "deployed"
+    target = f"`{escape(deployment.module_name)}`"
+    return f"• {deployment.rule_id} {verb} to {target} by {who(deployment.deployed_by)} {when(deployment.deployed_at)}"
+
+
+def rules_blocks(rules: list[Rule], total: int, status: RuleStatus | None) -> list[Block]:
+    label = status.value.replace("_", " ") if status else "all"
+    blocks = [header(f"Rules: {label} ({total})")]
+    if not rules:
+        blocks.append(section("_Nothing here._"))
+    for rule in rules[: MESSAGE_BLOCK_LIMIT - 2]:
+        blocks.append(
+            section(
+                f"{STATUS_EMOJI[rule.status]} *{rule.rule_id}* · `{escape(rule.module_name)}` · "
+                f"{percent(rule.confidence)}\n{escape(clip(rule.new_rule, 300))}"
+            )
+        )
+    if total > len(rules):
+        blocks.append(context(f"Showing {len(rules)} of {total}."))
+    return blocks
+
+
+def run_all_progress_text(done: int, total: int, errors: int) -> str:
+    return f"⏳ Run-all: {done} / {total} feedback processed" + (f", {errors} errors" if errors else "")
+
+
+def run_all_summary_blocks(summary: RunAllSummary) -> tuple[str, list[Block]]:
+    if summary.total == 0:
+        text = "✅ Run-all: no pending feedback."
+        return text, [section(text)]
+    text = (
+        f"✅ Run-all finished: {summary.total} feedback, {len(summary.rules_created)} rules created, "
+        f"{len(summary.skipped)} skipped, {len(summary.errors)} errors"
+    )
+    blocks = [section(text)]
+    if summary.rules_created:
+        blocks.append(context("Rules: " + ", ".join(summary.rules_created[:60])))
+    if summary.errors:
+        lines = [f"• {e['feedback_id']}: {escape(clip(e['error'], 200))}" for e in summary.errors[:10]]
+        blocks.append(section("*Errors* (the feedback stays pending and can be retried)\n" + "\n".join(lines)))
+    return text, blocks
+
+
+# ---------------------------------------------------------------------- App Home
+
+
+def home_view(report: StatusReport, pending: list[Rule], pending_total: int, settings: Settings) -> Block:
+    blocks: list[Block] = [
+        header("Auto-Train"),
+        context("Feedback about the chatbot → reviewed rule changes. `/autotrain help` lists the commands."),
+        *status_blocks(report)[1:],
+        {"type": "divider"},
+        header(f"Waiting for review ({pending_total})"),
+    ]
+    if not pending:
+        blocks.append(section("_No rules waiting. 🎉_"))
+    for rule in pending[:10]:
+        blocks.append(
+            section(
+                f"🟡 *{rule.rule_id}* · `{escape(rule.module_name)}` · {percent(rule.confidence)}\n"
+                f"{escape(clip(rule.new_rule, 300))}"
+            )
+        )
+    if pending_total > len(pending[:10]):
+        blocks.append(context(f"and {pending_total - len(pending[:10])} more: `/autotrain rules pending`"))
+    blocks += [
+        {"type": "divider"},
+        section(
+            "*Alert thresholds*\n"
+            f"• pending feedback > {settings.alert_pending_max}\n"
+            f"• generation error rate > {percent(settings.alert_error_rate_max)}\n"
+            f"• deploys per day > {settings.alert_deploys_per_day_max}\n"
+            f"• average approval time > {settings.alert_approval_hours_max:g} h"
+        ),
+    ]
+    return {"type": "home", "blocks": blocks[:100]}

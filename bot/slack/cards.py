@@ -1,0 +1,154 @@
+"""Rule cards in the review channel and the App Home tab, kept in step with the pipeline.
+
+`RuleCardPublisher` is a PipelineNotifier: a new rule gets a card (claimed in the database first, so a
+double event or a second process never posts two), every later change updates that card in place. A card
+that could not be posted is marked failed and retried by a background loop, so none is silently lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from autotrain.errors import NotFound
+from autotrain.models import Deployment, RuleStatus
+from autotrain.ports import EventKind, PipelineEvent, Store
+from autotrain.service import PipelineService
+from autotrain.settings import Settings
+from bot.slack import blocks
+
+log = logging.getLogger("autotrain.slack")
+
+
+class HomeTabs:
+    """Publishes the App Home dashboard, and refreshes it for users who opened it recently."""
+
+    def __init__(self, client: AsyncWebClient, service: PipelineService, settings: Settings, keep: int = 50) -> None:
+        self.client = client
+        self.service = service
+        self.settings = settings
+        self.keep = keep
+        self._recent: OrderedDict[str, float] = OrderedDict()
+
+    async def publish(self, user_id: str) -> None:
+        self._recent[user_id] = time.monotonic()
+        self._recent.move_to_end(user_id)
+        while len(self._recent) > self.keep:
+            self._recent.popitem(last=False)
+        report = await self.service.status()
+        pending = await self.service.list_rules(status=RuleStatus.PENDING, limit=10)
+        view = blocks.home_view(report, pending.items, pending.total, self.settings)
+        await self.client.views_publish(user_id=user_id, view=view)
+
+    async def refresh_recent(self) -> None:
+        for user_id in list(self._recent):
+            try:
+                await self.publish(user_id)
+            except Exception as exc:  # a stale home tab is not worth failing an action for
+                log.warning("could not refresh the App Home of %s: %s", user_id, exc)
+
+
+class RuleCardPublisher:
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        service: PipelineService,
+        store: Store,
+        settings: Settings,
+        home: HomeTabs | None = None,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.store = store
+        self.channel = settings.review_channel
+        self.retry_seconds = settings.card_retry_seconds
+        self.home = home
+        self._retry_task: asyncio.Task[None] | None = None
+
+    async def notify(self, event: PipelineEvent) -> None:
+        if event.kind is EventKind.RULE_CREATED:
+            await self.post_card(event.rule.rule_id)
+        else:
+            await self.update_card(event.rule.rule_id, event.deployment)
+        if self.home is not None:
+            await self.home.refresh_recent()
+
+    async def render(self, rule_id: str, deployment: Deployment | None = None) -> tuple[str, list[blocks.Block]]:
+        rule = await self.service.get_rule(rule_id)
+        try:
+            feedback = await self.service.get_feedback(rule.feedback_id)
+        except NotFound:
+            feedback = None
+        if deployment is None and rule.status in (RuleStatus.DEPLOYED, RuleStatus.ROLLED_BACK):
+            latest = await self.service.list_deployments(rule_id=rule_id, limit=1)
+            deployment = latest.items[0] if latest.items else None
+        return blocks.rule_card(rule, feedback, deployment)
+
+    async def post_card(self, rule_id: str) -> bool:
+        """Post the card of a rule that has none; False when there is no review channel or it is taken."""
+        if not self.channel:
+            return False
+        claimed = await self.store.claim_card(
+            rule_id, channel=self.channel, now=self.service.clock(), retry_after_seconds=self.retry_seconds
+        )
+        if not claimed:
+            return False
+        try:
+            text, card = await self.render(rule_id)
+            response = await self.client.chat_postMessage(
+                channel=self.channel, text=text, blocks=card, unfurl_links=False, unfurl_media=False
+            )
+        except Exception as exc:
+            await self.store.card_failed(rule_id, error=f"{type(exc).__name__}: {exc}", now=self.service.clock())
+            log.warning("card of %s not posted (retried in %ss): %s", rule_id, self.retry_seconds, exc)
+            return False
+        await self.store.card_posted(
+            rule_id, channel=response["channel"], message_ts=response["ts"], now=self.service.clock()
+        )
+        return True
+
+    async def update_card(self, rule_id: str, deployment: Deployment | None = None) -> None:
+        card = await self.store.get_card(rule_id)
+        if card is None or card.state != "posted" or not card.message_ts:
+            await self.post_card(rule_id)  # never posted (Slack was down, or turned on later): post it now
+            return
+        text, rendered = await self.render(rule_id, deployment)
+        try:
+            await self.client.chat_update(channel=card.channel, ts=card.message_ts, text=text, blocks=rendered)
+        except Exception as exc:
+            log.warning("card of %s not updated: %s", rule_id, exc)
+
+    async def retry_missing(self) -> int:
+        """Post the cards of rules under review that have none (never posted, or failed earlier)."""
+        posted = 0
+        rule_ids = await self.store.rules_without_card(
+            now=self.service.clock(), retry_after_seconds=self.retry_seconds, limit=20
+        )
+        for rule_id in rule_ids:
+            posted += await self.post_card(rule_id)
+        return posted
+
+    def start(self) -> None:
+        if self.channel and self._retry_task is None:
+            self._retry_task = asyncio.create_task(self._retry_loop())
+
+    async def stop(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
+
+    async def _retry_loop(self) -> None:
+        while True:
+            try:
+                await self.retry_missing()
+            except Exception:
+                log.exception("retrying rule cards failed; trying again in %ss", self.retry_seconds)
+            await asyncio.sleep(self.retry_seconds)

@@ -1,0 +1,49 @@
+"""Message shortcut `autotrain_report`: report any message; it becomes the AI response in the form."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack import blocks
+from bot.slack.deps import SlackDeps
+
+log = logging.getLogger("autotrain.slack")
+
+
+def report_message_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    async def handle(ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        message = shortcut.get("message") or {}
+        channel = (shortcut.get("channel") or {}).get("id", "")
+        metadata = {"channel": channel, "message_ts": message.get("ts", "")}
+        ai_response = message.get("text") or ""
+        # trigger_id lives 3 s: open the form first, fill in the thread's question after
+        opened = await client.views_open(
+            trigger_id=shortcut["trigger_id"], view=blocks.feedback_modal(ai_response=ai_response, metadata=metadata)
+        )
+        thread_ts = message.get("thread_ts")
+        if not thread_ts or thread_ts == message.get("ts"):
+            return
+        try:
+            replies = await client.conversations_replies(channel=channel, ts=thread_ts, limit=1, inclusive=True)
+            messages = replies.get("messages") or []
+            parent = messages[0].get("text", "") if messages else ""
+        except SlackApiError as exc:  # the bot cannot read that conversation: leave the question empty
+            log.info("thread parent of %s not readable: %s", thread_ts, exc.response.get("error"))
+            return
+        if not parent:
+            return
+        view = opened["view"]
+        await client.views_update(
+            view_id=view["id"],
+            hash=view.get("hash"),
+            view=blocks.feedback_modal(query=parent, ai_response=ai_response, metadata=metadata),
+        )
+
+    return handle

@@ -1,0 +1,81 @@
+"""The feedback form's submission: validate, ack (with field errors if any), store, confirm to the reporter."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+from slack_bolt.async_app import AsyncAck
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from autotrain.models import FeedbackIn
+from bot.slack.deps import SlackDeps, friendly_error
+
+log = logging.getLogger("autotrain.slack")
+
+FIELDS = ("query", "ai_response", "feedback_text")
+
+
+def form_values(view: dict[str, Any]) -> dict[str, str]:
+    values = view.get("state", {}).get("values", {})
+    data = {name: (values.get(name, {}).get(name, {}).get("value") or "") for name in FIELDS}
+    selected = values.get("feedback_type", {}).get("feedback_type", {}).get("selected_option") or {}
+    data["feedback_type"] = selected.get("value", "")
+    return data
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error.get("loc") else "feedback_text"
+        block = field if field in (*FIELDS, "feedback_type") else "feedback_text"
+        errors.setdefault(block, error["msg"])
+    return errors
+
+
+def feedback_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    async def handle(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
+        user_id = body["user"]["id"]
+        try:
+            metadata = json.loads(view.get("private_metadata") or "{}")
+        except json.JSONDecodeError:
+            metadata = {}
+        try:
+            data = FeedbackIn(
+                **form_values(view),
+                user_id=user_id,
+                metadata={"slack_channel": metadata.get("channel"), "slack_message_ts": metadata.get("message_ts")},
+            )
+        except ValidationError as exc:
+            await ack(response_action="errors", errors=field_errors(exc))
+            return
+        await ack()
+        try:
+            actor = await deps.admins.actor_for(user_id)
+            feedback = await deps.service.submit(data, actor, source="slack")
+        except Exception as exc:
+            await confirm(client, user_id, metadata.get("channel"), friendly_error(exc, deps))
+            return
+        follow_up = (
+            "A rule suggestion will be posted for review." if deps.service.auto_generate else "An admin will review it."
+        )
+        await confirm(
+            client, user_id, metadata.get("channel"), f"🙏 Thanks! Feedback *{feedback.feedback_id}* saved. {follow_up}"
+        )
+
+    return handle
+
+
+async def confirm(client: AsyncWebClient, user_id: str, channel: str | None, text: str) -> None:
+    """Ephemeral in the channel the form came from; a DM when there is none or the bot is not in it."""
+    if channel:
+        try:
+            await client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+            return
+        except SlackApiError as exc:
+            log.info("ephemeral confirmation failed (%s); sending a DM", exc.response.get("error"))
+    await client.chat_postMessage(channel=user_id, text=text)
