@@ -35,6 +35,7 @@ class SlackBot:
 
     async def close(self) -> None:
         await self.deps.cards.stop()
+        await self.deps.home.stop()
 
 
 def build_web_client(settings: Settings) -> AsyncWebClient:

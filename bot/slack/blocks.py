@@ -249,7 +249,7 @@ def rule_card(rule: Rule, feedback: Feedback | None, deployment: Deployment | No
     buttons = rule_buttons(rule)
     if buttons:
         blocks.append({"type": "actions", "block_id": "rule_actions", "elements": buttons})
-    text = f"{rule.rule_id} ({status.value}) for {rule.module_name}: {clip(rule.new_rule, 200)}"
+    text = f"{rule.rule_id} ({status.value}) for {escape(rule.module_name)}: {escape(clip(rule.new_rule, 200))}"
     return text, blocks
 
 

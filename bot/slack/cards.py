@@ -26,14 +26,44 @@ log = logging.getLogger("autotrain.slack")
 
 
 class HomeTabs:
-    """Publishes the App Home dashboard, and refreshes it for users who opened it recently."""
+    """Publishes the App Home dashboard, and refreshes it for users who opened it recently.
 
-    def __init__(self, client: AsyncWebClient, service: PipelineService, settings: Settings, keep: int = 50) -> None:
+    Refreshes are coalesced: a burst of rule events (a run-all) republishes each Home once, not once per rule.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        service: PipelineService,
+        settings: Settings,
+        keep: int = 50,
+        refresh_delay_seconds: float = 1.0,
+    ) -> None:
         self.client = client
         self.service = service
         self.settings = settings
         self.keep = keep
+        self.refresh_delay_seconds = refresh_delay_seconds
         self._recent: OrderedDict[str, float] = OrderedDict()
+        self._refresh: asyncio.Task[None] | None = None
+        self._dirty = False
+
+    def request_refresh(self) -> None:
+        self._dirty = True
+        if self._recent and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._refresh_later())
+
+    async def _refresh_later(self) -> None:
+        while self._dirty:  # a change during a refresh triggers one more
+            self._dirty = False
+            await asyncio.sleep(self.refresh_delay_seconds)
+            await self.refresh_recent()
+
+    async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
 
     async def publish(self, user_id: str) -> None:
         self._recent[user_id] = time.monotonic()
@@ -77,7 +107,7 @@ class RuleCardPublisher:
         else:
             await self.update_card(event.rule.rule_id, event.deployment)
         if self.home is not None:
-            await self.home.refresh_recent()
+            self.home.request_refresh()
 
     async def render(self, rule_id: str, deployment: Deployment | None = None) -> tuple[str, list[blocks.Block]]:
         rule = await self.service.get_rule(rule_id)

@@ -13,6 +13,7 @@ from autotrain.errors import AutotrainError, NotFound, PermissionDenied, RuleFil
 from autotrain.policy import Actor, slack_actor
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
+from bot.slack.blocks import escape
 from bot.slack.cards import HomeTabs, RuleCardPublisher
 
 log = logging.getLogger("autotrain.slack")
@@ -66,13 +67,14 @@ def friendly_error(exc: Exception, deps: SlackDeps | None = None) -> str:
     if isinstance(exc, PermissionDenied):
         admins = deps.admins.mention_admins() if deps else "an admin"
         return f"🔒 Only Auto-Train admins can do that. Ask {admins}."
-    if isinstance(exc, TransitionRefused):
-        return f"ℹ️ {exc.message}. Nothing was changed."
-    if isinstance(exc, NotFound):
-        return f"🤷 {exc.message}."
-    if isinstance(exc, RuleFileInvalid):
-        return f"⚠️ {exc.message}. Fix the file, then deploy again."
     if isinstance(exc, AutotrainError):
-        return f"⚠️ {exc.message}"
+        message = escape(exc.message)
+        if isinstance(exc, TransitionRefused):
+            return f"ℹ️ {message}. Nothing was changed."
+        if isinstance(exc, NotFound):
+            return f"🤷 {message}."
+        if isinstance(exc, RuleFileInvalid):
+            return f"⚠️ {message}. Fix the file, then deploy again."
+        return f"⚠️ {message}"
     log.exception("unexpected error in a Slack listener", exc_info=exc)
     return "⚠️ Something went wrong on our side; it has been logged. Please try again."
