@@ -200,19 +200,27 @@ class Store(Protocol):
     async def deployed_rules(self, module_name: str) -> list[Rule]: ...
 
     # review cards
-    async def claim_card(self, rule_id: str, *, channel: str, now: datetime, retry_after_seconds: float) -> bool:
-        """Take the right to post this rule's card: True when no card exists, or a failed or stale
-        attempt may be retried. Makes sure two processes or a double event never post two cards."""
+    async def claim_card(
+        self, rule_id: str, *, channel: str, now: datetime, posting_lease_seconds: float
+    ) -> int | None:
+        """Take the right to post this rule's card; returns the attempt number, or None when a card exists or
+        another attempt is under way (a `posting` claim younger than the lease). A failed attempt may be
+        claimed again at once. Two processes or a double event never post two cards."""
         ...
 
-    async def card_posted(self, rule_id: str, *, channel: str, message_ts: str, now: datetime) -> None: ...
+    async def card_posted(self, rule_id: str, *, attempt: int, channel: str, message_ts: str, now: datetime) -> bool:
+        """Record the posted card, if `attempt` still holds the claim."""
+        ...
 
-    async def card_failed(self, rule_id: str, *, error: str, now: datetime) -> None: ...
+    async def card_failed(self, rule_id: str, *, attempt: int, error: str, now: datetime) -> None: ...
 
     async def get_card(self, rule_id: str) -> ReviewCard | None: ...
 
-    async def rules_without_card(self, *, now: datetime, retry_after_seconds: float, limit: int) -> list[str]:
-        """Rules still under review (pending, approved) whose card was never posted, or failed."""
+    async def rules_without_card(
+        self, *, now: datetime, retry_after_seconds: float, posting_lease_seconds: float, limit: int
+    ) -> list[str]:
+        """Rules still under review (pending, approved) whose card was never posted, failed more than
+        `retry_after_seconds` ago, or whose posting claim outlived its lease (the poster died)."""
         ...
 
     # reports

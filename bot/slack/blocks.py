@@ -72,12 +72,24 @@ def escape(text: str) -> str:
 
 
 def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """At most `limit` characters; never cuts an escaped entity (&amp; &lt; &gt;) in half."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&", max(0, len(cut) - 4))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut.rstrip() + "…"
+
+
+def escaped(text: str, limit: int) -> str:
+    """User text made safe for mrkdwn, then clipped so the escaping cannot push it past `limit`."""
+    return clip(escape(text), limit)
 
 
 def quote(text: str, limit: int) -> str:
     """Escaped, clipped, as a mrkdwn block quote."""
-    body = escape(clip(text.strip(), limit)) or "_(empty)_"
+    body = escaped(text.strip(), limit) or "_(empty)_"
     return "\n".join(f">{line}" for line in body.splitlines())
 
 
@@ -86,7 +98,7 @@ def who(actor_id: str | None) -> str:
         return "someone"
     if actor_id == "system":
         return "Auto-Train"
-    return f"<@{actor_id}>" if _SLACK_USER.match(actor_id) else f"`{escape(clip(actor_id, 60))}`"
+    return f"<@{actor_id}>" if _SLACK_USER.match(actor_id) else f"`{escaped(actor_id, 60)}`"
 
 
 def when(moment: datetime | None) -> str:
@@ -180,9 +192,9 @@ def rule_buttons(rule: Rule) -> list[Block]:
 
 
 def rule_diff(rule: Rule) -> str:
-    new = escape(clip(_rule_text(rule.new_rule), 700))
+    new = escaped(_rule_text(rule.new_rule), 700)
     if rule.old_rule:
-        old = escape(clip(_rule_text(rule.old_rule), 700))
+        old = escaped(_rule_text(rule.old_rule), 700)
         return f"*Change* (replace)\n```− {old}\n+ {new}```"
     return f"*Change* (append)\n```+ {new}```"
 
@@ -194,7 +206,7 @@ def rule_history(rule: Rule, deployment: Deployment | None) -> list[str]:
     if rule.approved_by:
         lines.append(f"✅ Approved by {who(rule.approved_by)} {when(rule.approved_at)}")
     if rule.rejected_by:
-        reason = f": {escape(clip(rule.reject_reason, 200))}" if rule.reject_reason else ""
+        reason = f": {escaped(rule.reject_reason, 200)}" if rule.reject_reason else ""
         lines.append(f"⛔ Rejected by {who(rule.rejected_by)} {when(rule.rejected_at)}{reason}")
     if rule.deployed_by:
         lines.append(f"🚀 Deployed by {who(rule.deployed_by)} {when(rule.deployed_at)}")
@@ -231,15 +243,12 @@ def rule_card(rule: Rule, feedback: Feedback | None, deployment: Deployment | No
         },
     ]
     if feedback is not None:
-        blocks.append(
-            section(
-                f"*Customer asked*\n{quote(feedback.query, 500)}\n"
-                f"*Bot answered*\n{quote(feedback.ai_response, 700)}\n"
-                f"*Feedback*\n{quote(feedback.feedback_text, 900)}"
-            )
-        )
+        # one section each, so a long answer can never push the feedback itself off the card
+        blocks.append(section(f"*Customer asked*\n{quote(feedback.query, 500)}"))
+        blocks.append(section(f"*Bot answered*\n{quote(feedback.ai_response, 700)}"))
+        blocks.append(section(f"*Feedback*\n{quote(feedback.feedback_text, 900)}"))
     blocks.append(section(rule_diff(rule)))
-    blocks.append(section(f"*Why*\n{escape(clip(rule.reasoning, 1500)) or '_(no reasoning given)_'}"))
+    blocks.append(section(f"*Why*\n{escaped(rule.reasoning, 1500) or '_(no reasoning given)_'}"))
     warnings = [f"⚠️ {WARNING_TEXT.get(w, w.value)}" for w in rule.warnings]
     if warnings:
         blocks.append(context(*warnings))
@@ -249,7 +258,7 @@ def rule_card(rule: Rule, feedback: Feedback | None, deployment: Deployment | No
     buttons = rule_buttons(rule)
     if buttons:
         blocks.append({"type": "actions", "block_id": "rule_actions", "elements": buttons})
-    text = f"{rule.rule_id} ({status.value}) for {escape(rule.module_name)}: {escape(clip(rule.new_rule, 200))}"
+    text = f"{rule.rule_id} ({status.value}) for {escape(rule.module_name)}: {escaped(rule.new_rule, 200)}"
     return text, blocks
 
 
@@ -400,7 +409,7 @@ def rules_blocks(rules: list[Rule], total: int, status: RuleStatus | None) -> li
         blocks.append(
             section(
                 f"{STATUS_EMOJI[rule.status]} *{rule.rule_id}* · `{escape(rule.module_name)}` · "
-                f"{percent(rule.confidence)}\n{escape(clip(rule.new_rule, 300))}"
+                f"{percent(rule.confidence)}\n{escaped(rule.new_rule, 300)}"
             )
         )
     if total > len(rules):
@@ -424,7 +433,7 @@ def run_all_summary_blocks(summary: RunAllSummary) -> tuple[str, list[Block]]:
     if summary.rules_created:
         blocks.append(context("Rules: " + ", ".join(summary.rules_created[:60])))
     if summary.errors:
-        lines = [f"• {e['feedback_id']}: {escape(clip(e['error'], 200))}" for e in summary.errors[:10]]
+        lines = [f"• {e['feedback_id']}: {escaped(e['error'], 200)}" for e in summary.errors[:10]]
         blocks.append(section("*Errors* (the feedback stays pending and can be retried)\n" + "\n".join(lines)))
     return text, blocks
 
@@ -446,7 +455,7 @@ def home_view(report: StatusReport, pending: list[Rule], pending_total: int, set
         blocks.append(
             section(
                 f"🟡 *{rule.rule_id}* · `{escape(rule.module_name)}` · {percent(rule.confidence)}\n"
-                f"{escape(clip(rule.new_rule, 300))}"
+                f"{escaped(rule.new_rule, 300)}"
             )
         )
     if pending_total > len(pending[:10]):

@@ -24,6 +24,9 @@ from bot.slack import blocks
 
 log = logging.getLogger("autotrain.slack")
 
+# A post in flight (with the client's own retries on 429 / 5xx) is never taken for abandoned before this.
+POSTING_LEASE_SECONDS = 300.0
+
 
 class HomeTabs:
     """Publishes the App Home dashboard, and refreshes it for users who opened it recently.
@@ -124,10 +127,10 @@ class RuleCardPublisher:
         """Post the card of a rule that has none; False when there is no review channel or it is taken."""
         if not self.channel:
             return False
-        claimed = await self.store.claim_card(
-            rule_id, channel=self.channel, now=self.service.clock(), retry_after_seconds=self.retry_seconds
+        attempt = await self.store.claim_card(
+            rule_id, channel=self.channel, now=self.service.clock(), posting_lease_seconds=POSTING_LEASE_SECONDS
         )
-        if not claimed:
+        if attempt is None:
             return False
         try:
             text, card = await self.render(rule_id)
@@ -135,13 +138,13 @@ class RuleCardPublisher:
                 channel=self.channel, text=text, blocks=card, unfurl_links=False, unfurl_media=False
             )
         except Exception as exc:
-            await self.store.card_failed(rule_id, error=f"{type(exc).__name__}: {exc}", now=self.service.clock())
+            error = f"{type(exc).__name__}: {exc}"
+            await self.store.card_failed(rule_id, attempt=attempt, error=error, now=self.service.clock())
             log.warning("card of %s not posted (retried in %ss): %s", rule_id, self.retry_seconds, exc)
             return False
-        await self.store.card_posted(
-            rule_id, channel=response["channel"], message_ts=response["ts"], now=self.service.clock()
+        return await self.store.card_posted(
+            rule_id, attempt=attempt, channel=response["channel"], message_ts=response["ts"], now=self.service.clock()
         )
-        return True
 
     async def update_card(self, rule_id: str, deployment: Deployment | None = None) -> None:
         card = await self.store.get_card(rule_id)
@@ -158,7 +161,10 @@ class RuleCardPublisher:
         """Post the cards of rules under review that have none (never posted, or failed earlier)."""
         posted = 0
         rule_ids = await self.store.rules_without_card(
-            now=self.service.clock(), retry_after_seconds=self.retry_seconds, limit=20
+            now=self.service.clock(),
+            retry_after_seconds=self.retry_seconds,
+            posting_lease_seconds=POSTING_LEASE_SECONDS,
+            limit=20,
         )
         for rule_id in rule_ids:
             posted += await self.post_card(rule_id)

@@ -16,13 +16,18 @@ from bot.slack.deps import SlackDeps
 log = logging.getLogger("autotrain.slack")
 
 
+def slack_to_plain(text: str) -> str:
+    """Message text arrives with Slack's escaping; the form (and the stored feedback) wants what people read."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def report_message_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     async def handle(ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         message = shortcut.get("message") or {}
         channel = (shortcut.get("channel") or {}).get("id", "")
         metadata = {"channel": channel, "message_ts": message.get("ts", "")}
-        ai_response = message.get("text") or ""
+        ai_response = slack_to_plain(message.get("text") or "")
         # trigger_id lives 3 s: open the form first, fill in the thread's question after
         opened = await client.views_open(
             trigger_id=shortcut["trigger_id"], view=blocks.feedback_modal(ai_response=ai_response, metadata=metadata)
@@ -33,7 +38,7 @@ def report_message_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
         try:
             replies = await client.conversations_replies(channel=channel, ts=thread_ts, limit=1, inclusive=True)
             messages = replies.get("messages") or []
-            parent = messages[0].get("text", "") if messages else ""
+            parent = slack_to_plain(messages[0].get("text", "")) if messages else ""
         except SlackApiError as exc:  # the bot cannot read that conversation: leave the question empty
             log.info("thread parent of %s not readable: %s", thread_ts, exc.response.get("error"))
             return
