@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -342,24 +344,44 @@ async def start_slack(settings: Settings, runtime: Runtime) -> SlackRuntime:
     from bot.slack.app import build_slack_app
 
     bot = build_slack_app(settings, runtime.service)
-    socket_handler = None
+    slack = SlackRuntime(bot)
     if settings.socket_mode:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         assert settings.slack_app_token is not None
-        socket_handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
-        await socket_handler.connect_async()
+        slack.socket_handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
+        # Connect in the background: Slack being unreachable must not keep the REST API from serving.
+        slack.connecting = asyncio.create_task(slack.connect_socket_mode())
     await bot.start()
-    return SlackRuntime(bot, socket_handler)
+    return slack
 
 
 class SlackRuntime:
-    def __init__(self, bot: Any, socket_handler: Any) -> None:
+    """The Slack side of a running server: the Bolt app and, in Socket Mode, its connection."""
+
+    def __init__(self, bot: Any) -> None:
         self.bot = bot
         self.app = bot.app
-        self.socket_handler = socket_handler
+        self.socket_handler: Any = None
+        self.connecting: asyncio.Task[None] | None = None
+
+    async def connect_socket_mode(self, first_delay: float = 1.0, max_delay: float = 60.0) -> None:
+        delay = first_delay
+        while True:
+            try:
+                await self.socket_handler.connect_async()
+                log.info("Slack Socket Mode connected")
+                return
+            except Exception as exc:  # the client reconnects by itself once connected; until then, retry
+                log.error("Slack Socket Mode could not connect (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
 
     async def close(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.connecting
         await self.bot.close()
         if self.socket_handler is not None:
             await self.socket_handler.close_async()

@@ -346,6 +346,7 @@ class FakeSlackApi:
         self._failures: dict[str, list[_Failure]] = {}
         self._replies: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._usergroups: dict[str, list[str]] = {}
+        self.socket_mode_url: str | None = None  # what apps.connections.open answers
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -657,6 +658,12 @@ class FakeSlackApi:
         return [("invalid_arguments", f"{method}: `{name}` is required") for name in names if not params.get(name)]
 
     # ------------------------------------------------------------------ Web API methods
+
+    def _api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any] | list[Problem]:
+        # Socket Mode: the WebSocket URL to connect to (a test serves it; see test_slack_socket_mode.py)
+        if not self.socket_mode_url:
+            return [("invalid_auth", "apps.connections.open: no socket_mode_url set on the fake")]
+        return {"url": self.socket_mode_url}
 
     def _api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return dict(AUTH_TEST)
