@@ -42,9 +42,16 @@ class RuleFileWriteFailed(AutotrainError):
 
 
 class GenerationFailed(AutotrainError):
-    """The rule generator failed; the feedback went back to pending with its error recorded."""
+    """The rule generator failed; the feedback went back to pending with its error recorded.
+
+    `info` (a GenerationInfo) tells what the failed attempt cost, when the generator knows.
+    """
 
     code = "generation_failed"
+
+    def __init__(self, message: str, info: object | None = None) -> None:
+        super().__init__(message)
+        self.info = info
 
 
 class GenerationInProgress(AutotrainError):

@@ -71,8 +71,26 @@ class RuleWarning(StrEnum):
     OLD_RULE_NOT_FOUND = "old_rule_not_found"
     POSSIBLE_INJECTION = "possible_injection"
     DUPLICATE = "duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
     LOW_CONFIDENCE = "low_confidence"
     FLAGGED_CONTENT = "flagged_content"
+    CONTAINS_URL = "contains_url"
+    CONTAINS_CODE = "contains_code"
+    CONTAINS_SECRET = "contains_secret"
+    COPIED_FEEDBACK = "copied_feedback"
+
+
+# A rule carrying any of these is suspicious: shown as such on its card and never approved automatically.
+FLAG_WARNINGS = frozenset(
+    {
+        RuleWarning.POSSIBLE_INJECTION,
+        RuleWarning.FLAGGED_CONTENT,
+        RuleWarning.CONTAINS_URL,
+        RuleWarning.CONTAINS_CODE,
+        RuleWarning.CONTAINS_SECRET,
+        RuleWarning.COPIED_FEEDBACK,
+    }
+)
 
 
 class DeployOutcome(StrEnum):
@@ -143,6 +161,20 @@ class GenerationInfo(BaseModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     latency_ms: int | None = None
+    attempts: int = 1  # requests sent, retries included
+
+
+class GenerationTotals(BaseModel):
+    """Every generation attempt so far (from the generations table), for cost and the error-rate alert."""
+
+    attempts: int
+    succeeded: int
+    failed: int
+    declined: int
+    error_rate: float
+    input_tokens: int
+    output_tokens: int
+    average_latency_ms: int | None
 
 
 class Rule(BaseModel):
@@ -174,6 +206,10 @@ class Rule(BaseModel):
     deployed_at: datetime | None = None
     rolled_back_by: str | None = None
     rolled_back_at: datetime | None = None
+
+    @property
+    def flagged(self) -> bool:
+        return any(warning in FLAG_WARNINGS for warning in self.warnings)
 
 
 class Deployment(BaseModel):
@@ -233,4 +269,5 @@ class StatusReport(BaseModel):
     deployed_today: int
     rollbacks_total: int
     generator: str
+    generation: GenerationTotals
     last_deployments: list[Deployment]

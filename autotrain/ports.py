@@ -17,6 +17,7 @@ from autotrain.models import (
     FeedbackStatus,
     FeedbackType,
     GenerationInfo,
+    GenerationTotals,
     ReviewCard,
     Rule,
     RuleProposal,
@@ -36,14 +37,19 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class GenerationResult:
-    proposal: RuleProposal
+    proposal: RuleProposal | None
     info: GenerationInfo
+    declined: str | None = None  # why no rule should come of this feedback (set when proposal is None)
 
 
 class RuleGenerator(Protocol):
-    """Turns one feedback into a rule proposal, grounded in the current rule lines of each allowed file."""
+    """Turns one feedback into a rule proposal, grounded in the current rule lines of each allowed file.
+
+    Raises GenerationFailed (with the GenerationInfo of what was spent, when known) when it cannot.
+    """
 
     name: str
+    quotes_feedback: bool  # True when its rules quote the feedback on purpose (no copy check then)
 
     async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult: ...
 
@@ -130,8 +136,16 @@ class Store(Protocol):
         ...
 
     async def finish_feedback_without_rule(
-        self, feedback_id: str, *, reason: str, actor_id: str, now: datetime
-    ) -> bool: ...
+        self,
+        feedback_id: str,
+        *,
+        reason: str,
+        actor_id: str,
+        now: datetime,
+        status: FeedbackStatus = FeedbackStatus.PROCESSED,
+    ) -> bool:
+        """processing → processed (praise) or rejected (declined by the generator), with no rule."""
+        ...
 
     async def requeue_interrupted_feedback(self, *, now: datetime) -> list[str]: ...
 
@@ -139,7 +153,8 @@ class Store(Protocol):
     async def create_rule(
         self, feedback_id: str, proposal: RuleProposal, info: GenerationInfo, *, actor_id: str, now: datetime
     ) -> Rule:
-        """Insert the rule and move its feedback processing → processed, in one transaction."""
+        """Insert the rule, move its feedback processing → processed and log the successful generation
+        (`info`), in one transaction."""
         ...
 
     async def get_rule(self, rule_id: str) -> Rule | None: ...
@@ -222,6 +237,22 @@ class Store(Protocol):
         """Rules still under review (pending, approved) whose card was never posted, failed more than
         `retry_after_seconds` ago, or whose posting claim outlived its lease (the poster died)."""
         ...
+
+    # generations (each attempt, for cost and the error rate)
+    async def record_generation(
+        self,
+        feedback_id: str,
+        info: GenerationInfo,
+        *,
+        outcome: str,
+        now: datetime,
+        error: str | None = None,
+        rule_id: str | None = None,
+    ) -> None:
+        """Log a generation that made no rule; outcome: failed | declined (create_rule logs successes)."""
+        ...
+
+    async def generation_totals(self, *, since: datetime | None = None) -> GenerationTotals: ...
 
     # reports
     async def counts(self, *, since: datetime) -> dict[str, Any]: ...

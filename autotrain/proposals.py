@@ -5,10 +5,10 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping, Sequence
 
+from autotrain.content_checks import content_warnings, duplicate_warning
 from autotrain.errors import InvalidInput
 from autotrain.models import RuleProposal, RuleWarning
 from autotrain.rulefiles import normalize_rule_line
-from autotrain.text import fold
 
 LOW_CONFIDENCE = 0.6
 
@@ -17,8 +17,15 @@ def validate_proposal(
     proposal: RuleProposal,
     current_rules: Mapping[str, Sequence[str]],
     allowed_modules: Sequence[str],
+    *,
+    feedback_texts: Sequence[str] = (),
+    check_copy: bool = True,
 ) -> RuleProposal:
-    """Normalise the lines, clamp confidence, and attach warnings. Raises InvalidInput when unusable."""
+    """Normalise the lines, clamp confidence, and attach warnings. Raises InvalidInput when unusable.
+
+    `feedback_texts` are the untrusted texts the rule came from: injection phrases in them flag the rule, and
+    with `check_copy` a rule that copies them verbatim is flagged too.
+    """
     if proposal.module_name not in allowed_modules:
         raise InvalidInput(f"module {proposal.module_name!r} is not an allowed rule file")
     warnings = list(dict.fromkeys(proposal.warnings))
@@ -39,9 +46,12 @@ def validate_proposal(
     confidence = min(1.0, max(0.0, float(proposal.confidence)))
     if confidence < LOW_CONFIDENCE:
         warnings.append(RuleWarning.LOW_CONFIDENCE)
-    folded_new = fold(new_rule)
-    if any(fold(line) == folded_new for rules in current_rules.values() for line in rules):
-        warnings.append(RuleWarning.DUPLICATE)
+    # the line it replaces does not count as a duplicate of its replacement
+    existing = [line for rules in current_rules.values() for line in rules if line.strip() != old_rule]
+    duplicate = duplicate_warning(new_rule, existing)
+    if duplicate is not None:
+        warnings.append(duplicate)
+    warnings.extend(content_warnings(new_rule, feedback_texts=feedback_texts, check_copy=check_copy))
     return proposal.model_copy(
         update={
             "new_rule": new_rule,

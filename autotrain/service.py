@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
@@ -30,6 +31,7 @@ from autotrain.models import (
     FeedbackIn,
     FeedbackStatus,
     FeedbackType,
+    GenerationInfo,
     Rule,
     RuleProposal,
     RuleStatus,
@@ -69,6 +71,13 @@ def utcnow() -> datetime:
 
 
 @dataclass(frozen=True)
+class NoRule:
+    """A generation that ended without a rule, and why (praise; declined by the generator)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class DeployResult:
     rule: Rule
     deployment: Deployment
@@ -104,7 +113,7 @@ class PipelineService:
         self.auto_generate = auto_generate
         self.run_all_concurrency = run_all_concurrency
         self.generation_wait_seconds = generation_wait_seconds
-        self._generations: dict[str, asyncio.Task[Rule | None]] = {}
+        self._generations: dict[str, asyncio.Task[Rule | NoRule]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._module_locks: dict[str, asyncio.Lock] = {}
 
@@ -168,14 +177,12 @@ class PipelineService:
             task = asyncio.create_task(self._generate_once(feedback))
             self._generations[feedback_id] = task
             task.add_done_callback(lambda _: self._generations.pop(feedback_id, None))
-        rule = await asyncio.shield(task)
-        if rule is None:
-            raise TransitionRefused(
-                f"{feedback_id} is praise: it is recorded and counted, but no rule is generated from it"
-            )
-        return rule
+        outcome = await asyncio.shield(task)
+        if isinstance(outcome, NoRule):
+            raise TransitionRefused(f"no rule for {feedback_id}: {outcome.reason}")
+        return outcome
 
-    async def _generate_once(self, feedback: Feedback) -> Rule | None:
+    async def _generate_once(self, feedback: Feedback) -> Rule | NoRule:
         feedback_id = feedback.feedback_id
         if feedback.status is FeedbackStatus.REJECTED:
             raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
@@ -185,11 +192,22 @@ class PipelineService:
             await self.store.finish_feedback_without_rule(
                 feedback_id, reason="praise", actor_id=SYSTEM_ACTOR.id, now=self.clock()
             )
-            return None
+            return NoRule("it is praise: recorded and counted, but no rule is generated from praise")
+        started = time_module.perf_counter()
+        info = GenerationInfo(generator=self.generator.name)
         try:
             current_rules = await asyncio.to_thread(self.rule_files.current_rules)
             result = await self.generator.generate(feedback, current_rules)
-            proposal = validate_proposal(result.proposal, current_rules, self.rule_files.allowed_modules)
+            info = result.info
+            proposal = None
+            if result.proposal is not None:
+                proposal = validate_proposal(
+                    result.proposal,
+                    current_rules,
+                    self.rule_files.allowed_modules,
+                    feedback_texts=(feedback.query, feedback.ai_response, feedback.feedback_text),
+                    check_copy=not self.generator.quotes_feedback,
+                )
         except asyncio.CancelledError:
             await self.store.release_feedback(
                 feedback_id, error="generation cancelled", actor_id=SYSTEM_ACTOR.id, now=self.clock()
@@ -197,15 +215,28 @@ class PipelineService:
             raise
         except Exception as exc:
             message = exc.message if isinstance(exc, AutotrainError) else f"{type(exc).__name__}: {exc}"
+            spent = getattr(exc, "info", None)
+            if not isinstance(spent, GenerationInfo):
+                spent = info.model_copy(update={"latency_ms": int((time_module.perf_counter() - started) * 1000)})
+            await self.store.record_generation(feedback_id, spent, outcome="failed", error=message, now=self.clock())
             await self.store.release_feedback(feedback_id, error=message, actor_id=SYSTEM_ACTOR.id, now=self.clock())
             raise GenerationFailed(f"rule generation for {feedback_id} failed: {message}") from exc
-        rule = await self.store.create_rule(
-            feedback_id, proposal, result.info, actor_id=SYSTEM_ACTOR.id, now=self.clock()
-        )
+        if proposal is None:
+            reason = result.declined or "the generator proposed no rule"
+            await self.store.record_generation(feedback_id, info, outcome="declined", error=reason, now=self.clock())
+            await self.store.finish_feedback_without_rule(
+                feedback_id,
+                reason=f"declined: {reason}",
+                actor_id=SYSTEM_ACTOR.id,
+                now=self.clock(),
+                status=FeedbackStatus.REJECTED,
+            )
+            return NoRule(f"the generator declined: {reason}")
+        rule = await self.store.create_rule(feedback_id, proposal, info, actor_id=SYSTEM_ACTOR.id, now=self.clock())
         await self._notify(EventKind.RULE_CREATED, rule, SYSTEM_ACTOR)
         return rule
 
-    async def _wait_for_other_generation(self, feedback_id: str) -> Rule | None:
+    async def _wait_for_other_generation(self, feedback_id: str) -> Rule | NoRule:
         """Another process is generating this feedback: wait for its rule rather than make a second one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.generation_wait_seconds
@@ -215,7 +246,7 @@ class PipelineService:
                 return rule
             feedback = await self.get_feedback(feedback_id)
             if feedback.status is FeedbackStatus.PROCESSED:
-                return None  # praise, finished without a rule
+                return NoRule("it is praise: recorded and counted, but no rule is generated from praise")
             if feedback.status is FeedbackStatus.PENDING:
                 raise GenerationFailed(
                     f"rule generation for {feedback_id} failed: {feedback.last_error or 'unknown error'}"
@@ -294,6 +325,7 @@ class PipelineService:
         check_rule_editable(rule_id, rule.status)
         target_module = module_name or rule.module_name
         current_rules = await asyncio.to_thread(self.rule_files.current_rules)
+        feedback = await self.get_feedback(rule.feedback_id)
         proposal = validate_proposal(
             RuleProposal(
                 module_name=target_module,
@@ -305,13 +337,15 @@ class PipelineService:
             ),
             current_rules,
             self.rule_files.allowed_modules,
+            # the feedback stays untrusted (an injection stays flagged); an admin may quote it on purpose
+            feedback_texts=(feedback.query, feedback.ai_response, feedback.feedback_text),
+            check_copy=False,
         )
-        carried = [w for w in rule.warnings if w.value in ("possible_injection", "flagged_content")]
         changes = {
             "module_name": proposal.module_name,
             "old_rule": proposal.old_rule,
             "new_rule": proposal.new_rule,
-            "warnings": list(dict.fromkeys([*carried, *proposal.warnings])),
+            "warnings": list(proposal.warnings),
         }
         updated = await self.store.edit_rule(rule_id, changes=changes, actor_id=actor.id, now=self.clock())
         if updated is None:
@@ -557,6 +591,7 @@ class PipelineService:
             deployed_today=counts["deployed_since"],
             rollbacks_total=counts["rollbacks_total"],
             generator=self.generator.name,
+            generation=await self.store.generation_totals(),
             last_deployments=last.items,
         )
 

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
     anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
     model: str = Field("claude-sonnet-5-5", validation_alias=_env("AUTOTRAIN_MODEL"))
+    claude_max_tokens: int = Field(1024, ge=64, le=16384, validation_alias=_env("AUTOTRAIN_CLAUDE_MAX_TOKENS"))
+    claude_timeout_seconds: float = Field(60.0, gt=0, validation_alias=_env("AUTOTRAIN_CLAUDE_TIMEOUT_SECONDS"))
+    claude_max_retries: int = Field(2, ge=0, le=10, validation_alias=_env("AUTOTRAIN_CLAUDE_MAX_RETRIES"))
+    claude_output_retries: int = Field(1, ge=0, le=5, validation_alias=_env("AUTOTRAIN_CLAUDE_OUTPUT_RETRIES"))
 
     database_url: str = Field("sqlite:///autotrain.db", validation_alias=_env("AUTOTRAIN_DATABASE_URL"))
     rules_dir: Path = Field(Path("config"), validation_alias=_env("AUTOTRAIN_RULES_DIR"))

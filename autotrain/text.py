@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
@@ -26,21 +27,42 @@ def words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFC", text.lower()))
 
 
-def _word_matches(word: str, pattern_word: str) -> bool:
-    # A word typed with accents must match exactly ("nông" is not "nóng"); a word typed without any
-    # accents matches the pattern word's bare form ("nong" is "nóng").
-    return word == pattern_word or (fold(word) == word and word == fold(pattern_word))
+class PhraseMatcher:
+    """Whole-word phrase matching, Vietnamese typed with or without diacritics.
+
+    A word typed with accents must match exactly ("nông" is not "nóng"); a word typed without any accents
+    matches the pattern word's bare form ("nong" is "nóng"). Phrases are prepared once; each text is split
+    and folded once, however many phrases are looked for.
+    """
+
+    def __init__(self, phrases: Iterable[str]) -> None:
+        self.phrases = [
+            (tuple(parts), tuple(fold(part) for part in parts)) for parts in (words(p) for p in phrases) if parts
+        ]
+
+    def found(self, text: str) -> list[str]:
+        """The phrases found in `text` (words joined by spaces)."""
+        exact = words(text)
+        bare = [word if fold(word) == word else None for word in exact]
+        hits = []
+        for parts, folded in self.phrases:
+            size = len(parts)
+            for start in range(len(exact) - size + 1):
+                if all(exact[start + i] == parts[i] or bare[start + i] == folded[i] for i in range(size)):
+                    hits.append(" ".join(parts))
+                    break
+        return hits
+
+    def matches(self, *texts: str) -> bool:
+        return any(self.found(text) for text in texts)
+
+    def count(self, text: str) -> int:
+        return len(self.found(text))
 
 
 def contains_phrase(text: str, phrase: str) -> bool:
-    """Whole-word match of `phrase` in `text`, Vietnamese typed with or without diacritics."""
-    haystack, needle = words(text), words(phrase)
-    if not needle:
-        return False
-    for start in range(len(haystack) - len(needle) + 1):
-        if all(_word_matches(haystack[start + i], part) for i, part in enumerate(needle)):
-            return True
-    return False
+    """Whole-word match of one `phrase` in `text` (see PhraseMatcher)."""
+    return PhraseMatcher([phrase]).matches(text)
 
 
 def one_line(text: str) -> str:

@@ -30,6 +30,10 @@ class Runtime:
 
 
 def build_generator(settings: Settings) -> RuleGenerator:
+    if settings.claude_enabled:
+        from bot.claude import ClaudeRuleGenerator
+
+        return ClaudeRuleGenerator.from_settings(settings)
     return HeuristicRuleGenerator(settings.allowed_modules)
 
 
@@ -67,12 +71,8 @@ def describe(settings: Settings) -> list[str]:
         f"database: {settings.database_path.resolve()}",
         f"rules folder: {settings.rules_dir.resolve()} (files: {', '.join(settings.allowed_modules)})"
         + (f"; missing, created on first deploy: {', '.join(missing)}" if missing else ""),
-        "rule generator: Claude (" + settings.model + ")"
-        if settings.claude_enabled
-        else "rule generator: offline heuristic (ANTHROPIC_API_KEY not set)",
-        "Slack: configured"
-        if settings.slack_enabled
-        else "Slack: off (SLACK_BOT_TOKEN / SLACK_SIGNING_SECRET not set)",
+        generator_description(settings),
+        slack_description(settings),
         f"auto-generate on submit: {'on' if settings.auto_generate else 'off'}",
         f"reload hook: {settings.reload_url}"
         if settings.reload_url
@@ -93,3 +93,13 @@ def slack_description(settings: Settings) -> str:
     group = f" + user group {settings.admin_usergroup}" if settings.admin_usergroup else ""
     api = f"; Web API at {settings.slack_api_url}" if settings.slack_api_url else ""
     return f"Slack: on, {mode}; review channel {channel}; {admins} admins{group}{api}"
+
+
+def generator_description(settings: Settings) -> str:
+    if not settings.claude_enabled:
+        return "rule generator: offline heuristic (ANTHROPIC_API_KEY not set)"
+    where = f" at {settings.anthropic_base_url}" if settings.anthropic_base_url else ""
+    return (
+        f"rule generator: Claude {settings.model}{where} ({settings.claude_max_retries} retries, "
+        f"{settings.claude_timeout_seconds:g} s timeout, {settings.claude_output_retries} re-asks on invalid output)"
+    )

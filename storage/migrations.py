@@ -112,6 +112,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX ix_review_cards_state ON review_cards (state, updated_at);
     """,
+    # 3: every generation attempt: model, tokens, latency, outcome (cost, and the error-rate alert)
+    """
+    CREATE TABLE generations (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        feedback_id   TEXT NOT NULL REFERENCES feedbacks (feedback_id),
+        rule_id       TEXT,
+        generator     TEXT NOT NULL,
+        model         TEXT,
+        outcome       TEXT NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'declined')),
+        error         TEXT,
+        input_tokens  INTEGER,
+        output_tokens INTEGER,
+        latency_ms    INTEGER,
+        attempts      INTEGER NOT NULL DEFAULT 1,
+        at            TEXT NOT NULL
+    );
+    CREATE INDEX ix_generations_at ON generations (at);
+    CREATE INDEX ix_generations_feedback ON generations (feedback_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

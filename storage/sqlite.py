@@ -26,6 +26,7 @@ from autotrain.models import (
     FeedbackStatus,
     FeedbackType,
     GenerationInfo,
+    GenerationTotals,
     ReviewCard,
     Rule,
     RuleProposal,
@@ -259,13 +260,19 @@ class SqliteStore:
                 )
 
     async def finish_feedback_without_rule(
-        self, feedback_id: str, *, reason: str, actor_id: str, now: datetime
+        self,
+        feedback_id: str,
+        *,
+        reason: str,
+        actor_id: str,
+        now: datetime,
+        status: FeedbackStatus = FeedbackStatus.PROCESSED,
     ) -> bool:
         async with self._tx() as db:
             cursor = await db.execute(
-                "UPDATE feedbacks SET status = 'processed', updated_at = ?"
+                "UPDATE feedbacks SET status = ?, updated_at = ?, last_error = ?"
                 " WHERE feedback_id = ? AND status = 'processing'",
-                (_ts(now), feedback_id),
+                (status.value, _ts(now), None if status is FeedbackStatus.PROCESSED else reason[:2000], feedback_id),
             )
             if cursor.rowcount != 1:
                 return False
@@ -276,7 +283,7 @@ class SqliteStore:
                 action="feedback_skipped",
                 subject_id=feedback_id,
                 from_state="processing",
-                to_state="processed",
+                to_state=status.value,
                 detail={"reason": reason},
             )
             return True
@@ -349,6 +356,7 @@ class SqliteStore:
                 to_state="pending",
                 detail={"feedback_id": feedback_id, "generator": info.generator, "model": info.model},
             )
+            await self._insert_generation(db, feedback_id, info, outcome="succeeded", now=now, rule_id=rule_id)
             await self._audit(
                 db,
                 now=now,
@@ -706,6 +714,71 @@ class SqliteStore:
                 (retry_due, lease_expired, limit),
             )
             return [row[0] for row in await cursor.fetchall()]
+
+    # ------------------------------------------------------------------ generations
+
+    async def record_generation(
+        self,
+        feedback_id: str,
+        info: GenerationInfo,
+        *,
+        outcome: str,
+        now: datetime,
+        error: str | None = None,
+        rule_id: str | None = None,
+    ) -> None:
+        async with self._tx() as db:
+            await self._insert_generation(db, feedback_id, info, outcome=outcome, now=now, error=error, rule_id=rule_id)
+
+    @staticmethod
+    async def _insert_generation(
+        db: aiosqlite.Connection,
+        feedback_id: str,
+        info: GenerationInfo,
+        *,
+        outcome: str,
+        now: datetime,
+        error: str | None = None,
+        rule_id: str | None = None,
+    ) -> None:
+        await db.execute(
+            "INSERT INTO generations (feedback_id, rule_id, generator, model, outcome, error, input_tokens,"
+            " output_tokens, latency_ms, attempts, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                feedback_id,
+                rule_id,
+                info.generator,
+                info.model,
+                outcome,
+                error[:2000] if error else None,
+                info.input_tokens,
+                info.output_tokens,
+                info.latency_ms,
+                info.attempts,
+                _ts(now),
+            ),
+        )
+
+    async def generation_totals(self, *, since: datetime | None = None) -> GenerationTotals:
+        where, args = ("WHERE at >= ?", (_ts(since),)) if since is not None else ("", ())
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT COUNT(*), SUM(outcome = 'succeeded'), SUM(outcome = 'failed'), SUM(outcome = 'declined'),"
+                f" SUM(input_tokens), SUM(output_tokens), AVG(latency_ms) FROM generations {where}",
+                args,
+            )
+            row = await cursor.fetchone()
+        attempts, succeeded, failed, declined = (int(row[i] or 0) for i in range(4))
+        return GenerationTotals(
+            attempts=attempts,
+            succeeded=succeeded,
+            failed=failed,
+            declined=declined,
+            error_rate=round(failed / attempts, 4) if attempts else 0.0,
+            input_tokens=int(row[4] or 0),
+            output_tokens=int(row[5] or 0),
+            average_latency_ms=round(row[6]) if row[6] is not None else None,
+        )
 
     # ------------------------------------------------------------------ reports
 

@@ -255,5 +255,6 @@ def served(tmp_path: Path) -> Iterator[ServedApp]:
 
 # ---------------------------------------------------------------------- Slack: the fake Web API and the simulator
 
+from tests.fakes.anthropic_api import messages_api  # noqa: E402, F401  (fixture)
 from tests.fakes.slack_api import slack_api  # noqa: E402, F401  (fixture)
 from tests.slack_support import slack  # noqa: E402, F401  (fixture)

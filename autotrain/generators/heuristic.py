@@ -13,13 +13,14 @@ from autotrain.generators.patterns import (
 )
 from autotrain.models import Feedback, FeedbackType, GenerationInfo, RuleProposal
 from autotrain.ports import GenerationResult
-from autotrain.text import contains_phrase, looks_vietnamese, shorten
+from autotrain.text import PhraseMatcher, looks_vietnamese, shorten
 
 DRAFT_CONFIDENCE = {FeedbackType.BUG: 0.4, FeedbackType.SUGGESTION: 0.45, FeedbackType.PRAISE: 0.3}
 
 
 class HeuristicRuleGenerator:
     name = "heuristic"
+    quotes_feedback = True  # its drafts quote the complaint on purpose, for an admin to rewrite
 
     def __init__(
         self,
@@ -28,6 +29,17 @@ class HeuristicRuleGenerator:
     ) -> None:
         self.allowed_modules = tuple(allowed_modules)
         self.patterns = tuple(patterns)
+        # phrase lists prepared once, not per feedback
+        self._matchers = [
+            (pattern, PhraseMatcher(pattern.feedback_any), PhraseMatcher(pattern.context_any))
+            for pattern in self.patterns
+            if pattern.module_name in self.allowed_modules
+        ]
+        self._module_keywords = [
+            (module_name, PhraseMatcher(keywords))
+            for module_name, keywords in MODULE_KEYWORDS.items()
+            if module_name in self.allowed_modules
+        ]
 
     async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
         started = time.perf_counter()
@@ -37,12 +49,10 @@ class HeuristicRuleGenerator:
 
     def matching_pattern(self, feedback: Feedback) -> HeuristicPattern | None:
         context = f"{feedback.query} {feedback.ai_response}"
-        for pattern in self.patterns:
-            if pattern.module_name not in self.allowed_modules:
+        for pattern, in_feedback, in_context in self._matchers:
+            if not in_feedback.matches(feedback.feedback_text):
                 continue
-            if not any(contains_phrase(feedback.feedback_text, phrase) for phrase in pattern.feedback_any):
-                continue
-            if pattern.context_any and not any(contains_phrase(context, phrase) for phrase in pattern.context_any):
+            if pattern.context_any and not in_context.matches(context):
                 continue
             return pattern
         return None
@@ -72,10 +82,8 @@ class HeuristicRuleGenerator:
     def choose_module(self, feedback: Feedback) -> str:
         text = f"{feedback.feedback_text} {feedback.query}"
         best, best_score = None, 0
-        for module_name, keywords in MODULE_KEYWORDS.items():
-            if module_name not in self.allowed_modules:
-                continue
-            score = sum(contains_phrase(text, keyword) for keyword in keywords)
+        for module_name, keywords in self._module_keywords:
+            score = keywords.count(text)
             if score > best_score:
                 best, best_score = module_name, score
         if best is not None:

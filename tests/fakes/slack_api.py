@@ -357,6 +357,8 @@ class FakeSlackApi:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
+
             def do_POST(self) -> None:
                 fake._serve(self)
 
