@@ -47,8 +47,13 @@ WARNING_TEXT = {
     RuleWarning.OLD_RULE_NOT_FOUND: "The rule it replaces is not in the file: deploying will append it instead.",
     RuleWarning.POSSIBLE_INJECTION: "Looks like instructions injected through the feedback: read it carefully.",
     RuleWarning.DUPLICATE: "This rule is already in a rule file.",
+    RuleWarning.NEAR_DUPLICATE: "Almost the same as a rule already in a file.",
     RuleWarning.LOW_CONFIDENCE: "Low confidence: edit the wording before approving.",
     RuleWarning.FLAGGED_CONTENT: "The feedback was flagged by the content filter.",
+    RuleWarning.CONTAINS_URL: "The rule contains a link.",
+    RuleWarning.CONTAINS_CODE: "The rule contains something that looks like code or markup.",
+    RuleWarning.CONTAINS_SECRET: "The rule contains something that looks like a password or key.",
+    RuleWarning.COPIED_FEEDBACK: "The rule copies the customer's feedback word for word.",
 }
 
 HELP_TEXT = (
@@ -250,6 +255,8 @@ def rule_card(rule: Rule, feedback: Feedback | None, deployment: Deployment | No
     blocks.append(section(rule_diff(rule)))
     blocks.append(section(f"*Why*\n{escaped(rule.reasoning, 1500) or '_(no reasoning given)_'}"))
     warnings = [f"⚠️ {WARNING_TEXT.get(w, w.value)}" for w in rule.warnings]
+    if rule.flagged:
+        warnings.insert(0, "🚩 *Flagged:* review it closely; it will never be approved automatically.")
     if warnings:
         blocks.append(context(*warnings))
     history = rule_history(rule, deployment)
@@ -388,10 +395,21 @@ def status_blocks(report: StatusReport) -> list[Block]:
             f"*Deployments* {report.deployments_total} in all, {report.deployed_today} today, "
             f"{report.rollbacks_total} rollbacks · generator: {report.generator}"
         ),
+        section(generation_line(report)),
     ]
     if report.last_deployments:
         blocks.append(section("*Last deployments*\n" + "\n".join(_deployment_line(d) for d in report.last_deployments)))
     return blocks
+
+
+def generation_line(report: StatusReport) -> str:
+    totals = report.generation
+    latency = f", {totals.average_latency_ms} ms on average" if totals.average_latency_ms is not None else ""
+    return (
+        f"*Generations* {totals.attempts} ({totals.succeeded} rules, {totals.declined} declined, "
+        f"{totals.failed} failed: error rate {totals.error_rate:.1%}){latency} · "
+        f"tokens {totals.input_tokens:,} in / {totals.output_tokens:,} out"
+    )
 
 
 def _deployment_line(deployment: Deployment) -> str:
