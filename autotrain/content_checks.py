@@ -46,7 +46,7 @@ INJECTION_PHRASES: tuple[str, ...] = (
 
 _URL = re.compile(r"(https?://|www\.|\b[a-z0-9-]+\.(com|net|org|io|vn|xyz|ru|info|link|ly|me|app)\b)", re.I)
 _CODE = re.compile(
-    r"(```|`[^`]+`|<\s*/?\s*(script|iframe|img|a|style)\b|</?[a-z]+>|\{\{|\}\}|\$\(|=>|"
+    r"(```|`[^`]+`|<\s*/?\s*(script|iframe|img|a|style)\b|</?[a-z]+>|\{\{|\}\}|\$\(|\)\s*=>|"
     r"\bselect\s+(\*|[\w,]+)\s+from\s+\w+|\bdrop\s+table\b|\bdelete\s+from\b|"
     r"\b(import|from)\s+[a-z_]+\s+import\b|\bimport\s+(os|sys|subprocess|requests)\b|"
     r"\b(def|function|eval|exec|system)\s*\w*\s*\()",
@@ -64,10 +64,19 @@ NEAR_DUPLICATE_RATIO = 0.88
 
 
 _INJECTION = PhraseMatcher(INJECTION_PHRASES)
+# "ignore your previous instructions", "bỏ qua tất cả các hướng dẫn trước": a verb, a few words, an object
+# (matched on the folded text: lower case, no accents, punctuation as spaces)
+_INJECTION_SHAPE = re.compile(
+    r"\b(ignore|disregard|forget|override|bypass|bo qua)\s+(?:\w+\s+){0,4}?"
+    r"(instructions?|prompts?|rules|guidelines|huong dan|chi dan|chi thi|loi nhac)\b"
+    # showing things is normal ("hiển thị hướng dẫn chọn size"); showing the prompt is not
+    r"|\b(reveal|print|show|repeat|leak|tiet lo|hien thi|in ra)\s+(?:\w+\s+){0,4}?"
+    r"(system prompt|prompts?|instructions|loi nhac|chi thi he thong|prompt he thong)\b"
+)
 
 
 def injection_suspected(*texts: str) -> bool:
-    return _INJECTION.matches(*texts)
+    return _INJECTION.matches(*texts) or any(_INJECTION_SHAPE.search(fold(text)) for text in texts)
 
 
 def longest_common_run(a: str, b: str) -> int:

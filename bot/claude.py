@@ -1,16 +1,23 @@
 """Claude as a rule generator, through the official SDK (`AsyncAnthropic`, 2.x, on httpx2).
 
-The answer comes back as structured output: `messages.parse(..., output_format=RuleAnswer)` makes the API
-constrain the JSON to RuleAnswer's schema and the SDK validates it into the pydantic object; nothing is
-read out of free text. The SDK retries 429 (honouring retry-after), 5xx, timeouts and connection errors up
-to `max_retries`; an answer that does not validate is asked for again up to `output_retries`. After that
-the generation fails with GenerationFailed, and the service puts the feedback back to pending.
+The answer comes back as structured output: the request carries RuleAnswer's JSON schema in
+`output_config.format` (the schema `messages.parse(output_format=RuleAnswer)` would send, made by the SDK's
+`transform_schema`), so the API constrains the answer to it, and pydantic validates the text into RuleAnswer;
+nothing is read out of free text with patterns. We call `messages.with_raw_response.create` rather than
+`messages.parse` because parse raises on an answer that does not validate before we can see it: its usage
+(the tokens are paid for all the same), its stop_reason (a refusal is a decline, a max_tokens cut-off needs a
+larger limit, not a re-ask) and the SDK's own retry count would be lost.
+
+The SDK retries 429 (honouring retry-after), 5xx, timeouts and connection errors up to `max_retries`; an
+answer that does not validate is asked for again up to `output_retries`. After that the generation fails
+with GenerationFailed, and the service puts the feedback back to pending.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 
 import anthropic
 import pydantic
@@ -21,6 +28,9 @@ from autotrain.models import Feedback, GenerationInfo, RuleProposal, RuleType
 from autotrain.ports import GenerationResult
 from autotrain.prompts import SYSTEM_PROMPT, RuleAnswer, build_user_message, unfence
 from autotrain.settings import Settings
+
+# The schema messages.parse(output_format=RuleAnswer) sends, built once.
+ANSWER_SCHEMA = anthropic.transform_schema(RuleAnswer)
 
 log = logging.getLogger("autotrain.claude")
 
@@ -58,7 +68,7 @@ class ClaudeRuleGenerator:
             output_retries=settings.claude_output_retries,
         )
 
-    async def generate(self, feedback: Feedback, current_rules: dict[str, list[str]]) -> GenerationResult:
+    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
         message = build_user_message(feedback, current_rules)
         input_tokens = output_tokens = 0
         requests = 0
@@ -74,38 +84,49 @@ class ClaudeRuleGenerator:
                 attempts=requests,
             )
 
-        last_problem = ""
+        problem = ""
         for _ in range(self.output_retries + 1):
-            requests += 1
             try:
-                response = await self.client.messages.parse(
+                raw = await self.client.messages.with_raw_response.create(
                     model=self.model,
                     max_tokens=self.max_tokens,
                     system=SYSTEM_PROMPT,
                     messages=[{"role": "user", "content": message}],
-                    output_format=RuleAnswer,
+                    output_config={"format": {"type": "json_schema", "schema": ANSWER_SCHEMA}},
                 )
-            except pydantic.ValidationError as exc:  # JSON that does not fit RuleAnswer
-                last_problem = f"Claude's answer did not match the rule schema: {_first_error(exc)}"
-                log.warning("%s (feedback %s)", last_problem, feedback.feedback_id)
-                continue
+                response = await raw.parse()
             except anthropic.APIStatusError as exc:
+                requests += 1 + self.client.max_retries  # a status error is raised once the retries are spent
                 raise GenerationFailed(_status_problem(exc), spent()) from exc
             except anthropic.APITimeoutError as exc:
+                requests += 1 + self.client.max_retries
                 raise GenerationFailed("Claude did not answer in time (after retries)", spent()) from exc
             except anthropic.APIConnectionError as exc:
+                requests += 1 + self.client.max_retries
                 raise GenerationFailed(f"could not reach the Claude API: {exc}", spent()) from exc
+            requests += 1 + raw.retries_taken
             input_tokens += response.usage.input_tokens
             output_tokens += response.usage.output_tokens
             if response.stop_reason == "refusal":
                 return GenerationResult(None, spent(), declined="Claude refused to write a rule for this feedback")
-            answer = response.parsed_output
-            if answer is None:
-                last_problem = f"Claude's answer held no rule (stop_reason {response.stop_reason})"
-                log.warning("%s (feedback %s)", last_problem, feedback.feedback_id)
+            if response.stop_reason == "max_tokens":
+                # asking again with the same limit would be cut off again
+                problem = f"Claude's answer was cut off at {self.max_tokens} tokens; raise AUTOTRAIN_CLAUDE_MAX_TOKENS"
+                break
+            text = "".join(block.text for block in response.content if block.type == "text")
+            if not text.strip():
+                kinds = ", ".join(block.type for block in response.content) or "none"
+                problem = f"Claude's answer held no text to read (content blocks: {kinds})"
+                log.warning("%s (feedback %s)", problem, feedback.feedback_id)
+                continue
+            try:
+                answer = RuleAnswer.model_validate_json(text)
+            except pydantic.ValidationError as exc:
+                problem = f"Claude's answer did not match the rule schema: {_first_error(exc)}"
+                log.warning("%s (feedback %s)", problem, feedback.feedback_id)
                 continue
             return self._result(answer, spent())
-        raise GenerationFailed(f"{last_problem}; gave up after {requests} answers", spent())
+        raise GenerationFailed(f"{problem} (after {requests} requests)", spent())
 
     @staticmethod
     def _result(answer: RuleAnswer, info: GenerationInfo) -> GenerationResult:
