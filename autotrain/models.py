@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from autotrain.monitoring import Metrics
+
 FEEDBACK_ID_PATTERN = r"^FB-\d{4,}$"
 RULE_ID_PATTERN = r"^RUL-\d{4,}$"
 ID_OFFSET = 1000  # FB-1001 is the first feedback, RUL-1001 the first rule
@@ -271,3 +273,4 @@ class StatusReport(BaseModel):
     generator: str
     generation: GenerationTotals
     last_deployments: list[Deployment]
+    metrics: Metrics | None = None  # thresholded figures (monitoring), when a monitor is wired

@@ -38,6 +38,7 @@ from autotrain.models import (
     RunAllSummary,
     StatusReport,
 )
+from autotrain.monitoring import Metrics
 from autotrain.policy import (
     SYSTEM_ACTOR,
     Action,
@@ -103,6 +104,7 @@ class PipelineService:
         auto_generate: bool = True,
         run_all_concurrency: int = 4,
         generation_wait_seconds: float = 60.0,
+        metrics_provider: Callable[[], Awaitable[Metrics]] | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
@@ -113,6 +115,7 @@ class PipelineService:
         self.auto_generate = auto_generate
         self.run_all_concurrency = run_all_concurrency
         self.generation_wait_seconds = generation_wait_seconds
+        self.metrics_provider = metrics_provider
         self._generations: dict[str, asyncio.Task[Rule | NoRule]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._module_locks: dict[str, asyncio.Lock] = {}
@@ -593,6 +596,7 @@ class PipelineService:
             generator=self.generator.name,
             generation=await self.store.generation_totals(),
             last_deployments=last.items,
+            metrics=await self.metrics_provider() if self.metrics_provider else None,
         )
 
     async def reconcile(self) -> ReconcileReport:

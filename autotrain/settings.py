@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     alert_deploys_per_day_max: int = Field(50, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_DEPLOYS_PER_DAY_MAX"))
     alert_approval_hours_max: float = Field(24, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_APPROVAL_HOURS_MAX"))
     alert_cooldown_seconds: int = Field(3600, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_COOLDOWN_SECONDS"))
+    alert_error_rate_window_minutes: int = Field(
+        60, ge=1, validation_alias=_env("AUTOTRAIN_ALERT_ERROR_RATE_WINDOW_MINUTES")
+    )
+    alert_error_rate_min_attempts: int = Field(
+        5, ge=1, validation_alias=_env("AUTOTRAIN_ALERT_ERROR_RATE_MIN_ATTEMPTS")
+    )
+    approval_window_days: int = Field(7, ge=1, validation_alias=_env("AUTOTRAIN_APPROVAL_WINDOW_DAYS"))
+    scheduler_enabled: bool = Field(True, validation_alias=_env("AUTOTRAIN_SCHEDULER"))
+    webhook_urls: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("AUTOTRAIN_WEBHOOK_URLS"))
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("AUTOTRAIN_WEBHOOK_SECRET"))
+    webhook_max_attempts: int = Field(5, ge=1, le=20, validation_alias=_env("AUTOTRAIN_WEBHOOK_MAX_ATTEMPTS"))
     digest_cron: str = Field("0 9 * * *", validation_alias=_env("AUTOTRAIN_DIGEST_CRON"))
     timezone: str = Field("UTC", validation_alias=_env("AUTOTRAIN_TIMEZONE"))
     feedback_rate_limit: str = Field("10/hour", validation_alias=_env("AUTOTRAIN_FEEDBACK_RATE_LIMIT"))
@@ -68,7 +79,7 @@ class Settings(BaseSettings):
         None, ge=0, le=1, validation_alias=_env("AUTOTRAIN_AUTO_APPROVE_CONFIDENCE")
     )
 
-    @field_validator("allowed_modules", "admins", mode="before")
+    @field_validator("allowed_modules", "admins", "webhook_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -81,6 +92,24 @@ class Settings(BaseSettings):
         for name in value:
             if name != Path(name).name or name.startswith("."):
                 raise ValueError(f"allowed module {name!r} must be a plain file name inside the rules folder")
+        return value
+
+    @field_validator("digest_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("AUTOTRAIN_DIGEST_CRON must have five fields: minute hour day month weekday")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Asia/Ho_Chi_Minh)") from exc
         return value
 
     @property

@@ -43,6 +43,7 @@ from autotrain.policy import Actor
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.auth import TokenError, verify_token
+from bot.metrics import CONTENT_TYPE_LATEST, prometheus_text
 from bot.runtime import Runtime, describe, open_runtime
 
 log = logging.getLogger("autotrain.api")
@@ -308,9 +309,18 @@ def create_app(
         app.state.runtime = runtime
         slack = await start_slack(settings, runtime) if settings.slack_enabled else None
         app.state.slack = slack
+        scheduler = None
+        if settings.scheduler_enabled:
+            from bot.scheduler import build_scheduler
+
+            scheduler = build_scheduler(runtime)
+            scheduler.start()
+        app.state.scheduler = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
             if slack is not None:
                 await slack.close()
             await runtime.close()
@@ -328,6 +338,25 @@ def create_app(
     async def healthz() -> Health:
         return Health(status="ok")
 
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (admin token unless AUTOTRAIN_METRICS_PUBLIC=true)",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    async def metrics(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Response:
+        runtime = get_runtime(request)
+        if not settings.metrics_public:
+            actor = await get_actor(request, credentials)
+            if not actor.is_admin:
+                raise PermissionDenied("/metrics needs an admin token (or AUTOTRAIN_METRICS_PUBLIC=true)")
+        report = await runtime.service.status()
+        body = prometheus_text(report)
+        return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+
     if settings.slack_enabled and not settings.socket_mode:
         from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 
@@ -342,8 +371,12 @@ def create_app(
 
 async def start_slack(settings: Settings, runtime: Runtime) -> SlackRuntime:
     from bot.slack.app import build_slack_app
+    from bot.slack.monitoring import SlackMonitoringSink
 
-    bot = build_slack_app(settings, runtime.service)
+    bot = build_slack_app(settings, runtime.service, runtime.monitor)
+    runtime.monitor.add_sink(
+        SlackMonitoringSink(bot.client, alert_channel=settings.alert_channel, digest_channel=settings.digest_channel)
+    )
     slack = SlackRuntime(bot)
     if settings.socket_mode:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler

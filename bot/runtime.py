@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from autotrain.generators.heuristic import HeuristicRuleGenerator
+from autotrain.monitoring import AlertThresholds, Monitor
 from autotrain.ports import RuleGenerator
 from autotrain.rulefiles import RuleFiles
 from autotrain.service import Clock, PipelineService, utcnow
 from autotrain.settings import Settings
 from bot.auth import resolve_secret
 from bot.reload import HttpReloadHook
+from bot.webhooks import WebhookDispatcher, WebhookNotifier
 from storage.sqlite import SqliteStore
 
 log = logging.getLogger("autotrain")
@@ -23,10 +29,24 @@ class Runtime:
     store: SqliteStore
     service: PipelineService
     jwt_secret: str
+    monitor: Monitor
+    webhooks: WebhookDispatcher | None = None
 
     async def close(self) -> None:
         await self.service.drain()
         await self.store.close()
+
+
+def alert_thresholds(settings: Settings) -> AlertThresholds:
+    return AlertThresholds(
+        pending_max=settings.alert_pending_max,
+        error_rate_max=settings.alert_error_rate_max,
+        error_rate_window_minutes=settings.alert_error_rate_window_minutes,
+        error_rate_min_attempts=settings.alert_error_rate_min_attempts,
+        deploys_per_day_max=settings.alert_deploys_per_day_max,
+        approval_hours_max=settings.alert_approval_hours_max,
+        cooldown_seconds=settings.alert_cooldown_seconds,
+    )
 
 
 def build_generator(settings: Settings) -> RuleGenerator:
@@ -52,6 +72,26 @@ async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: 
         run_all_concurrency=settings.run_all_concurrency,
         generation_wait_seconds=settings.generation_wait_seconds,
     )
+    monitor = Monitor(
+        store=store,
+        thresholds=alert_thresholds(settings),
+        clock=clock,
+        timezone=ZoneInfo(settings.timezone),
+        approval_window_days=settings.approval_window_days,
+        holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+    )
+    service.metrics_provider = monitor.metrics
+    webhooks = None
+    if settings.webhook_urls and settings.webhook_secret is not None:
+        notifier = WebhookNotifier(store, settings.webhook_urls, clock)
+        service.add_notifier(notifier)
+        monitor.add_sink(notifier)
+        webhooks = WebhookDispatcher(
+            store,
+            secret=settings.webhook_secret.get_secret_value(),
+            clock=clock,
+            max_attempts=settings.webhook_max_attempts,
+        )
     if reconcile:
         report = await service.reconcile()
         if report.deployments_completed or report.deployments_aborted or report.feedback_requeued:
@@ -61,7 +101,14 @@ async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: 
                 report.deployments_aborted,
                 report.feedback_requeued,
             )
-    return Runtime(settings=settings, store=store, service=service, jwt_secret=resolve_secret(settings))
+    return Runtime(
+        settings=settings,
+        store=store,
+        service=service,
+        jwt_secret=resolve_secret(settings),
+        monitor=monitor,
+        webhooks=webhooks,
+    )
 
 
 def describe(settings: Settings) -> list[str]:
@@ -77,6 +124,8 @@ def describe(settings: Settings) -> list[str]:
         f"reload hook: {settings.reload_url}"
         if settings.reload_url
         else "reload hook: off (AUTOTRAIN_RELOAD_URL not set)",
+        monitoring_description(settings),
+        webhook_description(settings),
         "JWT secret: from AUTOTRAIN_JWT_SECRET"
         if settings.jwt_secret
         else "JWT secret: generated file beside the database (run `autotrain token --role admin` for a token)",
@@ -103,3 +152,22 @@ def generator_description(settings: Settings) -> str:
         f"rule generator: Claude {settings.model}{where} ({settings.claude_max_retries} retries, "
         f"{settings.claude_timeout_seconds:g} s timeout, {settings.claude_output_retries} re-asks on invalid output)"
     )
+
+
+def monitoring_description(settings: Settings) -> str:
+    if not settings.scheduler_enabled:
+        return "scheduler: off (AUTOTRAIN_SCHEDULER=false): no alerts, no digest, no webhook deliveries"
+    alerts = settings.alert_channel or "no channel (AUTOTRAIN_ALERT_CHANNEL not set)"
+    digest = settings.digest_channel or "no channel (AUTOTRAIN_DIGEST_CHANNEL not set)"
+    return (
+        f"scheduler: alerts every {settings.alert_interval_seconds} s to {alerts}; "
+        f"digest '{settings.digest_cron}' {settings.timezone} to {digest}"
+    )
+
+
+def webhook_description(settings: Settings) -> str:
+    if not settings.webhook_urls:
+        return "webhooks: off (AUTOTRAIN_WEBHOOK_URLS not set)"
+    if settings.webhook_secret is None:
+        return "webhooks: OFF — AUTOTRAIN_WEBHOOK_URLS is set but AUTOTRAIN_WEBHOOK_SECRET is not (events are signed)"
+    return f"webhooks: {len(settings.webhook_urls)} URL(s), signed, up to {settings.webhook_max_attempts} attempts"

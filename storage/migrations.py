@@ -131,6 +131,45 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ix_generations_at ON generations (at);
     CREATE INDEX ix_generations_feedback ON generations (feedback_id);
     """,
+    # 4: monitoring: alert state (survives restarts), leases (one scheduler acts), digest runs (posted once),
+    # and the webhook outbox with its delivery log
+    """
+    CREATE TABLE alert_state (
+        name             TEXT PRIMARY KEY,
+        active           INTEGER NOT NULL,
+        since            TEXT,
+        last_notified_at TEXT,
+        last_value       REAL,
+        version          INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE digest_runs (
+        run_key   TEXT PRIMARY KEY,
+        posted_at TEXT NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id        TEXT NOT NULL,
+        event_type      TEXT NOT NULL,
+        url             TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        created_at      TEXT NOT NULL,
+        delivered_at    TEXT
+    );
+    CREATE INDEX ix_webhook_due ON webhook_deliveries (state, next_attempt_at);
+    CREATE INDEX ix_rules_approved_at ON generated_rules (approved_at);
+    CREATE INDEX ix_feedbacks_created ON feedbacks (created_at);
+    CREATE INDEX ix_rules_created ON generated_rules (created_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

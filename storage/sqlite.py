@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from autotrain.models import (
     feedback_id_for,
     rule_id_for,
 )
+from autotrain.monitoring import AlertState
 from autotrain.ports import NewDeployment, Page, ReloadResult
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION
 
@@ -56,7 +57,10 @@ _FEEDBACK_SELECT = """
 
 
 def _ts(value: datetime) -> str:
-    return value.isoformat()
+    """UTC, always with microseconds, so that stored times sort as text."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 class SqliteStore:
@@ -780,6 +784,212 @@ class SqliteStore:
             average_latency_ms=round(row[6]) if row[6] is not None else None,
         )
 
+    # ------------------------------------------------------------------ monitoring
+
+    async def metrics_data(
+        self, *, now: datetime, error_window_start: datetime, day_start: datetime, approval_window_start: datetime
+    ) -> dict[str, Any]:
+        async with self._read() as db:
+            feedback_by_status = await _grouped(db, "SELECT status, COUNT(*) FROM feedbacks GROUP BY status")
+            feedback_by_type = await _grouped(
+                db, "SELECT feedback_type, COUNT(*) FROM feedbacks GROUP BY feedback_type"
+            )
+            rules_by_status = await _grouped(db, "SELECT status, COUNT(*) FROM generated_rules GROUP BY status")
+            cursor = await db.execute(
+                "SELECT feedback_id, created_at FROM feedbacks WHERE status = 'pending' ORDER BY id LIMIT 1"
+            )
+            oldest = await cursor.fetchone()
+            cursor = await db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(outcome = 'failed'), 0) FROM generations WHERE at >= ? AND at <= ?",
+                (_ts(error_window_start), _ts(now)),
+            )
+            attempts, failures = await cursor.fetchone()
+            deployed_today = await _count(
+                db,
+                "SELECT COUNT(*) FROM deployments WHERE state = 'applied' AND rollback_of IS NULL"
+                " AND deployed_at >= ? AND deployed_at <= ?",
+                (_ts(day_start), _ts(now)),
+            )
+            approvals = await _approval_seconds(db, _ts(approval_window_start), _ts(now))
+        return {
+            "pending_feedback": feedback_by_status.get("pending", 0),
+            "oldest_pending_feedback_id": oldest[0] if oldest else None,
+            "oldest_pending_at": oldest[1] if oldest else None,
+            "pending_rules": rules_by_status.get("pending", 0),
+            "feedback_by_status": {s.value: feedback_by_status.get(s.value, 0) for s in FeedbackStatus},
+            "feedback_by_type": {t.value: feedback_by_type.get(t.value, 0) for t in FeedbackType},
+            "rules_by_status": {s.value: rules_by_status.get(s.value, 0) for s in RuleStatus},
+            "attempts": int(attempts),
+            "failures": int(failures),
+            "deployed_today": deployed_today,
+            "approval_seconds": approvals,
+        }
+
+    async def digest_data(self, *, start: datetime, end: datetime) -> dict[str, Any]:
+        period = (_ts(start), _ts(end))
+        async with self._read() as db:
+            by_type = await _grouped(
+                db,
+                "SELECT feedback_type, COUNT(*) FROM feedbacks WHERE created_at >= ? AND created_at < ?"
+                " GROUP BY feedback_type",
+                period,
+            )
+
+            async def rules_where(column: str) -> int:
+                return await _count(
+                    db, f"SELECT COUNT(*) FROM generated_rules WHERE {column} >= ? AND {column} < ?", period
+                )
+
+            generated = await rules_where("created_at")
+            approved = await rules_where("approved_at")
+            rejected = await rules_where("rejected_at")
+            deployments = (
+                "SELECT COUNT(*) FROM deployments WHERE state = 'applied' AND deployed_at >= ? AND deployed_at < ?"
+            )
+            deployed = await _count(db, deployments + " AND rollback_of IS NULL", period)
+            rolled_back = await _count(db, deployments + " AND rollback_of IS NOT NULL", period)
+            pending_feedback = await _count(db, "SELECT COUNT(*) FROM feedbacks WHERE status = 'pending'", ())
+            pending_rules = await _count(db, "SELECT COUNT(*) FROM generated_rules WHERE status = 'pending'", ())
+            cursor = await db.execute(
+                "SELECT feedback_id, created_at FROM feedbacks WHERE status = 'pending' ORDER BY id LIMIT 1"
+            )
+            oldest = await cursor.fetchone()
+            approvals = await _approval_seconds(db, *period, end_inclusive=False)
+            cursor = await db.execute(
+                "SELECT feedback_text FROM feedbacks WHERE created_at >= ? AND created_at < ? ORDER BY id", period
+            )
+            texts = [row[0] for row in await cursor.fetchall()]
+            cursor = await db.execute(
+                "SELECT r.rule_id, r.module_name, r.new_rule, c.channel, c.message_ts FROM deployments d"
+                " JOIN generated_rules r ON r.rule_id = d.rule_id"
+                " LEFT JOIN review_cards c ON c.rule_id = r.rule_id AND c.state = 'posted'"
+                " WHERE d.state = 'applied' AND d.rollback_of IS NULL AND d.deployed_at >= ? AND d.deployed_at < ?"
+                " ORDER BY d.id",
+                period,
+            )
+            deployed_rules = [
+                {"rule_id": r[0], "module_name": r[1], "new_rule": r[2], "channel": r[3], "message_ts": r[4]}
+                for r in await cursor.fetchall()
+            ]
+        return {
+            "feedback_by_type": {t.value: by_type.get(t.value, 0) for t in FeedbackType},
+            "rules_generated": generated,
+            "rules_approved": approved,
+            "rules_rejected": rejected,
+            "rules_deployed": deployed,
+            "rules_rolled_back": rolled_back,
+            "pending_feedback": pending_feedback,
+            "pending_rules": pending_rules,
+            "oldest_pending_feedback_id": oldest[0] if oldest else None,
+            "oldest_pending_at": oldest[1] if oldest else None,
+            "approval_seconds": approvals,
+            "feedback_texts": texts,
+            "deployed": deployed_rules,
+        }
+
+    async def get_alert_state(self, name: str) -> AlertState | None:
+        async with self._read() as db:
+            cursor = await db.execute("SELECT * FROM alert_state WHERE name = ?", (name,))
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return AlertState.model_validate({**dict(row), "active": bool(row["active"])})
+
+    async def save_alert_state(self, state: AlertState, *, expected_version: int) -> bool:
+        values = (
+            int(state.active),
+            _ts(state.since) if state.since else None,
+            _ts(state.last_notified_at) if state.last_notified_at else None,
+            state.last_value,
+            state.version,
+        )
+        async with self._tx() as db:
+            if expected_version == 0:
+                cursor = await db.execute(
+                    "INSERT INTO alert_state (name, active, since, last_notified_at, last_value, version)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                    (state.name, *values),
+                )
+            else:
+                cursor = await db.execute(
+                    "UPDATE alert_state SET active = ?, since = ?, last_notified_at = ?, last_value = ?, version = ?"
+                    " WHERE name = ? AND version = ?",
+                    (*values, state.name, expected_version),
+                )
+            return cursor.rowcount == 1
+
+    async def acquire_lease(self, name: str, *, holder: str, now: datetime, ttl_seconds: float) -> bool:
+        expires = _ts(now + timedelta(seconds=ttl_seconds))
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+                " WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+                (name, holder, expires, _ts(now)),
+            )
+            return cursor.rowcount == 1
+
+    async def claim_digest(self, key: str, *, now: datetime) -> bool:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "INSERT INTO digest_runs (run_key, posted_at) VALUES (?, ?) ON CONFLICT (run_key) DO NOTHING",
+                (key, _ts(now)),
+            )
+            return cursor.rowcount == 1
+
+    # ------------------------------------------------------------------ webhook outbox
+
+    async def enqueue_webhooks(
+        self, *, event_id: str, event_type: str, payload: dict[str, Any], urls: tuple[str, ...], now: datetime
+    ) -> None:
+        body = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        async with self._tx() as db:
+            for url in urls:
+                await db.execute(
+                    "INSERT INTO webhook_deliveries (event_id, event_type, url, payload, state, next_attempt_at,"
+                    " created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    (event_id, event_type, url, body, _ts(now), _ts(now)),
+                )
+
+    async def due_webhooks(self, *, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                (_ts(now), limit),
+            )
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def webhook_attempted(
+        self,
+        delivery_id: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Record one attempt: delivered, retry at next_attempt_at, or failed for good (next_attempt_at None)."""
+        state = "delivered" if delivered else ("pending" if next_attempt_at else "failed")
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, state = ?, last_status = ?, last_error = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ? WHERE id = ?",
+                (
+                    state,
+                    status,
+                    error[:1000] if error else None,
+                    _ts(next_attempt_at) if next_attempt_at else None,
+                    _ts(now) if delivered else None,
+                    delivery_id,
+                ),
+            )
+
+    async def list_webhook_deliveries(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._read() as db:
+            cursor = await db.execute("SELECT * FROM webhook_deliveries ORDER BY id DESC LIMIT ?", (limit,))
+            return [dict(row) for row in await cursor.fetchall()]
+
     # ------------------------------------------------------------------ reports
 
     async def counts(self, *, since: datetime) -> dict[str, Any]:
@@ -857,8 +1067,24 @@ async def _count(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> i
     return int(row[0]) if row else 0
 
 
-async def _grouped(db: aiosqlite.Connection, sql: str) -> dict[str, int]:
-    cursor = await db.execute(sql)
+async def _approval_seconds(
+    db: aiosqlite.Connection, start: str, end: str, *, end_inclusive: bool = True
+) -> list[float]:
+    """Seconds from creation to approval of the rules approved in [start, end]."""
+    cursor = await db.execute(
+        "SELECT created_at, approved_at FROM generated_rules WHERE approved_at >= ? AND approved_at "
+        + ("<=" if end_inclusive else "<")
+        + " ?",
+        (start, end),
+    )
+    return [
+        (datetime.fromisoformat(approved) - datetime.fromisoformat(created)).total_seconds()
+        for created, approved in await cursor.fetchall()
+    ]
+
+
+async def _grouped(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = ()) -> dict[str, int]:
+    cursor = await db.execute(sql, args)
     return {row[0]: int(row[1]) for row in await cursor.fetchall()}
 
 

@@ -79,6 +79,7 @@ def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings
         "rules_dir": rules_dir,
         "jwt_secret": JWT_SECRET,
         "auto_generate": False,
+        "scheduler_enabled": False,  # tests drive the jobs themselves, with a controlled clock
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

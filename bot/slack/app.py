@@ -14,6 +14,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from autotrain.monitoring import Monitor
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.slack.cards import HomeTabs, RuleCardPublisher
@@ -52,7 +53,7 @@ def build_web_client(settings: Settings) -> AsyncWebClient:
     )
 
 
-def build_slack_app(settings: Settings, service: PipelineService) -> SlackBot:
+def build_slack_app(settings: Settings, service: PipelineService, monitor: Monitor) -> SlackBot:
     client = build_web_client(settings)
     signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = AsyncApp(
@@ -70,6 +71,7 @@ def build_slack_app(settings: Settings, service: PipelineService) -> SlackBot:
         admins=AdminDirectory(client, settings.admins, settings.admin_usergroup),
         cards=cards,
         home=home,
+        monitor=monitor,
     )
     register_listeners(app, deps)
 

@@ -21,6 +21,7 @@ from autotrain.models import (
     RunAllSummary,
     StatusReport,
 )
+from autotrain.monitoring import AlertAction, AlertDecision, AlertEvent, Digest, Metrics, Severity
 from autotrain.settings import Settings
 
 Block = dict[str, Any]
@@ -61,6 +62,7 @@ HELP_TEXT = (
     "• `/autotrain feedback [text]` — report a problem (opens a form)\n"
     "• `/autotrain status` — counts, backlog, last deployments\n"
     "• `/autotrain rules [pending|approved|deployed|rejected|rolled_back]` — list rules (default: pending)\n"
+    "• `/autotrain digest` — the digest of the last 24 hours\n"
     "• `/autotrain run-all` — generate rules for all pending feedback _(admins)_\n"
     "• `/autotrain rollback RUL-1234` — undo a deployed rule _(admins)_\n"
     "• `/autotrain help` — this message\n"
@@ -397,6 +399,8 @@ def status_blocks(report: StatusReport) -> list[Block]:
         ),
         section(generation_line(report)),
     ]
+    if report.metrics is not None:
+        blocks.append(section(metrics_line(report.metrics)))
     if report.last_deployments:
         blocks.append(section("*Last deployments*\n" + "\n".join(_deployment_line(d) for d in report.last_deployments)))
     return blocks
@@ -409,6 +413,19 @@ def generation_line(report: StatusReport) -> str:
         f"*Generations* {totals.attempts} ({totals.succeeded} rules, {totals.declined} declined, "
         f"{totals.failed} failed: error rate {totals.error_rate:.1%}){latency} · "
         f"tokens {totals.input_tokens:,} in / {totals.output_tokens:,} out"
+    )
+
+
+def metrics_line(metrics: Metrics) -> str:
+    oldest = (
+        f" · oldest pending {metrics.oldest_pending_feedback_id} since {when(metrics.oldest_pending_at)}"
+        if metrics.oldest_pending_feedback_id
+        else ""
+    )
+    return (
+        f"*Last {metrics.error_rate_window_minutes} min* error rate {metrics.generation_error_rate:.1%} of "
+        f"{metrics.generation_attempts_in_window} generations · *approval time* ({metrics.approval_window_days} d) "
+        f"average {_duration(metrics.approval_seconds_avg)}, p90 {_duration(metrics.approval_seconds_p90)}{oldest}"
     )
 
 
@@ -489,3 +506,88 @@ def home_view(report: StatusReport, pending: list[Rule], pending_total: int, set
         ),
     ]
     return {"type": "home", "blocks": blocks[:100]}
+
+
+# ---------------------------------------------------------------------- alerts and digests
+
+SEVERITY_MARK = {Severity.CRITICAL: "🔴 Critical", Severity.WARNING: "🟠 Warning", Severity.INFO: "🔵 Info"}
+ALERT_BUTTONS = {
+    AlertAction.RUN_ALL: ("alert_run_all", "Run all pending"),
+    AlertAction.SHOW_PENDING_RULES: ("alert_show_pending", "Show pending rules"),
+    AlertAction.SHOW_STATUS: ("alert_show_status", "Show status"),
+    AlertAction.SHOW_DEPLOYMENTS: ("alert_show_deployed", "Show deployed rules"),
+}
+
+
+def alert_message(event: AlertEvent) -> tuple[str, list[Block]]:
+    if event.kind is AlertDecision.RESOLVE:
+        text = f"✅ Resolved: {event.summary}"
+        return text, [section(text)]
+    again = " (still)" if event.kind is AlertDecision.REPEAT else ""
+    text = f"{SEVERITY_MARK[event.severity]}{again}: {event.summary}"
+    blocks: list[Block] = [
+        section(f"*{SEVERITY_MARK[event.severity]}{again}: {event.title}*\n{event.summary}"),
+        context(
+            f"*What to do:* {escape(event.advice)}"
+            + (f" · crossed {when(event.since)}" if event.since and event.kind is AlertDecision.REPEAT else "")
+        ),
+    ]
+    action_id, label = ALERT_BUTTONS[event.action]
+    button: Block = {"type": "button", "action_id": action_id, "text": plain(label), "value": event.name}
+    if event.action is AlertAction.RUN_ALL:
+        button["style"] = "primary"
+        button["confirm"] = _confirm("Run all pending?", "Rules are generated for every pending feedback.", "Run")
+    blocks.append({"type": "actions", "block_id": "alert_actions", "elements": [button]})
+    return text, blocks
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def digest_message(digest: Digest, permalinks: dict[str, str]) -> tuple[str, list[Block]]:
+    day = digest.end.strftime("%d %b %Y")
+    if digest.quiet:
+        text = (
+            f"🌙 Auto-Train digest, {day}: a quiet day — no feedback, no rule changes. "
+            f"Backlog: {digest.pending_feedback} pending feedback, {digest.pending_rules} rules to review."
+        )
+        return text, [section(text)]
+    types = ", ".join(f"{kind} {n}" for kind, n in digest.feedback_by_type.items() if n)
+    oldest = (
+        f" (oldest {digest.oldest_pending_feedback_id}, since {when(digest.oldest_pending_at)})"
+        if digest.oldest_pending_feedback_id
+        else ""
+    )
+    blocks: list[Block] = [
+        header(f"Auto-Train digest · {day}"),
+        section(
+            f"*Feedback received* {digest.feedback_received}" + (f" ({types})" if types else "") + "\n"
+            f"*Rules* generated {digest.rules_generated} · approved {digest.rules_approved} · "
+            f"rejected {digest.rules_rejected} · deployed {digest.rules_deployed} · "
+            f"rolled back {digest.rules_rolled_back}\n"
+            f"*Backlog* {digest.pending_feedback} pending feedback{oldest} · {digest.pending_rules} rules to review\n"
+            f"*Time to approve* average {_duration(digest.approval_seconds_avg)}, "
+            f"p90 {_duration(digest.approval_seconds_p90)}"
+        ),
+    ]
+    if digest.themes:
+        themes = " · ".join(f"“{escape(theme)}” ×{count}" for theme, count in digest.themes)
+        blocks.append(section(f"*Recurring themes* {themes}"))
+    if digest.deployed:
+        lines = []
+        for rule in digest.deployed[:15]:
+            link = permalinks.get(rule.rule_id)
+            name = f"<{link}|{rule.rule_id}>" if link else rule.rule_id
+            lines.append(f"• {name} → `{escape(rule.module_name)}`: {escaped(rule.new_rule, 150)}")
+        more = f"\n…and {len(digest.deployed) - 15} more" if len(digest.deployed) > 15 else ""
+        blocks.append(section("*Deployed*\n" + "\n".join(lines) + more))
+    text = (
+        f"Auto-Train digest {day}: {digest.feedback_received} feedback, {digest.rules_generated} rules generated, "
+        f"{digest.rules_deployed} deployed"
+    )
+    return text, blocks

@@ -10,6 +10,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.errors import AutotrainError, NotFound, PermissionDenied, RuleFileInvalid, TransitionRefused
+from autotrain.monitoring import Monitor
 from autotrain.policy import Actor, slack_actor
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
@@ -60,6 +61,7 @@ class SlackDeps:
     admins: AdminDirectory
     cards: RuleCardPublisher
     home: HomeTabs
+    monitor: Monitor
 
 
 def friendly_error(exc: Exception, deps: SlackDeps | None = None) -> str:

@@ -1,0 +1,451 @@
+"""Monitoring: metrics computed from the database, threshold alerts with cool-down and resolve, the digest.
+
+Pure rules here (what crosses a threshold, when an alert fires, repeats or resolves, what a digest says);
+the store supplies the figures and keeps alert state, so a restart neither re-fires nor forgets; sinks
+(Slack, webhooks) are told. Time always comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta, tzinfo
+from enum import StrEnum
+from itertools import pairwise
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from autotrain.text import fold
+
+log = logging.getLogger(__name__)
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Metrics(BaseModel):
+    at: datetime
+    pending_feedback: int
+    oldest_pending_feedback_id: str | None
+    oldest_pending_at: datetime | None
+    pending_rules: int
+    feedback_by_status: dict[str, int]
+    feedback_by_type: dict[str, int]
+    rules_by_status: dict[str, int]
+    error_rate_window_minutes: int
+    generation_attempts_in_window: int
+    generation_failures_in_window: int
+    generation_error_rate: float
+    deployed_today: int
+    approval_window_days: int
+    approvals_in_window: int
+    approval_seconds_avg: float | None
+    approval_seconds_p90: float | None
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    pending_max: int = 100
+    error_rate_max: float = 0.05
+    error_rate_window_minutes: int = 60
+    error_rate_min_attempts: int = 5  # below this many generations in the window, the rate is noise
+    deploys_per_day_max: int = 50
+    approval_hours_max: float = 24
+    cooldown_seconds: int = 3600
+
+
+class AlertAction(StrEnum):
+    RUN_ALL = "run_all"
+    SHOW_PENDING_RULES = "show_pending_rules"
+    SHOW_STATUS = "show_status"
+    SHOW_DEPLOYMENTS = "show_deployments"
+
+
+@dataclass(frozen=True)
+class AlertDefinition:
+    name: str
+    severity: Severity
+    title: str
+    value: Callable[[Metrics], float | None]  # None: not measurable now (too little data)
+    threshold: Callable[[AlertThresholds], float]
+    show: Callable[[float], str]
+    advice: str
+    action: AlertAction
+
+
+def _percent(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _hours(value: float) -> str:
+    return f"{value:.1f} h"
+
+
+def _count(value: float) -> str:
+    return f"{value:g}"
+
+
+ALERTS: tuple[AlertDefinition, ...] = (
+    AlertDefinition(
+        name="pending_feedback",
+        severity=Severity.WARNING,
+        title="Pending feedback backlog",
+        value=lambda m: float(m.pending_feedback),
+        threshold=lambda t: float(t.pending_max),
+        show=_count,
+        advice="Generate rules for the backlog (run-all), or check why generation is not keeping up.",
+        action=AlertAction.RUN_ALL,
+    ),
+    AlertDefinition(
+        name="generation_error_rate",
+        severity=Severity.CRITICAL,
+        title="Rule generation error rate",
+        value=lambda m: m.generation_error_rate if m.generation_attempts_in_window else None,
+        threshold=lambda t: t.error_rate_max,
+        show=_percent,
+        advice="Check the generator (Claude API key, rate limits, outages) and the last errors in "
+        "/autotrain status; failed feedback stays pending and can be retried with run-all.",
+        action=AlertAction.SHOW_STATUS,
+    ),
+    AlertDefinition(
+        name="deploys_per_day",
+        severity=Severity.INFO,
+        title="Rules deployed today",
+        value=lambda m: float(m.deployed_today),
+        threshold=lambda t: float(t.deploys_per_day_max),
+        show=_count,
+        advice="An unusual number of rule changes today: check that the deployments are intended.",
+        action=AlertAction.SHOW_DEPLOYMENTS,
+    ),
+    AlertDefinition(
+        name="approval_time",
+        severity=Severity.WARNING,
+        title="Average time to approve a rule",
+        value=lambda m: m.approval_seconds_avg / 3600 if m.approval_seconds_avg is not None else None,
+        threshold=lambda t: t.approval_hours_max,
+        show=_hours,
+        advice="Rules wait too long for review: look at the pending rules.",
+        action=AlertAction.SHOW_PENDING_RULES,
+    ),
+)
+
+
+def measured_value(definition: AlertDefinition, metrics: Metrics, thresholds: AlertThresholds) -> float | None:
+    if definition.name == "generation_error_rate" and (
+        metrics.generation_attempts_in_window < thresholds.error_rate_min_attempts
+    ):
+        return None
+    return definition.value(metrics)
+
+
+class AlertState(BaseModel):
+    name: str
+    active: bool
+    since: datetime | None = None
+    last_notified_at: datetime | None = None
+    last_value: float | None = None
+    version: int = 0  # compare-and-set: an update names the version it read
+
+
+class AlertDecision(StrEnum):
+    FIRE = "fired"
+    REPEAT = "repeated"
+    RESOLVE = "resolved"
+    NONE = "none"
+
+
+def decide(state: AlertState | None, crossed: bool, now: datetime, cooldown_seconds: int) -> AlertDecision:
+    """Fire on crossing, repeat at most once per cool-down while crossed, resolve when it clears."""
+    active = state is not None and state.active
+    if crossed and not active:
+        return AlertDecision.FIRE
+    if crossed and active:
+        last = state.last_notified_at if state else None
+        if last is None or now - last >= timedelta(seconds=cooldown_seconds):
+            return AlertDecision.REPEAT
+        return AlertDecision.NONE
+    if active:
+        return AlertDecision.RESOLVE
+    return AlertDecision.NONE
+
+
+class AlertEvent(BaseModel):
+    name: str
+    title: str
+    severity: Severity
+    kind: AlertDecision
+    value: float | None
+    threshold: float
+    value_text: str
+    threshold_text: str
+    advice: str
+    action: AlertAction
+    at: datetime
+    since: datetime | None
+
+    @property
+    def summary(self) -> str:
+        if self.kind is AlertDecision.RESOLVE:
+            return f"{self.title} is back to normal: {self.value_text} (threshold {self.threshold_text})."
+        return f"{self.title} is {self.value_text}, above the threshold of {self.threshold_text}."
+
+
+# ---------------------------------------------------------------------- digest
+
+
+class DigestRule(BaseModel):
+    rule_id: str
+    module_name: str
+    new_rule: str
+    channel: str | None = None  # where its review card is, for a link
+    message_ts: str | None = None
+
+
+class Digest(BaseModel):
+    start: datetime
+    end: datetime
+    feedback_by_type: dict[str, int]
+    rules_generated: int
+    rules_approved: int
+    rules_rejected: int
+    rules_deployed: int
+    rules_rolled_back: int
+    pending_feedback: int
+    pending_rules: int
+    oldest_pending_feedback_id: str | None
+    oldest_pending_at: datetime | None
+    approval_seconds_avg: float | None
+    approval_seconds_p90: float | None
+    themes: list[tuple[str, int]]
+    deployed: list[DigestRule]
+
+    @property
+    def feedback_received(self) -> int:
+        return sum(self.feedback_by_type.values())
+
+    @property
+    def quiet(self) -> bool:
+        return not (
+            self.feedback_received
+            or self.rules_generated
+            or self.rules_approved
+            or self.rules_rejected
+            or self.rules_deployed
+            or self.rules_rolled_back
+        )
+
+
+# Words too common to be a theme (folded: no accents), Vietnamese and English.
+STOPWORDS = frozenset(
+    """
+    a ai anh ban bao bi bot cai cho chi co con cua cung da dang day de den di duoc em gi giup hay hon khi
+    khong la lai lam len luc ma minh moi mot nay neu nhe nhieu nhu nhung noi qua ra rat roi sao se shop
+    so ta tai thay the thi tien toi tra trong tu tuong van ve vi voi xin vay nao kia do o va cac
+    the is are was were be to of and or in on for it this that with not but too very so my me i you
+    your we they he she at as an by from have has had do does did can could would should will just
+    """.split()
+)
+
+
+def recurring_themes(texts: Sequence[str], top: int = 5, minimum: int = 2) -> list[tuple[str, int]]:
+    """The most frequent meaningful two-word phrases (else words) across feedback texts, folded.
+
+    Each text counts a phrase once, so one long complaint does not make a theme.
+    """
+    bigrams: Counter[str] = Counter()
+    unigrams: Counter[str] = Counter()
+    for text in texts:
+        words = [w for w in fold(text).split() if w not in STOPWORDS and not w.isdigit() and len(w) > 1]
+        unigrams.update(set(words))
+        bigrams.update({f"{a} {b}" for a, b in pairwise(words)})
+    themes = [(phrase, n) for phrase, n in bigrams.most_common(top) if n >= minimum]
+    if len(themes) < top:
+        covered = {word for phrase, _ in themes for word in phrase.split()}
+        themes += [(word, n) for word, n in unigrams.most_common(top * 3) if n >= minimum and word not in covered][
+            : top - len(themes)
+        ]
+    return themes
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (p90 of 10 values is the 9th smallest)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def average(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+# ---------------------------------------------------------------------- ports
+
+
+class MonitoringStore(Protocol):
+    async def metrics_data(
+        self, *, now: datetime, error_window_start: datetime, day_start: datetime, approval_window_start: datetime
+    ) -> dict[str, Any]: ...
+
+    async def digest_data(self, *, start: datetime, end: datetime) -> dict[str, Any]: ...
+
+    async def get_alert_state(self, name: str) -> AlertState | None: ...
+
+    async def save_alert_state(self, state: AlertState, *, expected_version: int) -> bool: ...
+
+    async def acquire_lease(self, name: str, *, holder: str, now: datetime, ttl_seconds: float) -> bool: ...
+
+    async def claim_digest(self, key: str, *, now: datetime) -> bool: ...
+
+
+class MonitoringSink(Protocol):
+    """Where alerts and digests go (Slack channels, webhooks)."""
+
+    async def alert(self, event: AlertEvent) -> None: ...
+
+    async def digest(self, digest: Digest) -> None: ...
+
+
+class Monitor:
+    """Computes metrics, evaluates alerts and builds digests; tells the sinks."""
+
+    def __init__(
+        self,
+        *,
+        store: MonitoringStore,
+        thresholds: AlertThresholds,
+        sinks: Sequence[MonitoringSink] = (),
+        clock: Callable[[], datetime],
+        timezone: tzinfo,
+        approval_window_days: int = 7,
+        holder: str = "autotrain",
+    ) -> None:
+        self.store = store
+        self.thresholds = thresholds
+        self.sinks = list(sinks)
+        self.clock = clock
+        self.timezone = timezone
+        self.approval_window_days = approval_window_days
+        self.holder = holder
+
+    def add_sink(self, sink: MonitoringSink) -> None:
+        self.sinks.append(sink)
+
+    def day_start(self, now: datetime) -> datetime:
+        local = now.astimezone(self.timezone)
+        return datetime.combine(local.date(), time.min, tzinfo=self.timezone).astimezone(UTC)
+
+    async def metrics(self) -> Metrics:
+        now = self.clock()
+        window = self.thresholds.error_rate_window_minutes
+        data = await self.store.metrics_data(
+            now=now,
+            error_window_start=now - timedelta(minutes=window),
+            day_start=self.day_start(now),
+            approval_window_start=now - timedelta(days=self.approval_window_days),
+        )
+        approvals: list[float] = data.pop("approval_seconds")
+        attempts, failures = data.pop("attempts"), data.pop("failures")
+        return Metrics(
+            at=now,
+            error_rate_window_minutes=window,
+            generation_attempts_in_window=attempts,
+            generation_failures_in_window=failures,
+            generation_error_rate=round(failures / attempts, 4) if attempts else 0.0,
+            approval_window_days=self.approval_window_days,
+            approvals_in_window=len(approvals),
+            approval_seconds_avg=average(approvals),
+            approval_seconds_p90=percentile(approvals, 0.9),
+            **data,
+        )
+
+    async def check_alerts(self) -> list[AlertEvent]:
+        """Evaluate every threshold once; notify what fired, repeated or resolved. Returns those events."""
+        metrics = await self.metrics()
+        now = metrics.at
+        events = []
+        for definition in ALERTS:
+            value = measured_value(definition, metrics, self.thresholds)
+            threshold = definition.threshold(self.thresholds)
+            crossed = value is not None and value > threshold
+            state = await self.store.get_alert_state(definition.name)
+            decision = decide(state, crossed, now, self.thresholds.cooldown_seconds)
+            if decision is AlertDecision.NONE:
+                continue
+            version = state.version if state else 0
+            new_state = AlertState(
+                name=definition.name,
+                active=decision is not AlertDecision.RESOLVE,
+                since=(state.since if state and state.active else now) if crossed else None,
+                last_notified_at=now,
+                last_value=value,
+                version=version + 1,
+            )
+            # compare-and-set: of two processes evaluating at once, one notifies
+            if not await self.store.save_alert_state(new_state, expected_version=version):
+                continue
+            event = AlertEvent(
+                name=definition.name,
+                title=definition.title,
+                severity=definition.severity,
+                kind=decision,
+                value=value,
+                threshold=threshold,
+                value_text=definition.show(value) if value is not None else "not measurable",
+                threshold_text=definition.show(threshold),
+                advice=definition.advice,
+                action=definition.action,
+                at=now,
+                since=new_state.since or (state.since if state else None),
+            )
+            events.append(event)
+            await self._tell("alert", event)
+        return events
+
+    async def run_alert_job(self, interval_seconds: float) -> list[AlertEvent]:
+        """The scheduled check: only the process holding the lease evaluates (a second `serve` stays quiet)."""
+        if not await self.store.acquire_lease(
+            "alerts", holder=self.holder, now=self.clock(), ttl_seconds=interval_seconds * 2
+        ):
+            return []
+        return await self.check_alerts()
+
+    async def build_digest(self, *, end: datetime | None = None, hours: float = 24) -> Digest:
+        end = end or self.clock()
+        start = end - timedelta(hours=hours)
+        data = await self.store.digest_data(start=start, end=end)
+        approvals: list[float] = data.pop("approval_seconds")
+        texts: list[str] = data.pop("feedback_texts")
+        return Digest(
+            start=start,
+            end=end,
+            approval_seconds_avg=average(approvals),
+            approval_seconds_p90=percentile(approvals, 0.9),
+            themes=recurring_themes(texts),
+            **data,
+        )
+
+    async def post_digest(self, *, key: str | None = None) -> Digest | None:
+        """Build and send the digest. With a key (the scheduled run's), only the first process to claim it
+        sends; on demand (no key) it is always sent."""
+        now = self.clock()
+        if key is not None and not await self.store.claim_digest(key, now=now):
+            return None
+        digest = await self.build_digest(end=now)
+        await self._tell("digest", digest)
+        return digest
+
+    async def _tell(self, what: str, item: Any) -> None:
+        for sink in self.sinks:
+            try:
+                await getattr(sink, what)(item)
+            except Exception:
+                log.exception("%s sink %s failed", what, type(sink).__name__)

@@ -1,0 +1,42 @@
+"""Alerts to the alert channel and digests to the digest channel (a MonitoringSink)."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from autotrain.monitoring import AlertEvent, Digest
+from bot.slack import blocks
+
+log = logging.getLogger("autotrain.slack")
+
+
+class SlackMonitoringSink:
+    def __init__(self, client: AsyncWebClient, *, alert_channel: str | None, digest_channel: str | None) -> None:
+        self.client = client
+        self.alert_channel = alert_channel
+        self.digest_channel = digest_channel
+
+    async def alert(self, event: AlertEvent) -> None:
+        if not self.alert_channel:
+            return
+        text, rendered = blocks.alert_message(event)
+        await self.client.chat_postMessage(channel=self.alert_channel, text=text, blocks=rendered, unfurl_links=False)
+
+    async def digest(self, digest: Digest) -> None:
+        if not self.digest_channel:
+            return
+        permalinks: dict[str, str] = {}
+        for rule in digest.deployed[:15]:
+            if rule.channel and rule.message_ts:
+                try:
+                    response = await self.client.chat_getPermalink(channel=rule.channel, message_ts=rule.message_ts)
+                    permalinks[rule.rule_id] = response["permalink"]
+                except SlackApiError as exc:
+                    log.info("no link to the card of %s: %s", rule.rule_id, exc.response.get("error"))
+        text, rendered = blocks.digest_message(digest, permalinks)
+        await self.client.chat_postMessage(
+            channel=self.digest_channel, text=text, blocks=rendered, unfurl_links=False, unfurl_media=False
+        )
