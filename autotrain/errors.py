@@ -56,3 +56,19 @@ class GenerationFailed(AutotrainError):
 
 class GenerationInProgress(AutotrainError):
     code = "generation_in_progress"
+
+
+class RateLimited(AutotrainError):
+    """Too many requests from one user; `retry_after` seconds until the next is accepted."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreBusy(AutotrainError):
+    """The database stayed locked (another process) past the busy timeout; nothing was changed."""
+
+    code = "database_busy"

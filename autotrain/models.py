@@ -140,6 +140,7 @@ class Feedback(BaseModel):
     metadata: dict[str, Any] | None = None
     error_count: int = 0
     last_error: str | None = None
+    flags: list[str] = Field(default_factory=list)  # e.g. "offensive" (content filter)
     rule_id: str | None = None
     created_at: datetime
     updated_at: datetime

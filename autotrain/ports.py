@@ -66,6 +66,18 @@ class ReloadHook(Protocol):
     async def reload(self, module_name: str, rule_id: str, version: str) -> ReloadResult: ...
 
 
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    retry_after: int = 0  # seconds until allowed, when not
+
+
+class RateLimiter(Protocol):
+    """Counts hits per key in a moving window."""
+
+    async def hit(self, key: str) -> RateDecision: ...
+
+
 class EventKind(StrEnum):
     RULE_CREATED = "rule_created"
     RULE_EDITED = "rule_edited"
@@ -111,8 +123,18 @@ class Store(Protocol):
 
     # feedback
     async def create_feedback(
-        self, data: FeedbackIn, *, user_id: str, source: str, actor_id: str, now: datetime
-    ) -> Feedback: ...
+        self,
+        data: FeedbackIn,
+        *,
+        user_id: str,
+        source: str,
+        actor_id: str,
+        now: datetime,
+        flags: tuple[str, ...] = (),
+        closed_because: str | None = None,
+    ) -> Feedback:
+        """Store feedback as pending; or, with `closed_because`, stored already rejected (never dropped)."""
+        ...
 
     async def get_feedback(self, feedback_id: str) -> Feedback | None: ...
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
 
+from autotrain.content_filter import OFFENSIVE, offensive_terms
 from autotrain.errors import (
     AutotrainError,
     GenerationFailed,
     GenerationInProgress,
     InvalidInput,
     NotFound,
+    RateLimited,
     RuleFileInvalid,
     TransitionRefused,
 )
@@ -53,6 +55,7 @@ from autotrain.ports import (
     Page,
     PipelineEvent,
     PipelineNotifier,
+    RateLimiter,
     ReloadHook,
     ReloadResult,
     RuleGenerator,
@@ -105,6 +108,7 @@ class PipelineService:
         run_all_concurrency: int = 4,
         generation_wait_seconds: float = 60.0,
         metrics_provider: Callable[[], Awaitable[Metrics]] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
@@ -116,6 +120,7 @@ class PipelineService:
         self.run_all_concurrency = run_all_concurrency
         self.generation_wait_seconds = generation_wait_seconds
         self.metrics_provider = metrics_provider
+        self.rate_limiter = rate_limiter
         self._generations: dict[str, asyncio.Task[Rule | NoRule]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._module_locks: dict[str, asyncio.Lock] = {}
@@ -123,11 +128,36 @@ class PipelineService:
     # ------------------------------------------------------------------ feedback
 
     async def submit(self, data: FeedbackIn, actor: Actor, *, source: str = "api") -> Feedback:
+        """Store feedback. Limited per end user; offensive feedback is stored flagged and closed, not dropped."""
         require_permission(actor, Action.SUBMIT)
+        user_id = data.user_id or actor.id
+        if self.rate_limiter is not None:
+            decision = await self.rate_limiter.hit(f"feedback:{user_id}")
+            if not decision.allowed:
+                raise RateLimited(
+                    f"too much feedback from {user_id}; try again in {decision.retry_after} s",
+                    retry_after=decision.retry_after,
+                )
+        offensive = offensive_terms(data.query, data.feedback_text)
+        closed_because = None
+        if offensive:
+            closed_because = (
+                "flagged by the content filter (offensive language); stored, but no rule is generated from it"
+            )
         feedback = await self.store.create_feedback(
-            data, user_id=data.user_id or actor.id, source=source, actor_id=actor.id, now=self.clock()
+            data,
+            user_id=user_id,
+            source=source,
+            actor_id=actor.id,
+            now=self.clock(),
+            flags=(OFFENSIVE,) if offensive else (),
+            closed_because=closed_because,
         )
-        if self.auto_generate and feedback.feedback_type is not FeedbackType.PRAISE:
+        if (
+            self.auto_generate
+            and feedback.status is FeedbackStatus.PENDING
+            and feedback.feedback_type is not FeedbackType.PRAISE
+        ):
             self.generate_in_background(feedback.feedback_id)
         return feedback
 

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     digest_cron: str = Field("0 9 * * *", validation_alias=_env("AUTOTRAIN_DIGEST_CRON"))
     timezone: str = Field("UTC", validation_alias=_env("AUTOTRAIN_TIMEZONE"))
     feedback_rate_limit: str = Field("10/hour", validation_alias=_env("AUTOTRAIN_FEEDBACK_RATE_LIMIT"))
+    rate_limit_storage: str = Field("memory://", validation_alias=_env("AUTOTRAIN_RATE_LIMIT_STORAGE"))
+    claude_rate_limit: str = Field("50/minute", validation_alias=_env("AUTOTRAIN_CLAUDE_RATE_LIMIT"))
+    slack_post_rate_limit: str = Field("1/second", validation_alias=_env("AUTOTRAIN_SLACK_POST_RATE_LIMIT"))
     auto_approve_confidence: float | None = Field(
         None, ge=0, le=1, validation_alias=_env("AUTOTRAIN_AUTO_APPROVE_CONFIDENCE")
     )
@@ -92,6 +95,17 @@ class Settings(BaseSettings):
         for name in value:
             if name != Path(name).name or name.startswith("."):
                 raise ValueError(f"allowed module {name!r} must be a plain file name inside the rules folder")
+        return value
+
+    @field_validator("feedback_rate_limit", "claude_rate_limit", "slack_post_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate like 10/hour or 1/second") from exc
         return value
 
     @field_validator("digest_cron")

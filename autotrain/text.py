@@ -35,15 +35,17 @@ class PhraseMatcher:
     and folded once, however many phrases are looked for.
     """
 
-    def __init__(self, phrases: Iterable[str]) -> None:
+    def __init__(self, phrases: Iterable[str], *, bare_matches_accented: bool = True) -> None:
         self.phrases = [
             (tuple(parts), tuple(fold(part) for part in parts)) for parts in (words(p) for p in phrases) if parts
         ]
+        # strict matchers (the profanity list) want "lon" (a can) not to match "lồn"
+        self.bare_matches_accented = bare_matches_accented
 
     def found(self, text: str) -> list[str]:
         """The phrases found in `text` (words joined by spaces)."""
         exact = words(text)
-        bare = [word if fold(word) == word else None for word in exact]
+        bare = [word if self.bare_matches_accented and fold(word) == word else None for word in exact]
         hits = []
         for parts, folded in self.phrases:
             size = len(parts)

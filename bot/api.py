@@ -24,8 +24,10 @@ from autotrain.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    RateLimited,
     RuleFileInvalid,
     RuleFileWriteFailed,
+    StoreBusy,
     TransitionRefused,
 )
 from autotrain.models import (
@@ -61,6 +63,8 @@ HTTP_STATUS: dict[type[AutotrainError], int] = {
     InvalidInput: 422,
     GenerationFailed: 502,
     RuleFileWriteFailed: 503,
+    RateLimited: 429,
+    StoreBusy: 503,
 }
 
 
@@ -268,7 +272,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AutotrainError)
     async def pipeline_error(request: Request, exc: AutotrainError) -> JSONResponse:
         status = next((code for kind, code in HTTP_STATUS.items() if isinstance(exc, kind)), 400)
-        return error_response(status, exc.code, exc.message)
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, StoreBusy):
+            headers = {"Retry-After": "5"}
+        return error_response(status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

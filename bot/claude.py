@@ -28,6 +28,7 @@ from autotrain.models import Feedback, GenerationInfo, RuleProposal, RuleType
 from autotrain.ports import GenerationResult
 from autotrain.prompts import SYSTEM_PROMPT, RuleAnswer, build_user_message, unfence
 from autotrain.settings import Settings
+from bot.ratelimit import Throttle
 
 # The schema messages.parse(output_format=RuleAnswer) sends, built once.
 ANSWER_SCHEMA = anthropic.transform_schema(RuleAnswer)
@@ -46,11 +47,13 @@ class ClaudeRuleGenerator:
         model: str,
         max_tokens: int = 1024,
         output_retries: int = 1,
+        throttle: Throttle | None = None,
     ) -> None:
         self.client = client
         self.model = model
         self.max_tokens = max_tokens
         self.output_retries = output_retries
+        self.throttle = throttle
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClaudeRuleGenerator:
@@ -66,6 +69,7 @@ class ClaudeRuleGenerator:
             model=settings.model,
             max_tokens=settings.claude_max_tokens,
             output_retries=settings.claude_output_retries,
+            throttle=Throttle(settings.claude_rate_limit, settings.rate_limit_storage),
         )
 
     async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
@@ -86,6 +90,8 @@ class ClaudeRuleGenerator:
 
         problem = ""
         for _ in range(self.output_retries + 1):
+            if self.throttle is not None:
+                await self.throttle.wait("anthropic")  # our own pace, below the API's limits
             try:
                 raw = await self.client.messages.with_raw_response.create(
                     model=self.model,

@@ -16,6 +16,7 @@ from autotrain.rulefiles import RuleFiles
 from autotrain.service import Clock, PipelineService, utcnow
 from autotrain.settings import Settings
 from bot.auth import resolve_secret
+from bot.ratelimit import LimitsRateLimiter
 from bot.reload import HttpReloadHook
 from bot.webhooks import WebhookDispatcher, WebhookNotifier
 from storage.sqlite import SqliteStore
@@ -71,6 +72,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: 
         auto_generate=settings.auto_generate,
         run_all_concurrency=settings.run_all_concurrency,
         generation_wait_seconds=settings.generation_wait_seconds,
+        rate_limiter=LimitsRateLimiter(settings.feedback_rate_limit, settings.rate_limit_storage),
     )
     monitor = Monitor(
         store=store,

@@ -170,6 +170,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ix_feedbacks_created ON feedbacks (created_at);
     CREATE INDEX ix_rules_created ON generated_rules (created_at);
     """,
+    # 5: flags on feedback (the content filter's "offensive"), as a JSON list
+    """
+    ALTER TABLE feedbacks ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

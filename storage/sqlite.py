@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import aiosqlite
 
+from autotrain.errors import StoreBusy
 from autotrain.models import (
     AuditEntry,
     Deployment,
@@ -112,19 +114,31 @@ class SqliteStore:
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         db = self._connection()
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _busy(exc) from exc
             try:
                 yield db
-            except BaseException:
+            except BaseException as exc:
                 await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise _busy(exc) from exc
                 raise
-            await db.execute("COMMIT")
+            try:
+                await db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                await db.execute("ROLLBACK")
+                raise _busy(exc) from exc
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         db = self._connection()
         async with self._lock:
-            yield db
+            try:
+                yield db
+            except sqlite3.OperationalError as exc:
+                raise _busy(exc) from exc
 
     def _connection(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -160,20 +174,33 @@ class SqliteStore:
     # ------------------------------------------------------------------ feedback
 
     async def create_feedback(
-        self, data: FeedbackIn, *, user_id: str, source: str, actor_id: str, now: datetime
+        self,
+        data: FeedbackIn,
+        *,
+        user_id: str,
+        source: str,
+        actor_id: str,
+        now: datetime,
+        flags: tuple[str, ...] = (),
+        closed_because: str | None = None,
     ) -> Feedback:
+        status = "rejected" if closed_because else "pending"
         async with self._tx() as db:
             cursor = await db.execute(
                 "INSERT INTO feedbacks (user_id, query, ai_response, feedback_text, feedback_type, status,"
-                " source, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                " source, metadata, flags, last_error, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     user_id,
                     data.query,
                     data.ai_response,
                     data.feedback_text,
                     data.feedback_type.value,
+                    status,
                     source,
                     json.dumps(data.metadata, ensure_ascii=False) if data.metadata is not None else None,
+                    json.dumps(list(flags)),
+                    closed_because,
                     _ts(now),
                     _ts(now),
                 ),
@@ -188,8 +215,13 @@ class SqliteStore:
                 actor=actor_id,
                 action="feedback_submitted",
                 subject_id=feedback_id,
-                to_state="pending",
-                detail={"source": source, "user_id": user_id, "feedback_type": data.feedback_type.value},
+                to_state=status,
+                detail={
+                    "source": source,
+                    "user_id": user_id,
+                    "feedback_type": data.feedback_type.value,
+                    **({"flags": list(flags), "closed_because": closed_because} if closed_because else {}),
+                },
             )
             return await self._feedback_in(db, feedback_id)  # type: ignore[return-value]
 
@@ -951,13 +983,19 @@ class SqliteStore:
                     (event_id, event_type, url, body, _ts(now), _ts(now)),
                 )
 
-    async def due_webhooks(self, *, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
-        async with self._read() as db:
+    async def due_webhooks(self, *, now: datetime, limit: int = 50, lease_seconds: float = 60) -> list[dict[str, Any]]:
+        """Claim the deliveries due now: they are pushed `lease_seconds` ahead in the same transaction, so a
+        second process does not send them too; one whose sender died is due again after the lease."""
+        async with self._tx() as db:
             cursor = await db.execute(
                 "SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
                 (_ts(now), limit),
             )
-            return [dict(row) for row in await cursor.fetchall()]
+            rows = [dict(row) for row in await cursor.fetchall()]
+            lease = _ts(now + timedelta(seconds=lease_seconds))
+            for row in rows:
+                await db.execute("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?", (lease, row["id"]))
+            return rows
 
     async def webhook_attempted(
         self,
@@ -1047,6 +1085,13 @@ class SqliteStore:
         )
 
 
+def _busy(exc: sqlite3.OperationalError) -> Exception:
+    """A locked database is a clear, retryable error; any other operational error stays what it is."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreBusy(f"the database is busy (locked by another process); try again shortly ({exc})")
+    return exc
+
+
 def _statements(script: str) -> list[str]:
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
     return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
@@ -1091,6 +1136,7 @@ async def _grouped(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = (
 def _feedback(row: aiosqlite.Row) -> Feedback:
     data = dict(row)
     data["metadata"] = json.loads(data["metadata"]) if data.get("metadata") else None
+    data["flags"] = json.loads(data.get("flags") or "[]")
     return Feedback.model_validate(data)
 
 

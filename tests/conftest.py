@@ -80,6 +80,10 @@ def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings
         "jwt_secret": JWT_SECRET,
         "auto_generate": False,
         "scheduler_enabled": False,  # tests drive the jobs themselves, with a controlled clock
+        # limits are tested on their own (test_rate_limits.py); elsewhere they would only get in the way
+        "feedback_rate_limit": "100000/minute",
+        "claude_rate_limit": "100000/minute",
+        "slack_post_rate_limit": "100000/second",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

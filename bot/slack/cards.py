@@ -20,6 +20,7 @@ from autotrain.models import Deployment, RuleStatus
 from autotrain.ports import EventKind, PipelineEvent, Store
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
+from bot.ratelimit import Throttle
 from bot.slack import blocks
 
 log = logging.getLogger("autotrain.slack")
@@ -102,6 +103,7 @@ class RuleCardPublisher:
         self.channel = settings.review_channel
         self.retry_seconds = settings.card_retry_seconds
         self.home = home
+        self.throttle = Throttle(settings.slack_post_rate_limit, settings.rate_limit_storage)
         self._retry_task: asyncio.Task[None] | None = None
 
     async def notify(self, event: PipelineEvent) -> None:
@@ -134,6 +136,7 @@ class RuleCardPublisher:
             return False
         try:
             text, card = await self.render(rule_id)
+            await self.throttle.wait(self.channel)  # Slack allows about one message a second per channel
             response = await self.client.chat_postMessage(
                 channel=self.channel, text=text, blocks=card, unfurl_links=False, unfurl_media=False
             )
@@ -152,6 +155,7 @@ class RuleCardPublisher:
             await self.post_card(rule_id)  # never posted (Slack was down, or turned on later): post it now
             return
         text, rendered = await self.render(rule_id, deployment)
+        await self.throttle.wait(card.channel)
         try:
             await self.client.chat_update(channel=card.channel, ts=card.message_ts, text=text, blocks=rendered)
         except Exception as exc:

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from autotrain.errors import AutotrainError, NotFound, PermissionDenied, RuleFileInvalid, TransitionRefused
+from autotrain.errors import (
+    AutotrainError,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RuleFileInvalid,
+    TransitionRefused,
+)
 from autotrain.monitoring import Monitor
 from autotrain.policy import Actor, slack_actor
 from autotrain.service import PipelineService
@@ -69,6 +76,9 @@ def friendly_error(exc: Exception, deps: SlackDeps | None = None) -> str:
     if isinstance(exc, PermissionDenied):
         admins = deps.admins.mention_admins() if deps else "an admin"
         return f"🔒 Only Auto-Train admins can do that. Ask {admins}."
+    if isinstance(exc, RateLimited):
+        minutes = max(1, round(exc.retry_after / 60))
+        return f"⏳ That's a lot of feedback in a short time. Please try again in about {minutes} min."
     if isinstance(exc, AutotrainError):
         message = escape(exc.message)
         if isinstance(exc, TransitionRefused):
