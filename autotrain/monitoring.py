@@ -433,19 +433,25 @@ class Monitor:
             **data,
         )
 
-    async def post_digest(self, *, key: str | None = None) -> Digest | None:
+    async def post_digest(self, *, key: str | None = None, raise_errors: bool = False) -> Digest | None:
         """Build and send the digest. With a key (the scheduled run's), only the first process to claim it
-        sends; on demand (no key) it is always sent."""
+        sends; on demand (no key) it is always sent. With raise_errors, a sink's failure is raised (after
+        every sink was tried), so that whoever asked can be told."""
         now = self.clock()
         if key is not None and not await self.store.claim_digest(key, now=now):
             return None
         digest = await self.build_digest(end=now)
-        await self._tell("digest", digest)
+        errors = await self._tell("digest", digest)
+        if raise_errors and errors:
+            raise errors[0]
         return digest
 
-    async def _tell(self, what: str, item: Any) -> None:
+    async def _tell(self, what: str, item: Any) -> list[Exception]:
+        errors = []
         for sink in self.sinks:
             try:
                 await getattr(sink, what)(item)
-            except Exception:
+            except Exception as exc:
                 log.exception("%s sink %s failed", what, type(sink).__name__)
+                errors.append(exc)
+        return errors

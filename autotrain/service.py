@@ -12,7 +12,7 @@ import logging
 import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, tzinfo
 from typing import Any
 
 from autotrain.content_filter import OFFENSIVE, offensive_terms
@@ -109,6 +109,7 @@ class PipelineService:
         generation_wait_seconds: float = 60.0,
         metrics_provider: Callable[[], Awaitable[Metrics]] | None = None,
         rate_limiter: RateLimiter | None = None,
+        timezone: tzinfo = UTC,
     ) -> None:
         self.store = store
         self.generator = generator
@@ -121,6 +122,7 @@ class PipelineService:
         self.generation_wait_seconds = generation_wait_seconds
         self.metrics_provider = metrics_provider
         self.rate_limiter = rate_limiter
+        self.timezone = timezone  # "today" in the status report
         self._generations: dict[str, asyncio.Task[Rule | NoRule]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._module_locks: dict[str, asyncio.Lock] = {}
@@ -612,7 +614,8 @@ class PipelineService:
 
     async def status(self) -> StatusReport:
         now = self.clock()
-        midnight = datetime.combine(now.astimezone(UTC).date(), time.min, tzinfo=UTC)
+        local = now.astimezone(self.timezone)
+        midnight = datetime.combine(local.date(), time.min, tzinfo=self.timezone).astimezone(UTC)
         counts = await self.store.counts(since=midnight)
         last = await self.store.list_deployments(rule_id=None, limit=5, offset=0)
         return StatusReport(

@@ -73,6 +73,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: 
         run_all_concurrency=settings.run_all_concurrency,
         generation_wait_seconds=settings.generation_wait_seconds,
         rate_limiter=LimitsRateLimiter(settings.feedback_rate_limit, settings.rate_limit_storage),
+        timezone=ZoneInfo(settings.timezone),
     )
     monitor = Monitor(
         store=store,

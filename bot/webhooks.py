@@ -27,6 +27,7 @@ from storage.sqlite import SqliteStore
 log = logging.getLogger("autotrain.webhooks")
 
 RETRY_BASE_SECONDS = 2.0  # 2, 4, 8, 16 … seconds between attempts
+LEASE_MARGIN_SECONDS = 30.0
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -84,15 +85,21 @@ class WebhookDispatcher:
         self.timeout_seconds = timeout_seconds
         self.transport = transport
 
-    async def deliver_due(self) -> int:
-        """One pass over what is due now; returns how many were delivered."""
-        due = await self.store.due_webhooks(now=self.clock())
-        if not due:
-            return 0
+    async def deliver_due(self, limit: int = 50) -> int:
+        """One pass over what is due now; returns how many were delivered.
+
+        Each delivery is claimed just before it is sent, with a lease longer than the request's timeout, so a
+        slow pass never lets another process send what this one has not reached yet.
+        """
         delivered = 0
         async with httpx.AsyncClient(timeout=self.timeout_seconds, transport=self.transport) as client:
-            for delivery in due:
-                delivered += await self._attempt(client, delivery)
+            for _ in range(limit):
+                due = await self.store.due_webhooks(
+                    now=self.clock(), limit=1, lease_seconds=self.timeout_seconds + LEASE_MARGIN_SECONDS
+                )
+                if not due:
+                    break
+                delivered += await self._attempt(client, due[0])
         return delivered
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: dict[str, Any]) -> bool:

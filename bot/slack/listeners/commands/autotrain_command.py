@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncRespond
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.models import RuleStatus
@@ -53,10 +54,18 @@ def autotrain_command_listener(deps: SlackDeps) -> Listener:
 
 async def post_digest(deps: SlackDeps, respond: AsyncRespond) -> None:
     """On demand: to the digest channel when there is one, else just to the asker."""
-    if deps.settings.digest_channel:
-        await deps.monitor.post_digest()
-        await respond(response_type="ephemeral", text=f"📰 Digest posted to <#{deps.settings.digest_channel}>.")
-        return
+    channel = deps.settings.digest_channel
+    if channel:
+        try:
+            await deps.monitor.post_digest(raise_errors=True)
+            await respond(response_type="ephemeral", text=f"📰 Digest posted to <#{channel}>.")
+            return
+        except SlackApiError as exc:
+            error = exc.response.get("error", "error")
+            await respond(
+                response_type="ephemeral",
+                text=f"⚠️ Could not post to <#{channel}> ({error}; is the bot in that channel?). Here it is:",
+            )
     digest = await deps.monitor.build_digest()
     text, rendered = blocks.digest_message(digest, {})
     await respond(response_type="ephemeral", text=text, blocks=rendered)
