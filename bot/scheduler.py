@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,10 +38,57 @@ def logged(name: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitab
     return run
 
 
-def digest_key(runtime: Runtime) -> str:
-    """The scheduled run this is, to the minute, in the digest's timezone (the same in every process)."""
-    now = runtime.monitor.clock().astimezone(ZoneInfo(runtime.settings.timezone))
-    return f"digest:{now:%Y-%m-%dT%H:%M}"
+def digest_key(runtime: Runtime, trigger: CronTrigger | None = None) -> str:
+    """The scheduled run this is, in the digest's timezone: the same in every process, even one that runs it
+    late (within the misfire grace time)."""
+    timezone = ZoneInfo(runtime.settings.timezone)
+    now = runtime.monitor.clock().astimezone(timezone)
+    moment = now
+    if trigger is not None:
+        grace = timedelta(seconds=JOB_DEFAULTS["misfire_grace_time"] + 1)
+        scheduled = trigger.get_next_fire_time(None, now - grace)
+        if scheduled is not None and scheduled <= now:
+            moment = scheduled
+    return f"digest:{moment:%Y-%m-%dT%H:%M}"
+
+
+_CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab weekday field (0 or 7 = Sunday) in names, which APScheduler reads unambiguously
+    (its own numbers start at 0 = Monday)."""
+    if field == "*" or any(ch.isalpha() for ch in field):
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            first_text, last_text = span.split("-", 1)
+            first, last = int(first_text), int(last_text)
+        else:
+            first = last = int(span)
+            if step_text:
+                last = 6
+        if not (0 <= first <= 7 and 0 <= last <= 7):
+            raise ValueError(f"weekday {part!r} is outside 0-7")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(_CRON_WEEKDAYS[day] for day in sorted(days))
+
+
+def crontab_trigger(expression: str, timezone: ZoneInfo) -> CronTrigger:
+    minute, hour, day, month, weekday = expression.split()
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(weekday),
+        timezone=timezone,
+    )
 
 
 def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
@@ -54,9 +102,10 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         id="alerts",
         name="threshold alerts",
     )
+    digest_trigger = crontab_trigger(settings.digest_cron, timezone)
     scheduler.add_job(
-        logged("digest", lambda: runtime.monitor.post_digest(key=digest_key(runtime))),
-        CronTrigger.from_crontab(settings.digest_cron, timezone=timezone),
+        logged("digest", lambda: runtime.monitor.post_digest(key=digest_key(runtime, digest_trigger))),
+        digest_trigger,
         id="digest",
         name="digest",
     )
