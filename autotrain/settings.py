@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     digest_channel: str | None = Field(None, validation_alias=_env("AUTOTRAIN_DIGEST_CHANNEL"))
 
     jwt_secret: SecretStr | None = Field(None, validation_alias=_env("AUTOTRAIN_JWT_SECRET"))
+    jwt_algorithm: Literal["HS256", "RS256"] = Field("HS256", validation_alias=_env("AUTOTRAIN_JWT_ALGORITHM"))
+    # RS256: the public key (PEM text or a file path) verifies; the private key is only for `autotrain token`
+    jwt_public_key: str | None = Field(None, validation_alias=_env("AUTOTRAIN_JWT_PUBLIC_KEY"))
+    jwt_private_key: SecretStr | None = Field(None, validation_alias=_env("AUTOTRAIN_JWT_PRIVATE_KEY"))
     auto_generate: bool = Field(True, validation_alias=_env("AUTOTRAIN_AUTO_GENERATE"))
     run_all_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("AUTOTRAIN_RUN_ALL_CONCURRENCY"))
     generation_wait_seconds: float = Field(60.0, gt=0, validation_alias=_env("AUTOTRAIN_GENERATION_WAIT_SECONDS"))

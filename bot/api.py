@@ -46,6 +46,7 @@ from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.auth import TokenError, verify_token
 from bot.metrics import CONTENT_TYPE_LATEST, prometheus_text
+from bot.redaction import install_redaction
 from bot.runtime import Runtime, describe, open_runtime
 
 log = logging.getLogger("autotrain.api")
@@ -169,7 +170,8 @@ async def get_actor(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise StarletteHTTPException(401, "a bearer token is required (Authorization: Bearer …)")
     try:
-        return verify_token(get_runtime(request).jwt_secret, credentials.credentials)
+        runtime = get_runtime(request)
+        return verify_token(runtime.jwt_secret, credentials.credentials, runtime.settings.jwt_algorithm)
     except TokenError as exc:
         raise StarletteHTTPException(401, str(exc)) from exc
 
@@ -315,6 +317,7 @@ def create_app(
             log.info(line)
         opener = open_runtime_fn or (lambda s: open_runtime(s, reconcile=True))
         runtime = await opener(settings)
+        install_redaction(settings, extra=(runtime.jwt_secret,) if settings.jwt_algorithm == "HS256" else ())
         app.state.runtime = runtime
         slack = await start_slack(settings, runtime) if settings.slack_enabled else None
         app.state.slack = slack

@@ -44,18 +44,43 @@ def resolve_secret(settings: Settings) -> str:
     return secret
 
 
-def mint_token(secret: str, *, subject: str, role: Role, ttl: timedelta = DEFAULT_TTL) -> str:
+def _pem(value: str) -> str:
+    """A key given as PEM text, or as the path of a PEM file."""
+    if "-----BEGIN" in value:
+        return value
+    return Path(value).expanduser().read_text()
+
+
+def verification_key(settings: Settings) -> str:
+    """What checks tokens: the HS256 secret, or the RS256 public key."""
+    if settings.jwt_algorithm == "RS256":
+        if not settings.jwt_public_key:
+            raise ValueError("AUTOTRAIN_JWT_ALGORITHM=RS256 needs AUTOTRAIN_JWT_PUBLIC_KEY (PEM text or a file path)")
+        return _pem(settings.jwt_public_key)
+    return resolve_secret(settings)
+
+
+def signing_key(settings: Settings) -> str:
+    """What `autotrain token` signs with: the HS256 secret, or the RS256 private key."""
+    if settings.jwt_algorithm == "RS256":
+        if settings.jwt_private_key is None:
+            raise ValueError("minting RS256 tokens needs AUTOTRAIN_JWT_PRIVATE_KEY (PEM text or a file path)")
+        return _pem(settings.jwt_private_key.get_secret_value())
+    return resolve_secret(settings)
+
+
+def mint_token(key: str, *, subject: str, role: Role, ttl: timedelta = DEFAULT_TTL, algorithm: str = ALGORITHM) -> str:
     now = datetime.now(UTC)
     claims = {"sub": subject, "role": role.value, "iss": ISSUER, "iat": now, "exp": now + ttl}
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return jwt.encode(claims, key, algorithm=algorithm)
 
 
-def verify_token(secret: str, token: str) -> Actor:
+def verify_token(key: str, token: str, algorithm: str = ALGORITHM) -> Actor:
     try:
         claims = jwt.decode(
             token,
-            secret,
-            algorithms=[ALGORITHM],
+            key,
+            algorithms=[algorithm],  # only the configured one: no "none", no HS/RS confusion
             issuer=ISSUER,
             options={"require": ["sub", "exp", "iss", "role"]},
         )

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from autotrain.policy import Actor, Role
 from autotrain.settings import Settings
-from bot.auth import mint_token, resolve_secret
+from bot.auth import mint_token, signing_key
 from bot.runtime import open_runtime
 
 log = logging.getLogger("autotrain")
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -64,10 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings, args.host, args.port, args.log_level)
     if args.command == "token":
-        secret = resolve_secret(settings)
+        try:
+            key = signing_key(settings)
+        except (ValueError, OSError) as exc:
+            print(f"autotrain: {exc}", file=sys.stderr)
+            return 2
         subject = args.sub or f"cli-{args.role}"
         print(f"# bearer token for {subject} ({args.role}), valid {args.ttl}", file=sys.stderr)
-        print(mint_token(secret, subject=subject, role=Role(args.role), ttl=args.ttl))
+        print(mint_token(key, subject=subject, role=Role(args.role), ttl=args.ttl, algorithm=settings.jwt_algorithm))
         return 0
     if args.command == "run-all":
         return asyncio.run(_run_all(settings, args.actor))

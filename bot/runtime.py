@@ -15,7 +15,7 @@ from autotrain.ports import RuleGenerator
 from autotrain.rulefiles import RuleFiles
 from autotrain.service import Clock, PipelineService, utcnow
 from autotrain.settings import Settings
-from bot.auth import resolve_secret
+from bot.auth import verification_key
 from bot.ratelimit import LimitsRateLimiter
 from bot.reload import HttpReloadHook
 from bot.webhooks import WebhookDispatcher, WebhookNotifier
@@ -29,7 +29,7 @@ class Runtime:
     settings: Settings
     store: SqliteStore
     service: PipelineService
-    jwt_secret: str
+    jwt_secret: str  # the key that verifies tokens (HS256 secret or RS256 public key)
     monitor: Monitor
     webhooks: WebhookDispatcher | None = None
 
@@ -108,7 +108,7 @@ async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: 
         settings=settings,
         store=store,
         service=service,
-        jwt_secret=resolve_secret(settings),
+        jwt_secret=verification_key(settings),
         monitor=monitor,
         webhooks=webhooks,
     )
