@@ -179,7 +179,7 @@ async def get_actor(
 ServiceDep = Annotated[PipelineService, Depends(get_service)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
 Limit = Annotated[int, Query(ge=1, le=200, description="page size, 1–200")]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
 
 
 def build_router() -> APIRouter:
