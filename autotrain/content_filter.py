@@ -20,7 +20,8 @@ OFFENSIVE = "offensive"
 @cache
 def offensive_words() -> tuple[str, ...]:
     text = resources.files("autotrain").joinpath("data/offensive_words.txt").read_text(encoding="utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
 
 
 @cache

@@ -19,7 +19,8 @@ ID_OFFSET = 1000  # FB-1001 is the first feedback, RUL-1001 the first rule
 MAX_METADATA_BYTES = 4096
 MAX_RULE_LENGTH = 500
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# control characters (newlines and tabs kept), and invisible ones: zero-width, bidi overrides, BOM
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def clean_text(value: object) -> object:

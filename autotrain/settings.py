@@ -107,9 +107,11 @@ class Settings(BaseSettings):
         from limits import parse
 
         try:
-            parse(value)
+            item = parse(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a rate like 10/hour or 1/second") from exc
+        if item.amount < 1:
+            raise ValueError(f"{value!r} would refuse everything; the amount must be at least 1")
         return value
 
     @field_validator("digest_cron")

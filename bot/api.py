@@ -371,11 +371,25 @@ def create_app(
 
     if settings.slack_enabled and not settings.socket_mode:
         from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+        from slack_sdk.signature import SignatureVerifier
+
+        assert settings.slack_signing_secret is not None
+        verifier = SignatureVerifier(settings.slack_signing_secret.get_secret_value())
 
         @app.post("/slack/events", include_in_schema=False)
         async def slack_events(request: Request) -> Response:
-            # Bolt verifies Slack's signature (5-minute replay window) before any listener runs
-            return await AsyncSlackRequestHandler(request.app.state.slack.app).handle(request)
+            # Checked here first (Bolt checks again): Bolt parses the body before it verifies, and an unsigned
+            # body it cannot parse must be a 401, not a stack trace. The 5-minute replay window applies.
+            body = await request.body()
+            timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+            signature = request.headers.get("X-Slack-Signature", "")
+            if not (timestamp.isdigit() and signature and verifier.is_valid(body, timestamp, signature)):
+                return error_response(401, "unauthorized", "invalid or missing Slack signature")
+            try:
+                return await AsyncSlackRequestHandler(request.app.state.slack.app).handle(request)
+            except (ValueError, AttributeError, TypeError, KeyError) as exc:  # signed, but not a Slack payload
+                log.warning("unreadable Slack request: %s", exc)
+                return error_response(400, "invalid_input", "not a Slack request body")
 
     app.add_middleware(BodySizeLimit)
     return app

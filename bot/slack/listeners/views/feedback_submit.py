@@ -12,7 +12,7 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from autotrain.models import FeedbackIn
+from autotrain.models import FeedbackIn, FeedbackStatus, FeedbackType
 from bot.slack.deps import SlackDeps, friendly_error
 
 log = logging.getLogger("autotrain.slack")
@@ -60,9 +60,16 @@ def feedback_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
         except Exception as exc:
             await confirm(client, user_id, metadata.get("channel"), friendly_error(exc, deps))
             return
-        follow_up = (
-            "A rule suggestion will be posted for review." if deps.service.auto_generate else "An admin will review it."
-        )
+        if feedback.status is FeedbackStatus.REJECTED:
+            follow_up = (
+                f"It was flagged by the content filter, so no rule will be made from it ({feedback.last_error})."
+            )
+        elif feedback.feedback_type is FeedbackType.PRAISE:
+            follow_up = "Praise is counted; no rule is needed."
+        elif deps.service.auto_generate:
+            follow_up = "A rule suggestion will be posted for review."
+        else:
+            follow_up = "An admin will review it."
         await confirm(
             client, user_id, metadata.get("channel"), f"🙏 Thanks! Feedback *{feedback.feedback_id}* saved. {follow_up}"
         )
