@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -378,6 +379,21 @@ class RuleFiles:
             handle.flush()
             os.fsync(handle.fileno())
         return backup
+
+    def tidy(self, *, stale_after_seconds: float = 600) -> int:
+        """At start: remove temporary files a killed writer left (old enough not to be anyone's write in
+        progress) and prune backups to the retention. Returns how many temporary files were removed."""
+        removed = 0
+        cutoff = time.time() - stale_after_seconds
+        for module_name in self.allowed_modules:
+            for leftover in self.rules_dir.glob(f".{module_name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    if leftover.stat().st_mtime < cutoff:
+                        leftover.unlink()
+                        removed += 1
+            if self.backup_dir(module_name).is_dir():
+                self._prune_backups(module_name)
+        return removed
 
     def _prune_backups(self, module_name: str) -> None:
         backups = sorted(self.backup_dir(module_name).glob("*.bak"))

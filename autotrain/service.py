@@ -13,7 +13,7 @@ import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
 from autotrain.content_filter import OFFENSIVE, offensive_terms
 from autotrain.errors import (
@@ -24,6 +24,7 @@ from autotrain.errors import (
     NotFound,
     RateLimited,
     RuleFileInvalid,
+    StoreBusy,
     TransitionRefused,
 )
 from autotrain.models import (
@@ -65,6 +66,9 @@ from autotrain.proposals import validate_proposal
 from autotrain.rulefiles import RuleFiles, content_version, deploy_entry, normalize_rule_line
 
 log = logging.getLogger(__name__)
+
+RECORD_DEADLINE_SECONDS = 60.0  # how long a written deploy waits for a busy database to record it
+T = TypeVar("T")
 
 Clock = Callable[[], datetime]
 ProgressCallback = Callable[[int, int, list[dict[str, str]]], Awaitable[None]]
@@ -416,6 +420,7 @@ class PipelineService:
         rule = await self.get_rule(rule_id)
         check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
         async with self._file_lock(rule.module_name):
+            await self._settle_pending(rule.module_name)  # one left stuck by a busy database or a crash
             rule = await self.get_rule(rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
             previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
@@ -456,6 +461,7 @@ class PipelineService:
         rule = await self.get_rule(rule_id)
         check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
         async with self._file_lock(rule.module_name):
+            await self._settle_pending(rule.module_name)
             rule = await self.get_rule(rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
             original = await self.store.active_deployment_for_rule(rule_id)
@@ -542,9 +548,27 @@ class PipelineService:
                 )
             except BaseException as exc:
                 error = exc.message if isinstance(exc, AutotrainError) else repr(exc)
-                await self.store.abort_deployment(deployment_id, error=error, actor_id=actor.id, now=self.clock())
+                await self._until_recorded(
+                    lambda: self.store.abort_deployment(deployment_id, error=error, actor_id=actor.id, now=self.clock())
+                )
                 raise
-        return await self.store.complete_deployment(deployment_id, backup_path=backup_path, now=self.clock())
+        # The file is written: from here the change is a fact, and recording it may wait for a busy database
+        # rather than answer "try again".
+        return await self._until_recorded(
+            lambda: self.store.complete_deployment(deployment_id, backup_path=backup_path, now=self.clock())
+        )
+
+    async def _until_recorded(self, record: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.1
+        deadline = asyncio.get_running_loop().time() + RECORD_DEADLINE_SECONDS
+        while True:
+            try:
+                return await record()
+            except StoreBusy:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise  # still pending in the database: the next deploy of this file, or the next start, settles it
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _after_write(self, rule_id: str, deployment: Deployment, actor: Actor, event: EventKind) -> DeployResult:
         if deployment.version_after != deployment.version_before:
@@ -638,10 +662,35 @@ class PipelineService:
         - a pending deployment whose change is in the file is completed; one whose change is not is aborted
           (the rule returns to approved, or to deployed for a rollback);
         - feedback left `processing` with no rule goes back to pending.
+
+        Each file's pending deployments are settled under that file's lock, so a deploy that another process
+        has under way is waited for, never mistaken for an interrupted one.
         """
         completed: list[int] = []
         aborted: list[int] = []
+        modules = sorted({d.module_name for d in await self.store.pending_deployments()})
+        for module_name in modules:
+            try:
+                async with self._file_lock(module_name):
+                    done, undone = await self._settle_pending(module_name)
+            except InvalidInput as exc:  # a module no longer allowed: leave it for an admin
+                log.error("cannot reconcile deployments of %s: %s", module_name, exc.message)
+                continue
+            completed += done
+            aborted += undone
+        requeued = await self.store.requeue_interrupted_feedback(now=self.clock())
+        removed = await asyncio.to_thread(self.rule_files.tidy)
+        if removed:
+            log.info("removed %d temporary rule files left by an interrupted write", removed)
+        return ReconcileReport(completed, aborted, requeued)
+
+    async def _settle_pending(self, module_name: str) -> tuple[list[int], list[int]]:
+        """Complete or abort the pending deployments of one file. Call with the file's lock held."""
+        completed: list[int] = []
+        aborted: list[int] = []
         for deployment in await self.store.pending_deployments():
+            if deployment.module_name != module_name:
+                continue
             try:
                 written = await self._change_in_file(deployment)
             except (RuleFileInvalid, InvalidInput) as exc:
@@ -658,8 +707,11 @@ class PipelineService:
                     now=self.clock(),
                 )
                 aborted.append(deployment.deployment_id)
-        requeued = await self.store.requeue_interrupted_feedback(now=self.clock())
-        return ReconcileReport(completed, aborted, requeued)
+        if completed or aborted:
+            log.warning(
+                "settled interrupted deployments of %s: completed %s, aborted %s", module_name, completed, aborted
+            )
+        return completed, aborted
 
     async def _change_in_file(self, deployment: Deployment) -> bool:
         content, document = await asyncio.to_thread(self.rule_files.read, deployment.module_name)

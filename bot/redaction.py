@@ -46,10 +46,11 @@ class SecretRedactor(logging.Filter):
         clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, None
-        if record.exc_info:
-            record.exc_text = self.redact(_formatter.formatException(record.exc_info))
-            record.exc_info = None
-        elif record.exc_text:
+        # Formatters print exc_text when it is set, so the redacted traceback is what is written; exc_info is
+        # kept for whoever inspects the record itself.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _formatter.formatException(record.exc_info)
+        if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         return True
 
