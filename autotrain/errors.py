@@ -29,6 +29,12 @@ class InvalidInput(AutotrainError):
     code = "invalid_input"
 
 
+class CanaryUnsupported(InvalidInput):
+    """A canary (rollout below 100 %) is for JSON rule files only."""
+
+    code = "canary_unsupported"
+
+
 class RuleFileInvalid(AutotrainError):
     """The target rule file does not parse; it is never overwritten."""
 

@@ -101,6 +101,8 @@ class DeployOutcome(StrEnum):
     APPENDED = "appended"
     NOOP = "noop"  # the line was already in the file
     REVERTED = "reverted"
+    CANARY = "canary"  # added for a share of users; a replaced rule stays for the others
+    PROMOTED = "promoted"  # a canary taken to every user
 
 
 class FeedbackIn(BaseModel):
@@ -210,6 +212,12 @@ class Rule(BaseModel):
     deployed_at: datetime | None = None
     rolled_back_by: str | None = None
     rolled_back_at: datetime | None = None
+    rollout_percent: int | None = None  # while deployed: 100, or a canary's share of users
+    cluster_size: int = 1  # feedbacks this rule answers (run-all groups near-duplicates)
+
+    @property
+    def canary(self) -> bool:
+        return self.status is RuleStatus.DEPLOYED and self.rollout_percent is not None and self.rollout_percent < 100
 
     @property
     def flagged(self) -> bool:
@@ -230,6 +238,8 @@ class Deployment(BaseModel):
     backup_path: str | None = None
     reload_status: str | None = None  # ok | failed | skipped
     reload_error: str | None = None
+    rollout_percent: int | None = None
+    commit_sha: str | None = None  # the git commit of this change in the rules folder
     change: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -256,12 +266,18 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any] | None = None
 
 
+class RuleCluster(BaseModel):
+    rule_id: str
+    feedback_ids: list[str]  # the first generated the rule; the others were attached to it
+
+
 class RunAllSummary(BaseModel):
     total: int
     processed: int
     rules_created: list[str]
     skipped: list[str]
     errors: list[dict[str, str]]
+    clusters: list[RuleCluster] = Field(default_factory=list)  # feedback answered by one shared rule
 
 
 class StatusReport(BaseModel):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from autotrain.errors import PermissionDenied, TransitionRefused
-from autotrain.models import FeedbackStatus, RuleStatus
+from autotrain.models import FeedbackStatus, Rule, RuleStatus
 
 
 class Role(StrEnum):
@@ -44,6 +44,7 @@ class Actor:
 
 
 SYSTEM_ACTOR = Actor("system", Role.SYSTEM)
+AUTO_APPROVER = Actor("auto-approve", Role.SYSTEM)
 
 
 def slack_actor(user_id: str, admins: Iterable[str], admin_group_members: Iterable[str] = ()) -> Actor:
@@ -102,3 +103,24 @@ def _hint(current: RuleStatus, target: RuleStatus) -> str:
     if target is RuleStatus.ROLLED_BACK and current is not RuleStatus.DEPLOYED:
         return " (only a deployed rule can be rolled back)"
     return ""
+
+
+def auto_approval_refusal(rule: Rule, threshold: float | None, *, canary_required: bool) -> str | None:
+    """Why this rule may not be approved without an admin, or None when it may (the cookbook's > 0.9).
+
+    Only a clean, confident, additive rule passes: anything flagged or warned about, anything that replaces
+    an existing rule, and anything that must go through a canary first waits for a person.
+    """
+    if threshold is None:
+        return "auto-approve is off"
+    if rule.status is not RuleStatus.PENDING:
+        return f"it is {rule.status.value}"
+    if rule.confidence <= threshold:
+        return f"confidence {rule.confidence:.2f} is not above {threshold:.2f}"
+    if rule.warnings:
+        return "it has warnings: " + ", ".join(w.value for w in rule.warnings)
+    if rule.old_rule:
+        return "it replaces an existing rule"
+    if canary_required and rule.module_name.endswith(".json"):
+        return "rules for this file must go through a canary first"
+    return None

@@ -85,6 +85,8 @@ class EventKind(StrEnum):
     RULE_REJECTED = "rule_rejected"
     RULE_DEPLOYED = "rule_deployed"
     RULE_ROLLED_BACK = "rule_rolled_back"
+    RULE_PROMOTED = "rule_promoted"
+    RULE_GROUPED = "rule_grouped"  # more feedback attached to it (a cluster)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,14 @@ class PipelineEvent:
     rule: Rule
     actor_id: str
     deployment: Deployment | None = None
+
+
+class RuleHistory(Protocol):
+    """Version history of the rule files (git): one commit per deploy, promote and rollback."""
+
+    async def commit(self, module_name: str, *, author: str, message: str) -> str | None:
+        """Commit the file as it is now; its sha, or None when nothing changed."""
+        ...
 
 
 class PipelineNotifier(Protocol):
@@ -111,6 +121,7 @@ class NewDeployment:
     outcome: DeployOutcome
     change: dict[str, Any]
     rollback_of: int | None = None
+    rollout_percent: int | None = None  # 100, or a canary's share; None for a rollback
 
 
 class Store(Protocol):
@@ -208,6 +219,16 @@ class Store(Protocol):
     ) -> Rule | None:
         """Change fields of a pending rule; None when it is no longer pending."""
         ...
+
+    async def attach_feedback(
+        self, rule_id: str, feedback_ids: list[str], *, actor_id: str, now: datetime
+    ) -> list[str]:
+        """Answer more pending feedback with this rule (a cluster); returns those attached."""
+        ...
+
+    async def cluster_feedback_texts(self, rule_id: str, limit: int = 5) -> list[str]: ...
+
+    async def set_deployment_commit(self, deployment_id: int, commit_sha: str) -> None: ...
 
     # deployments
     async def begin_deployment(

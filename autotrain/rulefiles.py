@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from autotrain.errors import InvalidInput, RuleFileInvalid, RuleFileWriteFailed
+from autotrain.errors import CanaryUnsupported, InvalidInput, RuleFileInvalid, RuleFileWriteFailed
 from autotrain.models import MAX_RULE_LENGTH, DeployOutcome
 from autotrain.text import one_line
 
@@ -67,7 +67,9 @@ class RuleChange:
 class RuleDocument(Protocol):
     def rule_lines(self) -> list[str]: ...
 
-    def apply(self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any]) -> RuleChange: ...
+    def apply(
+        self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any], rollout_percent: int = 100
+    ) -> RuleChange: ...
 
     def revert(self, *, new_rule: str, change: dict[str, Any], keep_new: bool, restore_old: bool) -> RuleChange: ...
 
@@ -113,12 +115,25 @@ class JsonRuleDocument:
         data["version"] = int(data.get("version", 0)) + 1
         return (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
-    def apply(self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any]) -> RuleChange:
+    def apply(
+        self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any], rollout_percent: int = 100
+    ) -> RuleChange:
         if self._index_of(new_rule) is not None:
             return RuleChange(b"", DeployOutcome.NOOP, {"outcome": "noop"})
         data = copy.deepcopy(self.data)
         new_entry = {"rule": new_rule, **entry}
         old_index = self._index_of(old_rule) if old_rule else None
+        if rollout_percent < 100:
+            # A canary: the new entry goes to a share of users; a rule it replaces stays, for everyone else.
+            new_entry["rollout_percent"] = rollout_percent
+            if old_index is not None:
+                new_entry["replaces"] = data["rules"][old_index]["rule"]
+                at = old_index + 1
+            else:
+                at = len(data["rules"])
+            data["rules"].insert(at, new_entry)
+            detail = {"outcome": "appended", "index": at, "canary": True}
+            return RuleChange(self._dump(data), DeployOutcome.CANARY, detail)
         if old_index is not None:
             removed = data["rules"][old_index]
             data["rules"][old_index] = new_entry
@@ -127,6 +142,24 @@ class JsonRuleDocument:
         data["rules"].append(new_entry)
         detail = {"outcome": "appended", "index": len(data["rules"]) - 1}
         return RuleChange(self._dump(data), DeployOutcome.APPENDED, detail)
+
+    def promote(self, *, new_rule: str) -> RuleChange:
+        """Take a canary entry to every user: its rollout mark goes, and so does the rule it replaced."""
+        data = copy.deepcopy(self.data)
+        position = self._index_of(new_rule)
+        if position is None:
+            raise InvalidInput("the canary's rule is no longer in the file; roll it back and deploy again")
+        entry = data["rules"][position]
+        entry.pop("rollout_percent", None)
+        replaced = entry.pop("replaces", None)
+        old_index = self._index_of(replaced) if replaced else None
+        if old_index is not None:
+            removed = data["rules"].pop(old_index)
+            # as a replace: rolling back puts the old entry back where the new one is
+            detail = {"outcome": "replaced", "index": old_index, "removed": removed, "promoted": True}
+        else:
+            detail = {"outcome": "appended", "index": position, "promoted": True}
+        return RuleChange(self._dump(data), DeployOutcome.PROMOTED, detail)
 
     def revert(self, *, new_rule: str, change: dict[str, Any], keep_new: bool, restore_old: bool) -> RuleChange:
         if change.get("outcome") == "noop":  # the line was there before this deploy
@@ -188,7 +221,11 @@ class LineRuleDocument:
     def _dump(lines: list[str]) -> bytes:
         return "".join(lines).encode("utf-8")
 
-    def apply(self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any]) -> RuleChange:
+    def apply(
+        self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any], rollout_percent: int = 100
+    ) -> RuleChange:
+        if rollout_percent < 100:
+            raise CanaryUnsupported("a canary needs a JSON rule file; text and Markdown rules apply to everyone")
         if self._index_of(new_rule) is not None:
             return RuleChange(b"", DeployOutcome.NOOP, {"outcome": "noop"})
         lines = list(self.lines)

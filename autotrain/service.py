@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, tzinfo
 from typing import Any, TypeVar
 
+from autotrain.clustering import DEFAULT_THRESHOLD, FeedbackText, cluster_feedback
 from autotrain.content_filter import OFFENSIVE, offensive_terms
 from autotrain.errors import (
     AutotrainError,
+    CanaryUnsupported,
     GenerationFailed,
     GenerationInProgress,
     InvalidInput,
@@ -36,6 +38,7 @@ from autotrain.models import (
     FeedbackType,
     GenerationInfo,
     Rule,
+    RuleCluster,
     RuleProposal,
     RuleStatus,
     RunAllSummary,
@@ -43,9 +46,11 @@ from autotrain.models import (
 )
 from autotrain.monitoring import Metrics
 from autotrain.policy import (
+    AUTO_APPROVER,
     SYSTEM_ACTOR,
     Action,
     Actor,
+    auto_approval_refusal,
     check_rule_editable,
     check_rule_transition,
     require_permission,
@@ -60,10 +65,11 @@ from autotrain.ports import (
     ReloadHook,
     ReloadResult,
     RuleGenerator,
+    RuleHistory,
     Store,
 )
 from autotrain.proposals import validate_proposal
-from autotrain.rulefiles import RuleFiles, content_version, deploy_entry, normalize_rule_line
+from autotrain.rulefiles import JsonRuleDocument, RuleFiles, content_version, deploy_entry, normalize_rule_line
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,11 @@ class PipelineService:
         metrics_provider: Callable[[], Awaitable[Metrics]] | None = None,
         rate_limiter: RateLimiter | None = None,
         timezone: tzinfo = UTC,
+        auto_approve_confidence: float | None = None,
+        auto_deploy: bool = False,
+        require_canary: bool = False,
+        cluster_threshold: float | None = DEFAULT_THRESHOLD,
+        history: RuleHistory | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
@@ -127,6 +138,11 @@ class PipelineService:
         self.metrics_provider = metrics_provider
         self.rate_limiter = rate_limiter
         self.timezone = timezone  # "today" in the status report
+        self.auto_approve_confidence = auto_approve_confidence
+        self.auto_deploy = auto_deploy
+        self.require_canary = require_canary
+        self.cluster_threshold = cluster_threshold  # None: run-all does not group feedback
+        self.history = history
         self._generations: dict[str, asyncio.Task[Rule | NoRule]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._module_locks: dict[str, asyncio.Lock] = {}
@@ -273,7 +289,33 @@ class PipelineService:
             return NoRule(f"the generator declined: {reason}")
         rule = await self.store.create_rule(feedback_id, proposal, info, actor_id=SYSTEM_ACTOR.id, now=self.clock())
         await self._notify(EventKind.RULE_CREATED, rule, SYSTEM_ACTOR)
-        return rule
+        return await self._auto_approve(rule)
+
+    async def _auto_approve(self, rule: Rule) -> Rule:
+        """Above AUTOTRAIN_AUTO_APPROVE_CONFIDENCE, a clean additive rule is approved by the system (and
+        deployed when AUTOTRAIN_AUTO_DEPLOY says so); anything else waits for an admin."""
+        refusal = auto_approval_refusal(rule, self.auto_approve_confidence, canary_required=self.require_canary)
+        if refusal is not None:
+            return rule
+        reason = f"auto-approved: confidence {rule.confidence:.2f} > {self.auto_approve_confidence:.2f}, no warnings"
+        approved = await self.store.transition_rule(
+            rule.rule_id,
+            expected=RuleStatus.PENDING,
+            target=RuleStatus.APPROVED,
+            actor_id=AUTO_APPROVER.id,
+            now=self.clock(),
+            reason=reason,
+        )
+        if approved is None:
+            return rule  # someone acted on it first
+        await self._notify(EventKind.RULE_APPROVED, approved, AUTO_APPROVER)
+        if not self.auto_deploy:
+            return approved
+        try:
+            return (await self.deploy(rule.rule_id, AUTO_APPROVER)).rule
+        except AutotrainError as exc:  # it stays approved, for an admin to deploy
+            log.warning("auto-deploy of %s failed: %s", rule.rule_id, exc.message)
+            return await self.get_rule(rule.rule_id)
 
     async def _wait_for_other_generation(self, feedback_id: str) -> Rule | NoRule:
         """Another process is generating this feedback: wait for its rule rather than make a second one."""
@@ -415,10 +457,17 @@ class PipelineService:
             finally:
                 self.rule_files.release(handle)
 
-    async def deploy(self, rule_id: str, actor: Actor) -> DeployResult:
+    async def deploy(self, rule_id: str, actor: Actor, *, rollout_percent: int = 100) -> DeployResult:
+        """Deploy to every user, or (rollout_percent below 100, JSON rule files only) as a canary."""
         require_permission(actor, Action.DEPLOY)
+        if not 1 <= rollout_percent <= 100:
+            raise InvalidInput("rollout_percent must be between 1 and 100")
         rule = await self.get_rule(rule_id)
         check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
+        if rollout_percent < 100 and not rule.module_name.endswith(".json"):
+            raise CanaryUnsupported(
+                f"{rule.module_name} cannot take a canary: rollouts below 100 % are for JSON rule files"
+            )
         async with self._file_lock(rule.module_name):
             await self._settle_pending(rule.module_name)  # one left stuck by a busy database or a crash
             rule = await self.get_rule(rule_id)
@@ -434,6 +483,7 @@ class PipelineService:
                     confidence=rule.confidence,
                     deployed_at=now,
                 ),
+                rollout_percent=rollout_percent,
             )
             if rule.old_rule and change.outcome is DeployOutcome.APPENDED:
                 change.detail["warning"] = "old_rule_not_found"
@@ -452,8 +502,42 @@ class PipelineService:
                 expected=RuleStatus.APPROVED,
                 target=RuleStatus.DEPLOYED,
                 rollback_of=None,
+                rollout_percent=rollout_percent,
             )
         return await self._after_write(rule_id, deployment, actor, EventKind.RULE_DEPLOYED)
+
+    async def promote(self, rule_id: str, actor: Actor) -> DeployResult:
+        """Take a canary to every user: the rule it replaces goes for everyone."""
+        require_permission(actor, Action.DEPLOY)
+        rule = await self.get_rule(rule_id)
+        if not rule.canary:
+            raise TransitionRefused(f"cannot promote {rule_id}: it is not a canary ({self._describe(rule)})")
+        async with self._file_lock(rule.module_name):
+            await self._settle_pending(rule.module_name)
+            rule = await self.get_rule(rule_id)
+            if not rule.canary:
+                raise TransitionRefused(f"cannot promote {rule_id}: it is not a canary ({self._describe(rule)})")
+            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
+            if not isinstance(document, JsonRuleDocument):
+                raise CanaryUnsupported(f"{rule.module_name} is not a JSON rule file")
+            change = document.promote(new_rule=rule.new_rule)
+            deployment = await self._write_change(
+                rule,
+                actor,
+                previous=previous,
+                change=change,
+                expected=RuleStatus.DEPLOYED,
+                target=RuleStatus.DEPLOYED,
+                rollback_of=None,
+                rollout_percent=100,
+            )
+        return await self._after_write(rule_id, deployment, actor, EventKind.RULE_PROMOTED)
+
+    @staticmethod
+    def _describe(rule: Rule) -> str:
+        if rule.status is RuleStatus.DEPLOYED:
+            return f"deployed to {rule.rollout_percent or 100} % of users"
+        return rule.status.value
 
     async def rollback(self, rule_id: str, actor: Actor) -> DeployResult:
         """Revert this rule's change on the current file; later deploys stay."""
@@ -514,6 +598,7 @@ class PipelineService:
         expected: RuleStatus,
         target: RuleStatus,
         rollback_of: int | None,
+        rollout_percent: int | None = None,
     ) -> Deployment:
         """Claim the transition, write the file, then mark the deployment applied.
 
@@ -532,6 +617,7 @@ class PipelineService:
                 outcome=change.outcome,
                 change=change.detail,
                 rollback_of=rollback_of,
+                rollout_percent=rollout_percent,
             ),
             expected=expected,
             target=target,
@@ -554,9 +640,37 @@ class PipelineService:
                 raise
         # The file is written: from here the change is a fact, and recording it may wait for a busy database
         # rather than answer "try again".
-        return await self._until_recorded(
+        deployment = await self._until_recorded(
             lambda: self.store.complete_deployment(deployment_id, backup_path=backup_path, now=self.clock())
         )
+        if change.touches_file and self.history is not None:
+            deployment = await self._commit(rule, actor, deployment)
+        return deployment
+
+    async def _commit(self, rule: Rule, actor: Actor, deployment: Deployment) -> Deployment:
+        """One git commit per change of a rule file (still under the file's lock, so it holds only this one).
+        A failed commit is logged: the deploy itself has happened."""
+        assert self.history is not None
+        if deployment.rollback_of is not None:
+            verb = "Roll back"
+        elif deployment.outcome is DeployOutcome.PROMOTED:
+            verb = "Promote to 100 %:"
+        elif deployment.outcome is DeployOutcome.CANARY:
+            verb = f"Canary {deployment.rollout_percent} %:"
+        else:
+            verb = "Deploy"
+        message = f"{verb} {rule.rule_id} ({rule.feedback_id}): {rule.new_rule}"
+        if rule.old_rule:
+            message += f"\n\nReplaces: {rule.old_rule}"
+        try:
+            sha = await self.history.commit(rule.module_name, author=actor.id, message=message)
+        except Exception as exc:
+            log.error("git commit of %s for %s failed: %s", rule.module_name, rule.rule_id, exc)
+            return deployment
+        if sha is None:
+            return deployment
+        await self.store.set_deployment_commit(deployment.deployment_id, sha)
+        return deployment.model_copy(update={"commit_sha": sha})
 
     async def _until_recorded(self, record: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
@@ -601,40 +715,78 @@ class PipelineService:
     # ------------------------------------------------------------------ batch, status, start-up
 
     async def run_all(self, actor: Actor, on_progress: ProgressCallback | None = None) -> RunAllSummary:
-        """Generate rules for every pending feedback, a bounded number at a time."""
+        """Generate rules for every pending feedback, a bounded number at a time.
+
+        Near-duplicate feedback is grouped first (character n-gram TF-IDF, accent-insensitive): one rule is
+        generated for each group, and the group's other feedback is attached to it instead of making N
+        near-identical rules. If that one generation fails, the whole group stays pending.
+        """
         require_permission(actor, Action.RUN_ALL)
         feedback_ids = await self.store.pending_feedback_ids()
+        groups = await self._group_pending(feedback_ids)
         semaphore = asyncio.Semaphore(self.run_all_concurrency)
         created: list[str] = []
         skipped: list[str] = []
         errors: list[dict[str, str]] = []
+        clusters: list[RuleCluster] = []
         done = 0
 
-        async def process(feedback_id: str) -> None:
+        async def process(group: tuple[str, ...]) -> None:
             nonlocal done
+            representative, others = group[0], list(group[1:])
             async with semaphore:
                 try:
-                    rule = await self.generate(feedback_id, actor)
+                    rule = await self.generate(representative, actor)
                     created.append(rule.rule_id)
+                    if others:
+                        attached = await self.store.attach_feedback(
+                            rule.rule_id, others, actor_id=actor.id, now=self.clock()
+                        )
+                        if attached:
+                            clusters.append(RuleCluster(rule_id=rule.rule_id, feedback_ids=[representative, *attached]))
+                            grouped = await self.get_rule(rule.rule_id)
+                            await self._notify(EventKind.RULE_GROUPED, grouped, actor)
                 except TransitionRefused:
-                    skipped.append(feedback_id)
+                    skipped.append(representative)
                 except AutotrainError as exc:
-                    errors.append({"feedback_id": feedback_id, "error": exc.message})
-                done += 1
+                    errors.append({"feedback_id": representative, "error": exc.message})
+                done += len(group)
                 if on_progress is not None:
                     try:
                         await on_progress(done, len(feedback_ids), list(errors))
                     except Exception:
                         log.exception("run-all progress report failed")
 
-        await asyncio.gather(*(process(feedback_id) for feedback_id in feedback_ids))
+        await asyncio.gather(*(process(group) for group in groups))
         return RunAllSummary(
             total=len(feedback_ids),
-            processed=len(created) + len(skipped),
+            processed=len(created) + len(skipped) + sum(len(c.feedback_ids) - 1 for c in clusters),
             rules_created=sorted(created),
             skipped=sorted(skipped),
             errors=sorted(errors, key=lambda e: e["feedback_id"]),
+            clusters=sorted(clusters, key=lambda c: c.rule_id),
         )
+
+    async def _group_pending(self, feedback_ids: list[str]) -> list[tuple[str, ...]]:
+        """Pending feedback in groups of near-duplicates (praise and type apart); singletons when off."""
+        if self.cluster_threshold is None:
+            return [(feedback_id,) for feedback_id in feedback_ids]
+        by_type: dict[FeedbackType, list[FeedbackText]] = {}
+        for feedback_id in feedback_ids:
+            feedback = await self.get_feedback(feedback_id)
+            by_type.setdefault(feedback.feedback_type, []).append(
+                FeedbackText(feedback_id, f"{feedback.feedback_text} {feedback.query}")
+            )
+        groups: list[tuple[str, ...]] = []
+        for kind, items in by_type.items():
+            if kind is FeedbackType.PRAISE:
+                groups += [(item.feedback_id,) for item in items]
+            else:
+                groups += [
+                    cluster.feedback_ids for cluster in cluster_feedback(items, threshold=self.cluster_threshold)
+                ]
+        order = {feedback_id: i for i, feedback_id in enumerate(feedback_ids)}
+        return sorted(groups, key=lambda group: order[group[0]])
 
     async def status(self) -> StatusReport:
         now = self.clock()

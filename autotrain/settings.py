@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     auto_approve_confidence: float | None = Field(
         None, ge=0, le=1, validation_alias=_env("AUTOTRAIN_AUTO_APPROVE_CONFIDENCE")
     )
+    auto_deploy: bool = Field(False, validation_alias=_env("AUTOTRAIN_AUTO_DEPLOY"))
+    # run-all groups near-duplicate feedback above this similarity (0–1); unset (empty) turns grouping off
+    cluster_threshold: float | None = Field(0.40, gt=0, le=1, validation_alias=_env("AUTOTRAIN_CLUSTER_THRESHOLD"))
+    require_canary: bool = Field(False, validation_alias=_env("AUTOTRAIN_REQUIRE_CANARY"))
+    git_history: bool = Field(True, validation_alias=_env("AUTOTRAIN_GIT"))
 
     @field_validator("allowed_modules", "admins", "webhook_urls", mode="before")
     @classmethod

@@ -90,6 +90,11 @@ class RejectIn(BaseModel):
     reason: str | None = Field(None, max_length=500)
 
 
+class DeployIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rollout_percent: int = Field(100, ge=1, le=100, description="share of users; below 100 is a canary (JSON files)")
+
+
 class DeployedRule(Rule):
     """The rule after a deploy or rollback, with the deployment that was recorded."""
 
@@ -238,9 +243,23 @@ def build_router() -> APIRouter:
     ) -> Rule:
         return await service.reject(rule_id, actor, reason=body.reason if body else None)
 
-    @router.post("/rules/{rule_id}/deploy", response_model=DeployedRule, summary="Deploy an approved rule (admin)")
-    async def deploy(rule_id: str, service: ServiceDep, actor: ActorDep) -> DeployedRule:
-        result = await service.deploy(rule_id, actor)
+    @router.post(
+        "/rules/{rule_id}/deploy",
+        response_model=DeployedRule,
+        summary='Deploy an approved rule (admin); optional body {"rollout_percent": 10} for a canary',
+    )
+    async def deploy(
+        rule_id: str,
+        service: ServiceDep,
+        actor: ActorDep,
+        body: Annotated[DeployIn | None, Body()] = None,
+    ) -> DeployedRule:
+        result = await service.deploy(rule_id, actor, rollout_percent=body.rollout_percent if body else 100)
+        return DeployedRule(**result.rule.model_dump(), deployment=result.deployment)
+
+    @router.post("/rules/{rule_id}/promote", response_model=DeployedRule, summary="Take a canary to 100 % (admin)")
+    async def promote(rule_id: str, service: ServiceDep, actor: ActorDep) -> DeployedRule:
+        result = await service.promote(rule_id, actor)
         return DeployedRule(**result.rule.model_dump(), deployment=result.deployment)
 
     @router.post("/rules/{rule_id}/rollback", response_model=DeployedRule, summary="Roll back a deployed rule (admin)")

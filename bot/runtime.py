@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from autotrain.generators.heuristic import HeuristicRuleGenerator
 from autotrain.monitoring import AlertThresholds, Monitor
-from autotrain.ports import RuleGenerator
+from autotrain.ports import RuleGenerator, RuleHistory
 from autotrain.rulefiles import RuleFiles
 from autotrain.service import Clock, PipelineService, utcnow
 from autotrain.settings import Settings
@@ -74,6 +74,11 @@ async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: 
         generation_wait_seconds=settings.generation_wait_seconds,
         rate_limiter=LimitsRateLimiter(settings.feedback_rate_limit, settings.rate_limit_storage),
         timezone=ZoneInfo(settings.timezone),
+        auto_approve_confidence=settings.auto_approve_confidence,
+        auto_deploy=settings.auto_deploy,
+        require_canary=settings.require_canary,
+        cluster_threshold=settings.cluster_threshold,
+        history=git_history(settings),
     )
     monitor = Monitor(
         store=store,
@@ -174,3 +179,16 @@ def webhook_description(settings: Settings) -> str:
     if settings.webhook_secret is None:
         return "webhooks: OFF — AUTOTRAIN_WEBHOOK_URLS is set but AUTOTRAIN_WEBHOOK_SECRET is not (events are signed)"
     return f"webhooks: {len(settings.webhook_urls)} URL(s), signed, up to {settings.webhook_max_attempts} attempts"
+
+
+def git_history(settings: Settings) -> RuleHistory | None:
+    """Every deploy, promote and rollback becomes a commit in the rules folder (AUTOTRAIN_GIT)."""
+    if not settings.git_history:
+        return None
+    from bot.git_history import AsyncGitHistory
+
+    try:
+        return AsyncGitHistory.open(settings.rules_dir)
+    except Exception as exc:  # no git binary, unwritable folder: deploys still work, without history
+        log.error("git history is off: %s", exc)
+        return None

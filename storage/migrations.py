@@ -174,6 +174,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE feedbacks ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
     """,
+    # 6: canary rollout, the git commit of each deployment, and feedback clusters (one rule, many feedbacks)
+    """
+    ALTER TABLE generated_rules ADD COLUMN rollout_percent INTEGER;
+    ALTER TABLE generated_rules ADD COLUMN cluster_size INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE deployments ADD COLUMN rollout_percent INTEGER;
+    ALTER TABLE deployments ADD COLUMN commit_sha TEXT;
+    CREATE TABLE rule_feedbacks (
+        rule_id     TEXT NOT NULL REFERENCES generated_rules (rule_id),
+        feedback_id TEXT NOT NULL UNIQUE REFERENCES feedbacks (feedback_id),
+        PRIMARY KEY (rule_id, feedback_id)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -53,8 +53,9 @@ _STAMPS = {
 }
 
 _FEEDBACK_SELECT = """
-    SELECT f.*, r.rule_id AS rule_id FROM feedbacks f
+    SELECT f.*, COALESCE(r.rule_id, rf.rule_id) AS rule_id FROM feedbacks f
     LEFT JOIN generated_rules r ON r.feedback_id = f.feedback_id
+    LEFT JOIN rule_feedbacks rf ON rf.feedback_id = f.feedback_id
 """
 
 
@@ -539,6 +540,56 @@ class SqliteStore:
             )
             return await self._rule_in(db, rule_id)
 
+    async def attach_feedback(
+        self, rule_id: str, feedback_ids: list[str], *, actor_id: str, now: datetime
+    ) -> list[str]:
+        """Answer more pending feedback with an existing rule (a cluster): each moves pending → processed, in
+        one transaction; returns the ones attached (a feedback no longer pending is left alone)."""
+        attached: list[str] = []
+        async with self._tx() as db:
+            for feedback_id in feedback_ids:
+                cursor = await db.execute(
+                    "UPDATE feedbacks SET status = 'processed', updated_at = ?"
+                    " WHERE feedback_id = ? AND status = 'pending'",
+                    (_ts(now), feedback_id),
+                )
+                if cursor.rowcount != 1:
+                    continue
+                await db.execute(
+                    "INSERT INTO rule_feedbacks (rule_id, feedback_id) VALUES (?, ?)", (rule_id, feedback_id)
+                )
+                await self._audit(
+                    db,
+                    now=now,
+                    actor=actor_id,
+                    action="feedback_clustered",
+                    subject_id=feedback_id,
+                    from_state="pending",
+                    to_state="processed",
+                    detail={"rule_id": rule_id},
+                )
+                attached.append(feedback_id)
+            if attached:
+                await db.execute(
+                    "UPDATE generated_rules SET cluster_size = cluster_size + ?, updated_at = ? WHERE rule_id = ?",
+                    (len(attached), _ts(now), rule_id),
+                )
+        return attached
+
+    async def cluster_feedback_texts(self, rule_id: str, limit: int = 5) -> list[str]:
+        """The feedback texts a rule answers besides its own (run-all's cluster), oldest first."""
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT f.feedback_text FROM rule_feedbacks rf JOIN feedbacks f ON f.feedback_id = rf.feedback_id"
+                " WHERE rf.rule_id = ? ORDER BY f.id LIMIT ?",
+                (rule_id, limit),
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def set_deployment_commit(self, deployment_id: int, commit_sha: str) -> None:
+        async with self._tx() as db:
+            await db.execute("UPDATE deployments SET commit_sha = ? WHERE id = ?", (commit_sha, deployment_id))
+
     # ------------------------------------------------------------------ deployments
 
     async def begin_deployment(
@@ -555,8 +606,8 @@ class SqliteStore:
                 return None
             cursor = await db.execute(
                 "INSERT INTO deployments (rule_id, module_name, deployed_by, deployed_at, version_before,"
-                " version_after, rollback_of, outcome, state, previous_status, change)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                " version_after, rollback_of, outcome, state, previous_status, change, rollout_percent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
                 (
                     new.rule_id,
                     new.module_name,
@@ -568,6 +619,7 @@ class SqliteStore:
                     new.outcome.value,
                     expected.value,
                     json.dumps(new.change, ensure_ascii=False),
+                    new.rollout_percent,
                 ),
             )
             assert cursor.lastrowid is not None
@@ -582,6 +634,11 @@ class SqliteStore:
             )
             deployment = await self._deployment_in(db, deployment_id)
             assert deployment is not None
+            # the rule's rollout follows its file: 100 or a canary share while deployed, none once rolled back
+            await db.execute(
+                "UPDATE generated_rules SET rollout_percent = ? WHERE rule_id = ?",
+                (None if deployment.rollback_of else deployment.rollout_percent, deployment.rule_id),
+            )
             await self._audit(
                 db,
                 now=now,

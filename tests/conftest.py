@@ -84,6 +84,7 @@ def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings
         "feedback_rate_limit": "100000/minute",
         "claude_rate_limit": "100000/minute",
         "slack_post_rate_limit": "100000/second",
+        "git_history": False,  # tested in test_git_history.py and test_rollout.py; elsewhere the folder stays bare
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -246,6 +246,7 @@ async def test_run_all_processes_every_pending_feedback(client: httpx.AsyncClien
         "rules_created": ["RUL-1001", "RUL-1002"],
         "skipped": [],
         "errors": [],
+        "clusters": [],
     }
     for feedback_id in ids:
         assert (await get_feedback(client, admin_headers, feedback_id))["status"] == "processed"
@@ -254,7 +255,14 @@ async def test_run_all_processes_every_pending_feedback(client: httpx.AsyncClien
 
     again = await client.post("/autotrain/run-all", headers=admin_headers)
     assert again.status_code == 200
-    assert again.json() == {"total": 0, "processed": 0, "rules_created": [], "skipped": [], "errors": []}
+    assert again.json() == {
+        "total": 0,
+        "processed": 0,
+        "rules_created": [],
+        "skipped": [],
+        "errors": [],
+        "clusters": [],
+    }
 
 
 async def test_run_all_skips_praise_and_leaves_processed_feedback_alone(
@@ -271,6 +279,7 @@ async def test_run_all_skips_praise_and_leaves_processed_feedback_alone(
         "rules_created": ["RUL-1002"],
         "skipped": [praise_id],
         "errors": [],
+        "clusters": [],
     }
     assert (await get_feedback(client, admin_headers, praise_id))["status"] == "processed"
     assert (await get_feedback(client, admin_headers, praise_id))["rule_id"] is None

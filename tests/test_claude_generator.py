@@ -803,7 +803,8 @@ async def test_run_all_bounded_concurrency_one_request_per_feedback(
     tmp_path: Path, rules_dir: Path, messages_api: FakeMessagesApi
 ) -> None:
     messages_api.latency = 0.1
-    settings = claude_settings(tmp_path, rules_dir, messages_api, run_all_concurrency=3)
+    # clustering off: the point is one request per feedback, at most 3 at once
+    settings = claude_settings(tmp_path, rules_dir, messages_api, run_all_concurrency=3, cluster_threshold=None)
     async with claude_service(settings) as service:
         ids = [
             (

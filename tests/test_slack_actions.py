@@ -174,7 +174,7 @@ async def test_admin_review_flow_edit_approve_deploy_rollback(slack: SlackSimula
     await slack.click("rule_approve", "RUL-1001")
     update = await last_update(slack, 2)
     assert update.params["ts"] == card_ts
-    assert action_ids(update.params["blocks"]) == ["rule_deploy", "rule_reject"]
+    assert action_ids(update.params["blocks"]) == ["rule_deploy", "rule_deploy_canary", "rule_reject"]
     assert "Approved by <@UADMIN>" in block_texts(update.params["blocks"])
     assert (await slack.service.get_rule("RUL-1001")).status is RuleStatus.APPROVED
     assert (rules_dir / "fashion_rules.json").read_bytes() == original_file  # approving writes nothing
@@ -320,13 +320,13 @@ async def test_click_on_a_button_that_no_longer_applies_refreshes_the_card(slack
     rule_id, _ = await new_card(slack)
     await slack.service.approve(rule_id, ADMIN)  # e.g. through the REST API
     updates = await slack.api.wait_for("chat.update", 1)
-    assert action_ids(updates[-1].params["blocks"]) == ["rule_deploy", "rule_reject"]
+    assert action_ids(updates[-1].params["blocks"]) == ["rule_deploy", "rule_deploy_canary", "rule_reject"]
 
     await slack.click("rule_approve", rule_id)
     notes = await wait_for_ephemerals(slack, ADMIN_USER, 1)
     assert "Nothing was changed" in notes[0]
     updates = await slack.api.wait_for("chat.update", 2)
-    assert action_ids(updates[-1].params["blocks"]) == ["rule_deploy", "rule_reject"]
+    assert action_ids(updates[-1].params["blocks"]) == ["rule_deploy", "rule_deploy_canary", "rule_reject"]
     assert (await slack.service.get_rule(rule_id)).approved_by == ADMIN.id  # still the first approver
 
 

@@ -32,6 +32,7 @@ INPUT_LIMIT = 3000  # Slack's plain_text_input max_length
 MESSAGE_BLOCK_LIMIT = 50
 
 FEEDBACK_CALLBACK = "feedback_submit"
+CANARY_PERCENT = 10  # the card's canary choice (the API takes any share)
 EDIT_CALLBACK = "rule_edit_submit"
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -105,6 +106,8 @@ def who(actor_id: str | None) -> str:
         return "someone"
     if actor_id == "system":
         return "Auto-Train"
+    if actor_id == "auto-approve":
+        return "Auto-Train (auto-approve: confident, no warnings)"
     return f"<@{actor_id}>" if _SLACK_USER.match(actor_id) else f"`{escaped(actor_id, 60)}`"
 
 
@@ -185,16 +188,31 @@ def rule_buttons(rule: Rule) -> list[Block]:
     if rule.status is RuleStatus.APPROVED:
         deploy_confirm = _confirm(
             f"Deploy {rule_id}?",
-            f"{rule.module_name} will be changed now and the chatbot told to reload.",
+            f"{rule.module_name} will be changed now, for every user, and the chatbot told to reload.",
             "Deploy",
             "primary",
         )
-        return [_button("rule_deploy", "Deploy", rule_id, "primary", deploy_confirm), reject]
+        buttons = [_button("rule_deploy", "All users", rule_id, "primary", deploy_confirm)]
+        if rule.module_name.endswith(".json"):
+            canary_confirm = _confirm(
+                f"Canary {rule_id}?",
+                f"{CANARY_PERCENT} % of users get the new rule first; the others keep the current rules.",
+                "Start canary",
+                "primary",
+            )
+            buttons.append(_button("rule_deploy_canary", f"Canary {CANARY_PERCENT} %", rule_id, None, canary_confirm))
+        return [*buttons, reject]
     if rule.status is RuleStatus.DEPLOYED:
         rollback_confirm = _confirm(
             f"Roll back {rule_id}?", f"The change to {rule.module_name} will be reverted.", "Roll back", "danger"
         )
-        return [_button("rule_rollback", "Roll back", rule_id, "danger", rollback_confirm)]
+        buttons = []
+        if rule.canary:
+            promote_confirm = _confirm(
+                f"Promote {rule_id}?", "Every user gets the new rule; the rule it replaces goes.", "Promote", "primary"
+            )
+            buttons.append(_button("rule_promote", "Promote to 100 %", rule_id, "primary", promote_confirm))
+        return [*buttons, _button("rule_rollback", "Roll back", rule_id, "danger", rollback_confirm)]
     return []
 
 
@@ -216,24 +234,33 @@ def rule_history(rule: Rule, deployment: Deployment | None) -> list[str]:
         reason = f": {escaped(rule.reject_reason, 200)}" if rule.reject_reason else ""
         lines.append(f"⛔ Rejected by {who(rule.rejected_by)} {when(rule.rejected_at)}{reason}")
     if rule.deployed_by:
-        lines.append(f"🚀 Deployed by {who(rule.deployed_by)} {when(rule.deployed_at)}")
+        share = f" to {rule.rollout_percent} % of users" if rule.canary else ""
+        lines.append(f"🚀 Deployed{share} by {who(rule.deployed_by)} {when(rule.deployed_at)}")
     if rule.rolled_back_by:
         lines.append(f"↩️ Rolled back by {who(rule.rolled_back_by)} {when(rule.rolled_back_at)}")
     if deployment is not None:
         reload = {"ok": "chatbot reloaded", "failed": "⚠️ chatbot reload failed", "skipped": "no reload"}.get(
             deployment.reload_status or "", ""
         )
+        commit = f", commit `{deployment.commit_sha[:10]}`" if deployment.commit_sha else ""
         lines.append(
             f"`{escape(deployment.module_name)}` {deployment.version_before} → {deployment.version_after}"
-            f" ({deployment.outcome.value}{', ' + reload if reload else ''})"
+            f" ({deployment.outcome.value}{', ' + reload if reload else ''}{commit})"
         )
     return lines
 
 
-def rule_card(rule: Rule, feedback: Feedback | None, deployment: Deployment | None = None) -> tuple[str, list[Block]]:
+def rule_card(
+    rule: Rule,
+    feedback: Feedback | None,
+    deployment: Deployment | None = None,
+    cluster_examples: list[str] | None = None,
+) -> tuple[str, list[Block]]:
     """The review card of one rule: (fallback text, blocks)."""
     status = rule.status
     title = f"{STATUS_EMOJI[status]} {rule.rule_id} · {status.value.replace('_', ' ')}"
+    if rule.canary:
+        title += f" · canary {rule.rollout_percent} %"
     blocks: list[Block] = [
         header(title),
         {
@@ -249,6 +276,11 @@ def rule_card(rule: Rule, feedback: Feedback | None, deployment: Deployment | No
             ],
         },
     ]
+    if cluster_examples:
+        examples = "\n".join(f"• {quote(text, 200)[1:]}" for text in cluster_examples[:3])
+        blocks.append(
+            section(f"*Same complaint from {rule.cluster_size} feedbacks* (grouped by run-all), e.g.\n{examples}")
+        )
     if feedback is not None:
         # one section each, so a long answer can never push the feedback itself off the card
         blocks.append(section(f"*Customer asked*\n{quote(feedback.query, 500)}"))

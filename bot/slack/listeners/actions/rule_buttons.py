@@ -17,11 +17,13 @@ from bot.slack.deps import SlackDeps, friendly_error
 
 log = logging.getLogger("autotrain.slack")
 
-RULE_ACTIONS = ("rule_approve", "rule_reject", "rule_deploy", "rule_rollback")
+RULE_ACTIONS = ("rule_approve", "rule_reject", "rule_deploy", "rule_deploy_canary", "rule_promote", "rule_rollback")
 DONE = {
     "rule_approve": "✅ {rule_id} approved.",
     "rule_reject": "⛔ {rule_id} rejected.",
     "rule_deploy": "🚀 {rule_id} deployed to `{module}`.",
+    "rule_deploy_canary": "🐤 {rule_id} deployed to `{module}` for a canary of users.",
+    "rule_promote": "🚀 {rule_id} promoted to every user in `{module}`.",
     "rule_rollback": "↩️ {rule_id} rolled back in `{module}`.",
 }
 
@@ -47,6 +49,10 @@ async def perform(deps: SlackDeps, action_id: str, rule_id: str, actor: Actor) -
         rule = await service.reject(rule_id, actor)
     elif action_id == "rule_deploy":
         rule = (await service.deploy(rule_id, actor)).rule
+    elif action_id == "rule_deploy_canary":
+        rule = (await service.deploy(rule_id, actor, rollout_percent=blocks.CANARY_PERCENT)).rule
+    elif action_id == "rule_promote":
+        rule = (await service.promote(rule_id, actor)).rule
     else:
         rule = (await service.rollback(rule_id, actor)).rule
     return DONE[action_id].format(rule_id=rule_id, module=rule.module_name)
@@ -67,7 +73,7 @@ def rule_button_listener(deps: SlackDeps, action_id: str) -> Callable[..., Await
         except Exception as exc:
             await tell_user(client, body, friendly_error(exc, deps))
             return
-        if action_id in ("rule_deploy", "rule_rollback"):
+        if action_id in ("rule_deploy", "rule_deploy_canary", "rule_promote", "rule_rollback"):
             await tell_user(client, body, note)
 
     return handle

@@ -53,8 +53,9 @@ def autotrain_command_listener(deps: SlackDeps) -> Listener:
 
 
 async def post_digest(deps: SlackDeps, respond: AsyncRespond) -> None:
-    """On demand: to the digest channel when there is one, else just to the asker."""
+    """On demand: to the digest channel when there is one, else just to the asker (one reply either way)."""
     channel = deps.settings.digest_channel
+    problem = None
     if channel:
         try:
             await deps.monitor.post_digest(raise_errors=True)
@@ -62,12 +63,11 @@ async def post_digest(deps: SlackDeps, respond: AsyncRespond) -> None:
             return
         except SlackApiError as exc:
             error = exc.response.get("error", "error")
-            await respond(
-                response_type="ephemeral",
-                text=f"⚠️ Could not post to <#{channel}> ({error}; is the bot in that channel?). Here it is:",
-            )
+            problem = f"⚠️ Could not post to <#{channel}> ({error}; is the bot in that channel?). Here it is:"
     digest = await deps.monitor.build_digest()
     text, rendered = blocks.digest_message(digest, {})
+    if problem:
+        text, rendered = f"{problem} {text}", [blocks.section(problem), *rendered][: blocks.MESSAGE_BLOCK_LIMIT]
     await respond(response_type="ephemeral", text=text, blocks=rendered)
 
 

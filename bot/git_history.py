@@ -1,0 +1,419 @@
+"""Git history of the rule files: every deploy and rollback becomes a commit whose author is the admin.
+
+Decision: the git binary, run through `subprocess`, rather than dulwich. Every machine that has git can then
+read the history with the usual tools (`git log`, `git show`, a GUI, a hosting service) in exactly the format
+they expect, and Auto-Train needs no extra Python dependency. The functions here are synchronous; the caller
+runs them in a thread.
+
+A user's git setup must never change what happens, so each git call:
+
+- runs with `core.hooksPath` set to the null device (no hook of the user, the repository or a template runs)
+  and `commit.gpgsign=false`, plus a few settings that would otherwise change output (colour, paths quoting,
+  log encoding, `log.follow`, fsmonitor);
+- ignores the system config (GIT_CONFIG_NOSYSTEM=1) and drops inherited GIT_* variables that would point git
+  at another repository, index or identity (GIT_DIR, GIT_INDEX_FILE, GIT_AUTHOR_NAME, GIT_CONFIG_PARAMETERS,
+  ...). HOME and the user's global config are left as they are (they may hold `safe.directory` and the like);
+  what matters is overridden on the command line, which wins over every config file;
+- names the committer explicitly (`-c user.name=... -c user.email=...` and GIT_COMMITTER_*) and the author of
+  each commit (GIT_AUTHOR_*), so neither comes from the user's config;
+- never prompts (GIT_TERMINAL_PROMPT=0, stdin closed) and has a timeout;
+- treats paths literally (GIT_LITERAL_PATHSPECS=1), so a rule file name is never a glob or a pathspec magic.
+
+The rules folder is either its own repository (created by `ensure_repo` with a `.gitignore` that keeps
+`.autotrain/` — locks and backups — and `*.tmp` out) or a folder inside a larger work tree, such as a clone of
+this project. In both cases a commit records one rule file and nothing else: whatever else is staged or
+modified in that work tree stays as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+GITIGNORE_LINES = (".autotrain/", "*.tmp")
+INITIAL_MESSAGE = "Auto-Train: track the rule files"
+DEFAULT_BRANCH = "main"
+GIT_TIMEOUT_SECONDS = 60.0
+MAX_HISTORY = 10_000
+
+# Inherited GIT_* variables that are kept: where the user's own global config lives, where git finds its
+# helpers, and how far repository discovery may go. Every other GIT_* variable is dropped.
+_KEPT_GIT_VARIABLES = frozenset(
+    {"GIT_CONFIG_GLOBAL", "GIT_EXEC_PATH", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM"}
+)
+_FIXED_CONFIG = (
+    f"core.hooksPath={os.devnull}",
+    "commit.gpgsign=false",
+    "tag.gpgsign=false",
+    "core.fsmonitor=false",
+    "core.quotePath=false",
+    "color.ui=false",
+    "i18n.commitEncoding=UTF-8",
+    "i18n.logOutputEncoding=UTF-8",
+    "log.follow=false",
+    "log.showSignature=false",
+    "diff.noprefix=false",
+    "diff.mnemonicPrefix=false",
+)
+_HEX_REVISION = re.compile(r"[0-9a-fA-F]{4,64}")
+_AUTHOR_LINE = re.compile(rb"author (.*)<([^<>]*)> (\d+) ([+-])(\d{2})(\d{2})")
+
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+
+
+def _lock_for(folder: Path) -> threading.Lock:
+    key = str(folder.resolve())
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+class GitHistoryError(RuntimeError):
+    """A git command failed; the message carries git's stderr."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str  # full
+    short: str  # 10 chars
+    author_name: str
+    author_email: str
+    at: datetime  # author date, tz-aware
+    message: str  # full message
+    files: tuple[str, ...]  # paths relative to the rules folder
+
+
+def _check_module_name(module_name: str) -> str:
+    """A rule file name: one plain, visible file name in the rules folder — no folder part, no `..`, no hidden
+    name (which would reach `.git`, `.gitignore` or `.autotrain`), no control character."""
+    if not isinstance(module_name, str) or not module_name or len(module_name) > 255:
+        raise ValueError(f"not a rule file name: {module_name!r}")
+    if (
+        module_name.startswith(".")
+        or "/" in module_name
+        or "\\" in module_name
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in module_name)
+        or module_name != module_name.strip()
+    ):
+        raise ValueError(f"not a plain rule file name: {module_name!r}")
+    return module_name
+
+
+def _check_identity(name: str, email: str, what: str) -> None:
+    for label, value in (("name", name), ("email", email)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{what} {label} must not be empty")
+        if any(ch in value for ch in "<>\n\r\0"):
+            raise ValueError(f"{what} {label} must not contain <, > or a line break: {value!r}")
+
+
+def _check_revision(sha: str) -> str:
+    if not isinstance(sha, str) or not _HEX_REVISION.fullmatch(sha):
+        raise ValueError(f"not a commit id: {sha!r}")
+    return sha.lower()
+
+
+class GitRuleHistory:
+    """Commits, history, diffs and old versions of the rule files in `rules_dir`, through the git binary."""
+
+    def __init__(
+        self, rules_dir: Path, *, committer: str = "Auto-Train", committer_email: str = "autotrain@localhost"
+    ) -> None:
+        _check_identity(committer, committer_email, "committer")
+        self.rules_dir = Path(rules_dir)
+        self.committer = committer
+        self.committer_email = committer_email
+        self._lock = _lock_for(self.rules_dir)
+
+    # --- running git -------------------------------------------------------------------------------------
+
+    def _environment(self, author: tuple[str, str] | None, literal_paths: bool) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEPT_GIT_VARIABLES}
+        env.update(
+            GIT_CONFIG_NOSYSTEM="1",
+            GIT_TERMINAL_PROMPT="0",
+            GIT_COMMITTER_NAME=self.committer,
+            GIT_COMMITTER_EMAIL=self.committer_email,
+            LC_ALL="C",  # messages in English, whatever the locale; content is passed through as bytes
+            LANGUAGE="C",
+        )
+        if literal_paths:
+            env["GIT_LITERAL_PATHSPECS"] = "1"
+        author_name, author_email = author or (self.committer, self.committer_email)
+        env.update(GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email)
+        return env
+
+    def _run(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        author: tuple[str, str] | None = None,
+        ok_codes: Sequence[int] = (0,),
+        literal_paths: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        command = ["git", "--no-pager"]
+        for setting in (*_FIXED_CONFIG, f"user.name={self.committer}", f"user.email={self.committer_email}"):
+            command += ["-c", setting]
+        command += args
+        try:
+            result = subprocess.run(
+                command,
+                cwd=self.rules_dir,
+                env=self._environment(author, literal_paths),
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=GIT_TIMEOUT_SECONDS,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            if not self.rules_dir.is_dir():
+                raise GitHistoryError(f"the rules folder {self.rules_dir} does not exist") from exc
+            raise GitHistoryError("the git binary was not found on PATH") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise GitHistoryError(f"git {args[0]} took longer than {GIT_TIMEOUT_SECONDS:.0f} s") from exc
+        if result.returncode not in ok_codes:
+            stderr = result.stderr.decode("utf-8", "replace").strip()
+            raise GitHistoryError(f"git {args[0]} failed (exit {result.returncode}): {stderr}")
+        return result
+
+    def _text(self, *args: str) -> str:
+        return self._run(*args).stdout.decode("utf-8", "replace").strip()
+
+    # --- the repository ----------------------------------------------------------------------------------
+
+    def _work_tree_state(self) -> str:
+        """Where the folder stands: "own" (the top of a work tree), "inside" (a folder of a larger work tree
+        that does not ignore it) or "none" (no work tree, or one that ignores the folder)."""
+        probe = self._run("rev-parse", "--is-inside-work-tree", "--show-toplevel", ok_codes=(0, 128))
+        if probe.returncode == 128:
+            if b"not a git repository" in probe.stderr:
+                return "none"
+            raise GitHistoryError(f"git rev-parse failed: {probe.stderr.decode('utf-8', 'replace').strip()}")
+        lines = probe.stdout.decode("utf-8", "replace").splitlines()
+        if not lines or lines[0] != "true":
+            raise GitHistoryError(f"{self.rules_dir} is inside a git directory, not a work tree")
+        if Path(lines[1]).resolve() == self.rules_dir.resolve():
+            return "own"
+        # check-ignore refuses literal pathspecs; "." has nothing to expand anyway
+        ignored = self._run("check-ignore", "-q", "--", ".", ok_codes=(0, 1), literal_paths=False)
+        return "none" if ignored.returncode == 0 else "inside"
+
+    def ensure_repo(self) -> bool:
+        """Create the repository if the folder is not one yet (git init, a .gitignore with `.autotrain/` and
+        `*.tmp`, and an initial commit of the rule files as they are, authored by the committer). Returns True
+        when it created it. A folder that is already a work tree (its own repo, or inside a larger repo such as
+        a clone of this project) is used as it is: commits then touch only the given rule file paths. A folder
+        that a larger work tree ignores gets its own repository (commits there would be refused)."""
+        with self._lock:
+            self.rules_dir.mkdir(parents=True, exist_ok=True)
+            if self._work_tree_state() != "none":
+                return False
+            self._run("init", "-q", "--template=", f"--initial-branch={DEFAULT_BRANCH}", ".")
+            self._write_gitignore()
+            self._run("add", "-A", "--", ".")
+            self._run("commit", "-q", "--no-verify", "--cleanup=whitespace", "-F", "-", input=INITIAL_MESSAGE.encode())
+            return True
+
+    def _write_gitignore(self) -> None:
+        path = self.rules_dir / ".gitignore"
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+        present = {line.strip() for line in existing.splitlines()}
+        missing = [line for line in GITIGNORE_LINES if line not in present]
+        if not missing:
+            return
+        if existing and not existing.endswith("\n"):
+            existing += "\n"
+        path.write_text(existing + "".join(f"{line}\n" for line in missing), encoding="utf-8")
+
+    # --- writing -----------------------------------------------------------------------------------------
+
+    def commit(self, module_name: str, *, author_name: str, author_email: str, message: str) -> Commit | None:
+        """Commit that one file's current content (git add -- <file>; git commit --only -- <file>), with the
+        author given. None when the file did not change (nothing to commit). Never commits other paths."""
+        name = _check_module_name(module_name)
+        _check_identity(author_name, author_email, "author")
+        if not isinstance(message, str) or not message.strip() or "\0" in message:
+            raise ValueError("a commit message must have text (and no NUL)")
+        if not (self.rules_dir / name).is_file():
+            raise FileNotFoundError(f"{name} is not a file in {self.rules_dir}")
+        with self._lock:
+            self._run("add", "--", name)
+            staged = self._run(
+                "diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv", "--", name, ok_codes=(0, 1)
+            )
+            if staged.returncode == 0:
+                return None
+            self._run(
+                "commit",
+                "-q",
+                "--no-verify",
+                "--no-edit",
+                "--cleanup=whitespace",
+                "-F",
+                "-",
+                "--only",
+                "--",
+                name,
+                input=message.encode("utf-8"),
+                author=(author_name, author_email),
+            )
+            sha = self._text("rev-parse", "--verify", "HEAD^{commit}")
+        return self._commits([sha])[0]
+
+    # --- reading -----------------------------------------------------------------------------------------
+
+    def history(self, module_name: str, limit: int = 50) -> list[Commit]:
+        """Commits that touched the file, newest first (at most `limit`)."""
+        name = _check_module_name(module_name)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY:
+            raise ValueError(f"limit must be between 1 and {MAX_HISTORY}")
+        if self._run("rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok_codes=(0, 1)).returncode != 0:
+            return []  # no commit yet
+        shas = self._text("log", "--format=%H", f"--max-count={limit}", "--", name).split()
+        return self._commits(shas)
+
+    def diff(self, sha: str, module_name: str | None = None) -> str:
+        """The unified diff of that commit against its first parent (for one file when given). Paths are
+        relative to the rules folder; in a larger work tree, changes outside the folder are left out."""
+        revision = self._resolve(sha)
+        args = [
+            "diff-tree",
+            "-p",
+            "-r",
+            "--root",
+            "--no-commit-id",
+            "--relative",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--unified=3",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            revision,
+        ]
+        if module_name is not None:
+            args += ["--", _check_module_name(module_name)]
+        return self._run(*args).stdout.decode("utf-8", "replace")
+
+    def show(self, sha: str, module_name: str) -> str:
+        """The file's content at that commit."""
+        name = _check_module_name(module_name)
+        revision = self._resolve(sha)
+        data = self._run("cat-file", "blob", f"{revision}:./{name}").stdout
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GitHistoryError(f"{name} at {revision[:10]} is not UTF-8 text") from exc
+
+    def _resolve(self, sha: str) -> str:
+        revision = _check_revision(sha)
+        return self._text("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+
+    def _commits(self, shas: list[str]) -> list[Commit]:
+        """Commit records for full ids, in the order given: metadata from the raw commit objects (no format
+        string for a message to break), changed files from `git log --name-only -z`."""
+        if not shas:
+            return []
+        files = self._files(shas)
+        raw = self._run("cat-file", "--batch", input="".join(f"{sha}\n" for sha in shas).encode()).stdout
+        commits: list[Commit] = []
+        position = 0
+        for sha in shas:
+            end_of_header = raw.index(b"\n", position)
+            header = raw[position:end_of_header].split()
+            if len(header) != 3 or header[1] != b"commit":
+                raise GitHistoryError(f"unexpected git cat-file answer for {sha}: {header!r}")
+            size = int(header[2])
+            body = raw[end_of_header + 1 : end_of_header + 1 + size]
+            position = end_of_header + 1 + size + 1
+            commits.append(_parse_commit(sha, body, files.get(sha, ())))
+        return commits
+
+    def _files(self, shas: list[str]) -> dict[str, tuple[str, ...]]:
+        out = self._run(
+            "log", "--no-walk=unsorted", "--format=%H", "--name-only", "-z", "--relative", "--no-renames", *shas
+        ).stdout
+        expected = iter(shas)
+        files: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        upcoming = next(expected, None)
+        for token in out.split(b"\0"):
+            if upcoming is not None and token == upcoming.encode():
+                current = files.setdefault(upcoming, [])
+                upcoming = next(expected, None)
+            elif token and current is not None:
+                current.append(token.removeprefix(b"\n").decode("utf-8", "surrogateescape"))
+        return {sha: tuple(names) for sha, names in files.items()}
+
+
+def _parse_commit(sha: str, body: bytes, files: tuple[str, ...]) -> Commit:
+    head, _, message = body.partition(b"\n\n")
+    encoding = "utf-8"
+    author: re.Match[bytes] | None = None
+    for line in head.split(b"\n"):
+        if line.startswith(b"author "):
+            author = _AUTHOR_LINE.fullmatch(line)
+        elif line.startswith(b"encoding "):
+            encoding = line[len(b"encoding ") :].decode("ascii", "replace").strip()
+    if author is None:
+        raise GitHistoryError(f"commit {sha} has no readable author line")
+    try:
+        text = message.decode(encoding, "replace")
+        name = author.group(1).decode(encoding, "replace").strip()
+        email = author.group(2).decode(encoding, "replace")
+    except LookupError:
+        text = message.decode("utf-8", "replace")
+        name = author.group(1).decode("utf-8", "replace").strip()
+        email = author.group(2).decode("utf-8", "replace")
+    offset = timedelta(hours=int(author.group(5)), minutes=int(author.group(6)))
+    zone = timezone(-offset if author.group(4) == b"-" else offset)
+    at = datetime.fromtimestamp(int(author.group(3)), UTC).astimezone(zone)
+    return Commit(
+        sha=sha,
+        short=sha[:10],
+        author_name=name,
+        author_email=email,
+        at=at,
+        message=text.rstrip("\n"),
+        files=files,
+    )
+
+
+class AsyncGitHistory:
+    """The RuleHistory port on top of GitRuleHistory: git runs in a thread, authors come from actor ids.
+
+    Decision: history is kept when the rules folder is a repository of its own, or in no repository yet (one
+    is created). A rules folder inside another repository — the `config/` of a clone of this project — is
+    left alone (no commits in someone else's repository); point AUTOTRAIN_RULES_DIR at a folder of its own.
+    """
+
+    def __init__(self, history: GitRuleHistory) -> None:
+        self.history = history
+
+    @classmethod
+    def open(cls, rules_dir: Path) -> AsyncGitHistory:
+        history = GitRuleHistory(Path(rules_dir))
+        Path(rules_dir).mkdir(parents=True, exist_ok=True)
+        if history._work_tree_state() == "inside":
+            raise GitHistoryError(
+                f"{Path(rules_dir).resolve()} is inside another git repository; set AUTOTRAIN_RULES_DIR to a folder"
+                " of its own to keep the rules' history"
+            )
+        history.ensure_repo()
+        return cls(history)
+
+    async def commit(self, module_name: str, *, author: str, message: str) -> str | None:
+        name = author if author not in ("system", "auto-approve") else "Auto-Train"
+        email = f"{author.lower()}@autotrain.invalid" if name == author else "autotrain@localhost"
+        commit = await asyncio.to_thread(
+            self.history.commit, module_name, author_name=name, author_email=email, message=message
+        )
+        return commit.sha if commit else None
