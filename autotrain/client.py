@@ -20,7 +20,6 @@ Standard library and `autotrain.rulefiles` only: no framework, no database.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -30,28 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from autotrain.errors import RuleFileInvalid
+from autotrain.rollout import FULL_ROLLOUT, bucket, in_rollout
 from autotrain.rulefiles import JsonRuleDocument, parse_rule_file
 
 __all__ = ["RuleBook", "bucket", "in_rollout"]
 
 logger = logging.getLogger("autotrain.client")
-
-FULL_ROLLOUT = 100
-
-
-def bucket(rule_id: str, user_id: str) -> int:
-    """0–99, stable: sha256 of f"{rule_id}:{user_id}" (not Python's hash(), which changes per process)."""
-    digest = hashlib.sha256(f"{rule_id}:{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 100
-
-
-def in_rollout(rule_id: str, user_id: str, percent: int) -> bool:
-    """Whether this user is in a rollout of `percent` % of users: 100 (or more) → always, 0 (or less) → never."""
-    if percent >= FULL_ROLLOUT:
-        return True
-    if percent <= 0:
-        return False
-    return bucket(rule_id, user_id) < percent
 
 
 def _same_line(text: str) -> str:

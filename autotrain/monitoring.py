@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from autotrain.rollout import in_rollout
 from autotrain.text import fold
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,16 @@ class DigestRule(BaseModel):
     message_ts: str | None = None
 
 
+class DigestCanary(BaseModel):
+    """A rule deployed to a share of users, and the period's feedback from users in and out of it."""
+
+    rule_id: str
+    module_name: str
+    rollout_percent: int
+    feedback_in_canary: int
+    feedback_outside: int
+
+
 class Digest(BaseModel):
     start: datetime
     end: datetime
@@ -225,6 +236,7 @@ class Digest(BaseModel):
     approval_seconds_p90: float | None
     themes: list[tuple[str, int]]
     deployed: list[DigestRule]
+    canaries: list[DigestCanary] = []
 
     @property
     def feedback_received(self) -> int:
@@ -424,7 +436,13 @@ class Monitor:
         data = await self.store.digest_data(start=start, end=end)
         approvals: list[float] = data.pop("approval_seconds")
         texts: list[str] = data.pop("feedback_texts")
+        users: list[str] = data.pop("feedback_users")
+        canaries = []
+        for canary in data.pop("canaries"):
+            inside = sum(in_rollout(canary["rule_id"], user, canary["rollout_percent"]) for user in users)
+            canaries.append(DigestCanary(**canary, feedback_in_canary=inside, feedback_outside=len(users) - inside))
         return Digest(
+            canaries=canaries,
             start=start,
             end=end,
             approval_seconds_avg=average(approvals),

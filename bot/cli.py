@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("--as", dest="actor", default="cli", help="actor recorded in the audit log")
 
     commands.add_parser("status", help="print the pipeline's status as JSON")
+
+    history = commands.add_parser("history", help="the git history of a rule file (deploys, promotes, rollbacks)")
+    history.add_argument("module_name", help="e.g. fashion_rules.json")
+    history.add_argument("--diff", metavar="COMMIT", help="show what that commit changed in the file")
+    history.add_argument("--limit", type=int, default=20)
     return parser
 
 
@@ -78,7 +83,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_all(settings, args.actor))
     if args.command == "status":
         return asyncio.run(_status(settings))
+    if args.command == "history":
+        return _history(settings, args.module_name, args.diff, args.limit)
     return 2
+
+
+def _history(settings: Settings, module_name: str, commit: str | None, limit: int) -> int:
+    from bot.git_history import GitHistoryError, GitRuleHistory
+
+    if module_name not in settings.allowed_modules:
+        print(
+            f"autotrain: {module_name} is not an allowed rule file ({', '.join(settings.allowed_modules)})",
+            file=sys.stderr,
+        )
+        return 2
+    history = GitRuleHistory(settings.rules_dir)
+    try:
+        if commit:
+            print(history.diff(commit, module_name), end="")
+            return 0
+        commits = history.history(module_name, limit=limit)
+    except (GitHistoryError, ValueError) as exc:
+        print(f"autotrain: {exc}", file=sys.stderr)
+        return 1
+    if not commits:
+        print(f"no history for {module_name} yet (is {settings.rules_dir} a git repository?)", file=sys.stderr)
+        return 0
+    for entry in commits:
+        subject = entry.message.splitlines()[0] if entry.message else ""
+        print(f"{entry.short}  {entry.at:%Y-%m-%d %H:%M}  {entry.author_name:<16}  {subject}")
+    return 0
 
 
 def serve(settings: Settings, host: str, port: int, log_level: str) -> int:

@@ -949,6 +949,17 @@ class SqliteStore:
             )
             texts = [row[0] for row in await cursor.fetchall()]
             cursor = await db.execute(
+                "SELECT user_id FROM feedbacks WHERE created_at >= ? AND created_at < ? ORDER BY id", period
+            )
+            users = [row[0] for row in await cursor.fetchall()]
+            cursor = await db.execute(
+                "SELECT rule_id, module_name, rollout_percent FROM generated_rules"
+                " WHERE status = 'deployed' AND rollout_percent < 100 ORDER BY id"
+            )
+            canaries = [
+                {"rule_id": r[0], "module_name": r[1], "rollout_percent": r[2]} for r in await cursor.fetchall()
+            ]
+            cursor = await db.execute(
                 "SELECT r.rule_id, r.module_name, r.new_rule, c.channel, c.message_ts FROM deployments d"
                 " JOIN generated_rules r ON r.rule_id = d.rule_id"
                 " LEFT JOIN review_cards c ON c.rule_id = r.rule_id AND c.state = 'posted'"
@@ -973,6 +984,8 @@ class SqliteStore:
             "oldest_pending_at": oldest[1] if oldest else None,
             "approval_seconds": approvals,
             "feedback_texts": texts,
+            "feedback_users": users,
+            "canaries": canaries,
             "deployed": deployed_rules,
         }
 

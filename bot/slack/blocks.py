@@ -610,6 +610,13 @@ def digest_message(digest: Digest, permalinks: dict[str, str]) -> tuple[str, lis
     if digest.themes:
         themes = " · ".join(f"“{escape(theme)}” ×{count}" for theme, count in digest.themes)
         blocks.append(section(f"*Recurring themes* {themes}"))
+    if digest.canaries:
+        canaries = "\n".join(
+            f"• {c.rule_id} in `{escape(c.module_name)}` at {c.rollout_percent} %: feedback from users in the canary "
+            f"{c.feedback_in_canary}, outside {c.feedback_outside}"
+            for c in digest.canaries[:10]
+        )
+        blocks.append(section(f"*Canaries*\n{canaries}"))
     if digest.deployed:
         lines = []
         for rule in digest.deployed[:15]:

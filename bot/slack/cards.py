@@ -123,7 +123,8 @@ class RuleCardPublisher:
         if deployment is None and rule.status in (RuleStatus.DEPLOYED, RuleStatus.ROLLED_BACK):
             latest = await self.service.list_deployments(rule_id=rule_id, limit=1)
             deployment = latest.items[0] if latest.items else None
-        return blocks.rule_card(rule, feedback, deployment)
+        examples = await self.store.cluster_feedback_texts(rule_id) if rule.cluster_size > 1 else None
+        return blocks.rule_card(rule, feedback, deployment, cluster_examples=examples)
 
     async def post_card(self, rule_id: str) -> bool:
         """Post the card of a rule that has none; False when there is no review channel or it is taken."""
