@@ -78,6 +78,8 @@ async def run(feedbacks: int, latency: float, concurrency: int) -> tuple[float, 
         anthropic_base_url=api.base_url,
         auto_generate=False,
         run_all_concurrency=concurrency,
+        cluster_threshold=None,  # the 500 feedbacks are alike on purpose: measure 500 generations, not 1
+        git_history=False,
     )
     runtime = await open_runtime(settings)
     try:
