@@ -78,6 +78,16 @@ def _same(a: str, b: str) -> bool:
     return unicodedata.normalize("NFC", a.strip()) == unicodedata.normalize("NFC", b.strip())
 
 
+def render_rules_json(data: dict[str, Any]) -> str:
+    """One rule entry per line, as the shipped file is laid out: a deploy's diff (and its git commit) is then
+    exactly the entries it changed. Other top-level keys, if any, are kept (indented JSON)."""
+    if set(data) != {"version", "rules"}:
+        return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    entries = ",\n".join("    " + json.dumps(entry, ensure_ascii=False) for entry in data["rules"])
+    body = f"\n{entries}\n  " if entries else ""
+    return f'{{\n  "version": {data["version"]},\n  "rules": [{body}]\n}}\n'
+
+
 class JsonRuleDocument:
     """`{"version": N, "rules": [{"rule": "- ...", "added_from": ..., "rule_id": ...}, ...]}`."""
 
@@ -113,7 +123,7 @@ class JsonRuleDocument:
 
     def _dump(self, data: dict[str, Any]) -> bytes:
         data["version"] = int(data.get("version", 0)) + 1
-        return (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        return render_rules_json(data).encode("utf-8")
 
     def apply(
         self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any], rollout_percent: int = 100
