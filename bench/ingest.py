@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,13 +26,8 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.serve_process import REPO_ROOT, serving, subprocess_environment
 
 
 async def drive(client: httpx.AsyncClient, method: str, path: str, total: int, concurrency: int, body=None) -> float:
@@ -81,49 +75,28 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="autotrain-bench-"))
     shutil.copytree(REPO_ROOT / "config", workdir / "config", ignore=shutil.ignore_patterns(".autotrain"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "AUTOTRAIN_"))}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    # Ingestion is limited per user in production; the benchmark measures the pipeline, not the limiter.
-    env["AUTOTRAIN_FEEDBACK_RATE_LIMIT"] = "1000000/second"  # a short window: the moving window stays small
-    env.update(dict(kv.split("=", 1) for kv in os.environ.get("BENCH_ENV", "").split() if "=" in kv))
-    port = free_port()
-    log = open(workdir / "serve.log", "wb")  # closed in the finally below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    env = subprocess_environment(
+        # Ingestion is limited per user in production; the benchmark measures the pipeline, not the limiter
+        # (a short window keeps the moving window small).
+        AUTOTRAIN_FEEDBACK_RATE_LIMIT="1000000/second",
+        **dict(kv.split("=", 1) for kv in os.environ.get("BENCH_ENV", "").split() if "=" in kv),
     )
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("autotrain serve did not start: " + (workdir / "serve.log").read_text())
-            time.sleep(0.1)
-        token = (
-            subprocess.run(
-                [sys.executable, "-m", "bot.cli", "token", "--role", "reporter", "--sub", "bench"],
-                cwd=workdir,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
+        with serving(workdir, env, log_level="warning") as (base_url, _):
+            token = (
+                subprocess.run(
+                    [sys.executable, "-m", "bot.cli", "token", "--role", "reporter", "--sub", "bench"],
+                    cwd=workdir,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
             )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        healthz, ingest = asyncio.run(measure(base_url, token, args.requests, args.concurrency))
+            healthz, ingest = asyncio.run(measure(base_url, token, args.requests, args.concurrency))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")

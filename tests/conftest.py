@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +25,7 @@ from autotrain.settings import Settings
 from bot.api import create_app
 from bot.auth import mint_token
 from bot.runtime import Runtime, open_runtime
+from tests.serve_process import free_port, serving, subprocess_environment  # noqa: F401 (free_port: for tests)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = REPO_ROOT / "config"
@@ -52,7 +51,7 @@ NEW_WEATHER_RULE = "- Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày"
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never see the machine's Slack / Anthropic / Auto-Train settings or a stray .env."""
     for name in list(os.environ):
         if name.startswith(("SLACK_", "ANTHROPIC_", "AUTOTRAIN_")):
@@ -194,12 +193,6 @@ def reload_server() -> Iterator[ReloadServer]:
 # ---------------------------------------------------------------------- `autotrain serve` as a subprocess
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class ServedApp:
     base_url: str
@@ -226,41 +219,14 @@ def served(tmp_path: Path) -> Iterator[ServedApp]:
     """`autotrain serve` on a free port, in a fresh folder holding a copy of config/, with no settings."""
     workdir = tmp_path / "served"
     shutil.copytree(SHIPPED_RULES, workdir / "config", ignore=shutil.ignore_patterns(".autotrain"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "AUTOTRAIN_"))}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    port = free_port()
-    log_file = open(workdir / "serve.log", "wb")  # closed in the finally below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
-        cwd=workdir,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    app = ServedApp(f"http://127.0.0.1:{port}", workdir, env, process)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{app.base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"autotrain serve did not start:\n{app.log()}")
-            time.sleep(0.1)
-        yield app
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log_file.close()
+    env = subprocess_environment()
+    with serving(workdir, env) as (base_url, process):
+        yield ServedApp(base_url, workdir, env, process)
 
 
 # ---------------------------------------------------------------------- Slack: the fake Web API and the simulator
 
 from tests.fakes.anthropic_api import messages_api  # noqa: E402, F401  (fixture)
+from tests.fakes.monitoring import open_monitored  # noqa: E402, F401  (fixture)
 from tests.fakes.slack_api import slack_api  # noqa: E402, F401  (fixture)
 from tests.slack_support import slack  # noqa: E402, F401  (fixture)

@@ -42,8 +42,11 @@ from tests.conftest import (
     submit,
 )
 from tests.fakes.anthropic_api import FakeMessagesApi, answer_json
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack_api import FakeSlackApi, SlackCall
 from tests.slack_support import REVIEW_CHANNEL, slack_settings
+
+ClaudeOpener = Callable[..., Awaitable[Runtime]]
 
 THRESHOLD = 0.9
 CLEAN_RULE = "- Khi trời trên 30 độ, ưu tiên gợi ý áo thun cotton và vải linen thoáng mát"
@@ -91,11 +94,8 @@ def claude_settings(tmp_path: Path, rules_dir: Path, messages_api: FakeMessagesA
     return make_settings(tmp_path, rules_dir, **values)
 
 
-Opener = Callable[..., Awaitable[Runtime]]
-
-
 @pytest.fixture
-async def open_claude(tmp_path: Path, rules_dir: Path, messages_api: FakeMessagesApi) -> AsyncIterator[Opener]:
+async def open_claude(tmp_path: Path, rules_dir: Path, messages_api: FakeMessagesApi) -> AsyncIterator[ClaudeOpener]:
     """Opens a runtime wired to the fake Messages API with the given settings overrides; closed at teardown."""
     opened: list[Runtime] = []
 
@@ -148,7 +148,7 @@ async def assert_waits_for_an_admin(runtime: Runtime, rule: Rule, rules_dir: Pat
 
 
 async def test_confident_clean_new_rule_is_approved_by_auto_approve_but_not_deployed(
-    open_claude: Opener, messages_api: FakeMessagesApi, rules_dir: Path
+    open_claude: ClaudeOpener, messages_api: FakeMessagesApi, rules_dir: Path
 ) -> None:
     runtime = await open_claude(auto_approve_confidence=THRESHOLD)
     before = file_bytes(rules_dir)
@@ -186,7 +186,7 @@ async def test_confident_clean_new_rule_is_approved_by_auto_approve_but_not_depl
 
 
 async def test_auto_deploy_deploys_the_auto_approved_rule(
-    open_claude: Opener, messages_api: FakeMessagesApi, rules_dir: Path
+    open_claude: ClaudeOpener, messages_api: FakeMessagesApi, rules_dir: Path
 ) -> None:
     runtime = await open_claude(auto_approve_confidence=THRESHOLD, auto_deploy=True)
     lines_before = read_rule_lines(rules_dir)
@@ -221,7 +221,7 @@ async def test_auto_deploy_deploys_the_auto_approved_rule(
 
 
 async def test_auto_deploy_without_a_threshold_deploys_nothing(
-    open_claude: Opener, messages_api: FakeMessagesApi, rules_dir: Path
+    open_claude: ClaudeOpener, messages_api: FakeMessagesApi, rules_dir: Path
 ) -> None:
     runtime = await open_claude(auto_deploy=True)  # no auto_approve_confidence: auto-approve is off
     before = file_bytes(rules_dir)
@@ -237,7 +237,7 @@ async def test_auto_deploy_without_a_threshold_deploys_nothing(
     [(0.9, False), (0.8999, False), (0.75, False), (0.9001, True), (1.0, True)],
 )
 async def test_confidence_must_be_strictly_above_the_threshold(
-    open_claude: Opener, messages_api: FakeMessagesApi, rules_dir: Path, confidence: float, approved: bool
+    open_claude: ClaudeOpener, messages_api: FakeMessagesApi, rules_dir: Path, confidence: float, approved: bool
 ) -> None:
     runtime = await open_claude(auto_approve_confidence=THRESHOLD)
     before = file_bytes(rules_dir)
@@ -252,7 +252,7 @@ async def test_confidence_must_be_strictly_above_the_threshold(
 
 
 async def test_without_a_threshold_nothing_is_auto_approved(
-    open_claude: Opener, messages_api: FakeMessagesApi, rules_dir: Path
+    open_claude: ClaudeOpener, messages_api: FakeMessagesApi, rules_dir: Path
 ) -> None:
     runtime = await open_claude()  # AUTOTRAIN_AUTO_APPROVE_CONFIDENCE unset: off
     assert runtime.settings.auto_approve_confidence is None
@@ -316,7 +316,7 @@ async def test_without_a_threshold_nothing_is_auto_approved(
     ],
 )
 async def test_a_flagged_rule_is_never_auto_approved(
-    open_claude: Opener,
+    open_claude: ClaudeOpener,
     messages_api: FakeMessagesApi,
     rules_dir: Path,
     claude_answer: dict[str, Any],
@@ -335,7 +335,7 @@ async def test_a_flagged_rule_is_never_auto_approved(
 
 
 async def test_a_replacing_rule_is_never_auto_approved(
-    open_claude: Opener, messages_api: FakeMessagesApi, rules_dir: Path
+    open_claude: ClaudeOpener, messages_api: FakeMessagesApi, rules_dir: Path
 ) -> None:
     runtime = await open_claude(auto_approve_confidence=THRESHOLD, auto_deploy=True)
     before = file_bytes(rules_dir)
@@ -375,7 +375,7 @@ async def test_a_replacing_rule_is_never_auto_approved(
     ],
 )
 async def test_a_rule_with_any_warning_is_never_auto_approved(
-    open_claude: Opener,
+    open_claude: ClaudeOpener,
     messages_api: FakeMessagesApi,
     rules_dir: Path,
     changes: dict[str, Any],
@@ -393,7 +393,7 @@ async def test_a_rule_with_any_warning_is_never_auto_approved(
 
 
 async def test_require_canary_keeps_json_rules_for_an_admin(
-    open_claude: Opener, messages_api: FakeMessagesApi, rules_dir: Path
+    open_claude: ClaudeOpener, messages_api: FakeMessagesApi, rules_dir: Path
 ) -> None:
     runtime = await open_claude(auto_approve_confidence=THRESHOLD, auto_deploy=True, require_canary=True)
     before = file_bytes(rules_dir)
@@ -518,14 +518,6 @@ async def test_the_card_of_a_flagged_confident_rule_does_not_say_auto_approve(
 
 END = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 START = END - timedelta(hours=24)
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def deployed_rule(runtime: Runtime, payload: dict[str, Any], rollout_percent: int) -> Rule:

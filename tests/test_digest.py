@@ -4,7 +4,6 @@ quiet periods, and a scheduled digest posted once across processes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,52 +12,14 @@ import pytest
 
 from autotrain.errors import TransitionRefused
 from autotrain.models import Rule
-from autotrain.monitoring import AlertEvent, Digest, DigestRule, recurring_themes
-from autotrain.settings import Settings
-from bot.runtime import Runtime, open_runtime
+from autotrain.monitoring import DigestRule, recurring_themes
+from bot.runtime import Runtime
 from tests.conftest import ADMIN, REPORTER, WEATHER_FEEDBACK, make_settings, submit
+from tests.fakes.clock import FakeClock
+from tests.fakes.monitoring import Opener
 
 END = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 START = END - timedelta(hours=24)
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.alerts: list[AlertEvent] = []
-        self.digests: list[Digest] = []
-
-    async def alert(self, event: AlertEvent) -> None:
-        self.alerts.append(event)
-
-    async def digest(self, digest: Digest) -> None:
-        self.digests.append(digest)
-
-
-Opener = Callable[..., Awaitable[tuple[Runtime, RecordingSink]]]
-
-
-@pytest.fixture
-async def open_monitored() -> AsyncIterator[Opener]:
-    opened: list[Runtime] = []
-
-    async def opener(settings: Settings, clock: FakeClock) -> tuple[Runtime, RecordingSink]:
-        runtime = await open_runtime(settings, clock=clock)
-        opened.append(runtime)
-        sink = RecordingSink()
-        runtime.monitor.add_sink(sink)
-        return runtime, sink
-
-    yield opener
-    for runtime in opened:
-        await runtime.close()
 
 
 def payload(query: str, text: str, feedback_type: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from autotrain.service import PipelineService
 from bot.api import create_app
 from bot.runtime import open_runtime
 from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, bearer, make_settings, submit
+from tests.fakes.clock import FakeClock
 
 DAY_ONE = datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
 DAY_TWO = datetime(2025, 6, 2, 9, 30, 0, tzinfo=UTC)
@@ -43,17 +44,6 @@ WAITING_FEEDBACK = {
     "feedback_text": "Không có size dài cho người cao 1m85",
     "feedback_type": "bug",
 }
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @dataclass

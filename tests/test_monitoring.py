@@ -4,7 +4,7 @@ two monitors on one database."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from autotrain.monitoring import (
     AlertEvent,
     AlertState,
     AlertThresholds,
-    Digest,
     Metrics,
     Severity,
     decide,
@@ -28,41 +27,14 @@ from autotrain.monitoring import (
     percentile,
 )
 from autotrain.ports import GenerationResult
-from autotrain.settings import Settings
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import Runtime
 from tests.conftest import ADMIN, REPORTER, make_settings, submit
+from tests.fakes.clock import FakeClock
+from tests.fakes.monitoring import Opener
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 COOLDOWN = 3600
 DEFINITIONS = {definition.name: definition for definition in ALERTS}
-
-
-class FakeClock:
-    """The injected clock: `now` only moves when a test advances it."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
-class RecordingSink:
-    """A monitoring sink that keeps what it was told."""
-
-    def __init__(self) -> None:
-        self.alerts: list[AlertEvent] = []
-        self.digests: list[Digest] = []
-
-    async def alert(self, event: AlertEvent) -> None:
-        self.alerts.append(event)
-
-    async def digest(self, digest: Digest) -> None:
-        self.digests.append(digest)
 
 
 class FailingGenerator:
@@ -72,26 +44,6 @@ class FailingGenerator:
 
     async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
         raise ConnectionError("upstream unavailable")
-
-
-Opener = Callable[..., Awaitable[tuple[Runtime, RecordingSink]]]
-
-
-@pytest.fixture
-async def open_monitored() -> AsyncIterator[Opener]:
-    """Open runtimes on a controlled clock, each with a recording sink; all are closed at the end."""
-    opened: list[Runtime] = []
-
-    async def opener(settings: Settings, clock: FakeClock) -> tuple[Runtime, RecordingSink]:
-        runtime = await open_runtime(settings, clock=clock)
-        opened.append(runtime)
-        sink = RecordingSink()
-        runtime.monitor.add_sink(sink)
-        return runtime, sink
-
-    yield opener
-    for runtime in opened:
-        await runtime.close()  # closing twice is harmless
 
 
 def feedback_payload(n: int, feedback_type: str = "bug") -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,54 +16,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from autotrain.monitoring import AlertDecision, AlertEvent, Digest
-from autotrain.settings import Settings
+from autotrain.monitoring import AlertDecision
 from bot.api import create_app
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import Runtime
 from bot.scheduler import JOB_DEFAULTS, build_scheduler, crontab_trigger, digest_key, logged
 from tests.conftest import make_settings, submit
+from tests.fakes.clock import FakeClock
+from tests.fakes.monitoring import Opener, RecordingSink
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)  # a Thursday; 15:00 in Ho Chi Minh City
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.alerts: list[AlertEvent] = []
-        self.digests: list[Digest] = []
-
-    async def alert(self, event: AlertEvent) -> None:
-        self.alerts.append(event)
-
-    async def digest(self, digest: Digest) -> None:
-        self.digests.append(digest)
-
-
-Opener = Callable[..., Awaitable[tuple[Runtime, RecordingSink]]]
-
-
-@pytest.fixture
-async def open_monitored() -> AsyncIterator[Opener]:
-    opened: list[Runtime] = []
-
-    async def opener(settings: Settings, clock: FakeClock) -> tuple[Runtime, RecordingSink]:
-        runtime = await open_runtime(settings, clock=clock)
-        opened.append(runtime)
-        sink = RecordingSink()
-        runtime.monitor.add_sink(sink)
-        return runtime, sink
-
-    yield opener
-    for runtime in opened:
-        await runtime.close()
 
 
 def feedback(n: int) -> dict[str, str]:

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +15,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from autotrain.policy import Role
 from bot.auth import mint_token
-from tests.conftest import JWT_SECRET, REPO_ROOT, SHIPPED_RULES, free_port
+from tests.conftest import JWT_SECRET, REPO_ROOT, SHIPPED_RULES
+from tests.serve_process import serving
 
 EXAMPLES_PER_OPERATION = 40
 
@@ -36,31 +33,9 @@ def served_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         AUTOTRAIN_FEEDBACK_RATE_LIMIT="100000/minute",
         AUTOTRAIN_SCHEDULER="false",
     )
-    port = free_port()
-    with open(workdir / "serve.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--log-level", "warning"],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-        log_text = (workdir / "serve.log").read_text(errors="replace")
+    with serving(workdir, env, log_level="warning") as (url, _):
+        yield url
+    log_text = (workdir / "serve.log").read_text(errors="replace")
     assert "Traceback" not in log_text, log_text[-3000:]
 
 

@@ -26,6 +26,7 @@ from bot.api import create_app
 from bot.auth import mint_token, resolve_secret, secret_file_for
 from bot.redaction import REDACTED, install_redaction
 from tests.conftest import REPO_ROOT, SHIPPED_RULES, WEATHER_FEEDBACK, free_port, make_settings
+from tests.serve_process import serving
 
 SLACK_TOKEN = "xoxb-111-222-supersecretslacktoken"
 SIGNING = "signing-secret-0123456789abcdef"
@@ -94,44 +95,18 @@ def test_served_process_logs_no_secret(tmp_path: Path) -> None:
         AUTOTRAIN_JWT_SECRET=JWT_SECRET_VALUE,
         AUTOTRAIN_CARD_RETRY_SECONDS="0.5",
     )
-    port = free_port()
     log_path = workdir / "serve.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--log-level", "debug"],
-            cwd=workdir,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.1)
-            token = mint_token(JWT_SECRET_VALUE, subject="U_ADMIN", role=Role.ADMIN, ttl=timedelta(minutes=5))
-            headers = {"Authorization": f"Bearer {token}"}
-            with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
-                assert http.post("/autotrain/feedback", json=WEATHER_FEEDBACK).status_code == 201
-                failed = http.post("/autotrain/generate/FB-1001")
-                assert failed.status_code == 502
-                assert (
-                    http.get(
-                        "/autotrain/status", headers={"Authorization": "Bearer " + token[:-4] + "AAAA"}
-                    ).status_code
-                    == 401
-                )
-                bodies = failed.text
-            time.sleep(1.5)  # let the card retry loop log its Slack failure
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
+    with serving(workdir, env, log_level="debug") as (base, _):
+        token = mint_token(JWT_SECRET_VALUE, subject="U_ADMIN", role=Role.ADMIN, ttl=timedelta(minutes=5))
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+            assert http.post("/autotrain/feedback", json=WEATHER_FEEDBACK).status_code == 201
+            failed = http.post("/autotrain/generate/FB-1001")
+            assert failed.status_code == 502
+            forged = {"Authorization": "Bearer " + token[:-4] + "AAAA"}
+            assert http.get("/autotrain/status", headers=forged).status_code == 401
+            bodies = failed.text
+        time.sleep(1.5)  # let the card retry loop log its Slack failure
     output = log_path.read_text(errors="replace")
     assert "Slack: on" in output and "rule generator: Claude" in output
     assert "could not reach the Claude API" in output or "generation" in output

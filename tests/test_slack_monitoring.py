@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from autotrain.monitoring import Monitor
 from bot.api import create_app
 from bot.runtime import open_runtime
 from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack_api import FakeSlackApi, SlackCall
 from tests.slack_support import ADMIN_USER, OTHER_USER, REVIEW_CHANNEL, SlackSimulator, slack_settings
 
@@ -33,17 +34,6 @@ SHOES_FEEDBACK = {
     "feedback_text": "Đi làm cả ngày mà gợi ý gót 12cm thì đau chân lắm",
     "feedback_type": "suggestion",
 }
-
-
-class FakeClock:
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -63,7 +53,7 @@ async def slack_app(
     tmp_path: Path, rules_dir: Path, api: FakeSlackApi, clock: FakeClock | None = None, **overrides: Any
 ) -> AsyncIterator[Harness]:
     """The whole server with Slack on, the alert and digest channels set, and a controlled clock."""
-    clock = clock or FakeClock()
+    clock = clock or FakeClock(START)
     values: dict[str, Any] = {"alert_channel": ALERTS, "digest_channel": DIGESTS, "auto_generate": False}
     values.update(overrides)
     app = create_app(

@@ -24,22 +24,10 @@ from autotrain.policy import Actor, Role
 from bot.runtime import Runtime, open_runtime
 from bot.webhooks import RETRY_BASE_SECONDS, sign
 from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, make_settings, submit
+from tests.fakes.clock import FakeClock
 
 SECRET = "whsec-test-0123456789"
 START = datetime(2025, 6, 2, 10, 0, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """The injected clock: tests move `now` by hand."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 # ---------------------------------------------------------------------- the receiver on 127.0.0.1
@@ -178,7 +166,7 @@ def test_sign_is_hmac_sha256_of_timestamp_dot_body() -> None:
 async def test_rule_events_are_delivered_signed_with_the_rule(
     tmp_path: Path, rules_dir: Path, receiver: Receiver
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     async with webhook_runtime(tmp_path, rules_dir, clock, (receiver.url,)) as runtime:
         assert runtime.webhooks is not None
         rule = await generated_rule(runtime)
@@ -244,7 +232,7 @@ async def test_rule_events_are_delivered_signed_with_the_rule(
 
 
 async def test_reject_and_rollback_are_events_too(tmp_path: Path, rules_dir: Path, receiver: Receiver) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     async with webhook_runtime(tmp_path, rules_dir, clock, (receiver.url,)) as runtime:
         first = await generated_rule(runtime, WEATHER_FEEDBACK)
         second = await generated_rule(runtime, HEIGHT_FEEDBACK)
@@ -274,7 +262,7 @@ async def test_reject_and_rollback_are_events_too(tmp_path: Path, rules_dir: Pat
 
 async def test_a_500_is_retried_with_exponential_backoff(tmp_path: Path, rules_dir: Path, receiver: Receiver) -> None:
     assert RETRY_BASE_SECONDS == 2
-    clock = FakeClock()
+    clock = FakeClock(START)
     receiver.status = 500
     async with webhook_runtime(tmp_path, rules_dir, clock, (receiver.url,)) as runtime:
         assert runtime.webhooks is not None
@@ -336,7 +324,7 @@ async def test_a_500_is_retried_with_exponential_backoff(tmp_path: Path, rules_d
 async def test_after_max_attempts_the_delivery_fails_for_good(
     tmp_path: Path, rules_dir: Path, receiver: Receiver
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     receiver.status = 500
     async with webhook_runtime(tmp_path, rules_dir, clock, (receiver.url,), webhook_max_attempts=3) as runtime:
         assert runtime.webhooks is not None
@@ -371,7 +359,7 @@ async def test_after_max_attempts_the_delivery_fails_for_good(
 
 
 async def test_an_unreachable_receiver_is_logged_and_retried(tmp_path: Path, rules_dir: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     url = closed_port_url()
     async with webhook_runtime(tmp_path, rules_dir, clock, (url,), webhook_max_attempts=2) as runtime:
         assert runtime.webhooks is not None
@@ -392,7 +380,7 @@ async def test_the_delivery_log_shows_each_delivery_with_its_outcome(
 ) -> None:
     good, bad = receivers(), receivers()
     bad.status = 503
-    clock = FakeClock()
+    clock = FakeClock(START)
     async with webhook_runtime(tmp_path, rules_dir, clock, (good.url, bad.url)) as runtime:
         assert runtime.webhooks is not None
         rule = await generated_rule(runtime)
@@ -414,7 +402,7 @@ async def test_the_delivery_log_shows_each_delivery_with_its_outcome(
 
 async def test_each_url_gets_the_event(tmp_path: Path, rules_dir: Path, receivers: Callable[[], Receiver]) -> None:
     first, second = receivers(), receivers()
-    clock = FakeClock()
+    clock = FakeClock(START)
     async with webhook_runtime(tmp_path, rules_dir, clock, (first.url, second.url)) as runtime:
         assert runtime.webhooks is not None
         rule = await generated_rule(runtime)
@@ -434,7 +422,7 @@ async def test_each_url_gets_the_event(tmp_path: Path, rules_dir: Path, receiver
 
 
 async def test_alerts_fire_and_resolve_as_webhook_events(tmp_path: Path, rules_dir: Path, receiver: Receiver) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     async with webhook_runtime(tmp_path, rules_dir, clock, (receiver.url,), alert_pending_max=1) as runtime:
         assert runtime.webhooks is not None
         await submit(runtime.service, WEATHER_FEEDBACK)
@@ -471,7 +459,7 @@ async def test_alerts_fire_and_resolve_as_webhook_events(tmp_path: Path, rules_d
 
 
 async def test_no_webhooks_without_a_secret(tmp_path: Path, rules_dir: Path, receiver: Receiver) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     async with webhook_runtime(
         tmp_path, rules_dir, clock, (receiver.url,), webhook_secret=None, alert_pending_max=0
     ) as runtime:
@@ -486,7 +474,7 @@ async def test_no_webhooks_without_a_secret(tmp_path: Path, rules_dir: Path, rec
 
 
 async def test_no_webhooks_without_urls(tmp_path: Path, rules_dir: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     async with webhook_runtime(tmp_path, rules_dir, clock, ()) as runtime:
         assert runtime.webhooks is None
         await generated_rule(runtime)
@@ -497,7 +485,7 @@ async def test_two_processes_on_one_database_deliver_each_event_once(
     tmp_path: Path, rules_dir: Path, receiver: Receiver
 ) -> None:
     """Two `serve` processes share the outbox: a due delivery is sent by one of them, not both."""
-    clock = FakeClock()
+    clock = FakeClock(START)
     receiver.delay = 0.3  # a slow endpoint: both dispatchers are due at the same tick
     async with (
         webhook_runtime(tmp_path, rules_dir, clock, (receiver.url,)) as one,
@@ -517,7 +505,7 @@ async def test_a_long_pass_does_not_let_the_other_process_send_what_it_claimed(
 ) -> None:
     """One pass sends its due deliveries one after the other, each allowed up to 10 s: with a receiver that takes
     9 s to answer, eight deliveries take 72 s. The other process's tick must not send one of them a second time."""
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     def slow_receiver(n: int) -> None:
         clock.advance(9)  # each answer comes 9 s later (under the 10 s timeout)

@@ -1,0 +1,44 @@
+"""A monitoring sink that keeps what it was told (alerts and digests), and a fixture opening runtimes with it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from autotrain.monitoring import AlertEvent, Digest
+from autotrain.settings import Settings
+from bot.runtime import Runtime, open_runtime
+from tests.fakes.clock import FakeClock
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.alerts: list[AlertEvent] = []
+        self.digests: list[Digest] = []
+
+    async def alert(self, event: AlertEvent) -> None:
+        self.alerts.append(event)
+
+    async def digest(self, digest: Digest) -> None:
+        self.digests.append(digest)
+
+
+Opener = Callable[..., Awaitable[tuple[Runtime, RecordingSink]]]
+
+
+@pytest.fixture
+async def open_monitored() -> AsyncIterator[Opener]:
+    """Opens runtimes on a controlled clock, each with a RecordingSink; closes them after the test."""
+    opened: list[Runtime] = []
+
+    async def opener(settings: Settings, clock: FakeClock) -> tuple[Runtime, RecordingSink]:
+        runtime = await open_runtime(settings, clock=clock)
+        opened.append(runtime)
+        sink = RecordingSink()
+        runtime.monitor.add_sink(sink)
+        return runtime, sink
+
+    yield opener
+    for runtime in opened:
+        await runtime.close()
