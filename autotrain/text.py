@@ -41,19 +41,31 @@ class PhraseMatcher:
         ]
         # strict matchers (the profanity list) want "lon" (a can) not to match "lồn"
         self.bare_matches_accented = bare_matches_accented
+        # phrases by the bare form of their first word: a text is only checked against phrases that can start
+        # at one of its words
+        self._by_first: dict[str, list[int]] = {}
+        for index, (_, folded) in enumerate(self.phrases):
+            self._by_first.setdefault(folded[0], []).append(index)
 
     def found(self, text: str) -> list[str]:
-        """The phrases found in `text` (words joined by spaces)."""
+        """The phrases found in `text` (words joined by spaces), in the order they were given."""
         exact = words(text)
-        bare = [word if self.bare_matches_accented and fold(word) == word else None for word in exact]
-        hits = []
-        for parts, folded in self.phrases:
-            size = len(parts)
-            for start in range(len(exact) - size + 1):
-                if all(exact[start + i] == parts[i] or bare[start + i] == folded[i] for i in range(size)):
-                    hits.append(" ".join(parts))
-                    break
-        return hits
+        folded_words = [fold(word) for word in exact]
+        bare = [
+            word if self.bare_matches_accented and folded_words[i] == word else None for i, word in enumerate(exact)
+        ]
+        hit: set[int] = set()
+        for start, first in enumerate(folded_words):
+            for index in self._by_first.get(first, ()):
+                if index in hit:
+                    continue
+                parts, folded = self.phrases[index]
+                size = len(parts)
+                if start + size <= len(exact) and all(
+                    exact[start + i] == parts[i] or bare[start + i] == folded[i] for i in range(size)
+                ):
+                    hit.add(index)
+        return [" ".join(self.phrases[index][0]) for index in sorted(hit)]
 
     def matches(self, *texts: str) -> bool:
         return any(self.found(text) for text in texts)
