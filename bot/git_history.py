@@ -387,6 +387,9 @@ def _parse_commit(sha: str, body: bytes, files: tuple[str, ...]) -> Commit:
     )
 
 
+INDEX_LOCK_RETRIES = 5
+
+
 class AsyncGitHistory:
     """The RuleHistory port on top of GitRuleHistory: git runs in a thread, authors come from actor ids.
 
@@ -413,7 +416,15 @@ class AsyncGitHistory:
     async def commit(self, module_name: str, *, author: str, message: str) -> str | None:
         name = author if author not in ("system", "auto-approve") else "Auto-Train"
         email = f"{author.lower()}@autotrain.invalid" if name == author else "autotrain@localhost"
-        commit = await asyncio.to_thread(
-            self.history.commit, module_name, author_name=name, author_email=email, message=message
-        )
-        return commit.sha if commit else None
+        for attempt in range(INDEX_LOCK_RETRIES):
+            try:
+                commit = await asyncio.to_thread(
+                    self.history.commit, module_name, author_name=name, author_email=email, message=message
+                )
+                return commit.sha if commit else None
+            except GitHistoryError as exc:
+                # another process (the CLI, a second serve) is committing in this repository right now
+                if "index.lock" not in str(exc) or attempt == INDEX_LOCK_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return None
