@@ -419,7 +419,13 @@ class Monitor:
                 since=new_state.since or (state.since if state else None),
             )
             events.append(event)
-            await self._tell("alert", event)
+            errors = await self._tell("alert", event)
+            if self.sinks and len(errors) == len(self.sinks):
+                # nobody was told: put the state back, so that the next check tries again (not after the
+                # cool-down, and a resolve is not lost)
+                previous = state or AlertState(name=definition.name, active=False)
+                restored = previous.model_copy(update={"version": new_state.version + 1})
+                await self.store.save_alert_state(restored, expected_version=new_state.version)
         return events
 
     async def run_alert_job(self, interval_seconds: float) -> list[AlertEvent]:

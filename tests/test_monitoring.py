@@ -27,10 +27,10 @@ from autotrain.monitoring import (
     percentile,
 )
 from autotrain.ports import GenerationResult
-from bot.runtime import Runtime
+from bot.runtime import Runtime, open_runtime
 from tests.conftest import ADMIN, REPORTER, make_settings, submit
 from tests.fakes.clock import FakeClock
-from tests.fakes.monitoring import Opener
+from tests.fakes.monitoring import Opener, RecordingSink
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 COOLDOWN = 3600
@@ -160,6 +160,41 @@ def test_error_rate_is_not_measured_below_min_attempts() -> None:
 
 
 # ---------------------------------------------------------------------- each threshold, end to end
+
+
+class DownSink:
+    """A sink whose channel is unreachable (Slack down past its retries)."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    async def alert(self, event: AlertEvent) -> None:
+        self.tries += 1
+        raise ConnectionError("slack is down")
+
+    async def digest(self, digest: object) -> None:
+        raise ConnectionError("slack is down")
+
+
+async def test_an_alert_nobody_was_told_about_is_sent_at_the_next_check(tmp_path: Path, rules_dir: Path) -> None:
+    """Not lost until the cool-down ends: when every sink failed, the next check tries again."""
+    clock = FakeClock(T0)
+    runtime = await open_runtime(make_settings(tmp_path, rules_dir, alert_pending_max=0), clock=clock)
+    try:
+        down = DownSink()
+        runtime.monitor.sinks = [down]
+        await submit(runtime.service, feedback_payload(0))
+        assert only(await runtime.monitor.check_alerts()).kind is AlertDecision.FIRE
+        assert down.tries == 1
+        recording = RecordingSink()
+        runtime.monitor.sinks = [recording]
+        clock.advance(minutes=5)  # well inside the cool-down
+        again = only(await runtime.monitor.check_alerts())
+        assert again.name == "pending_feedback" and recording.alerts == [again]
+        clock.advance(minutes=5)
+        assert await runtime.monitor.check_alerts() == []  # told now: the cool-down applies
+    finally:
+        await runtime.close()
 
 
 async def test_pending_feedback_fires_once_respects_cooldown_repeats_and_resolves(
