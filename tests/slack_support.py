@@ -20,7 +20,7 @@ import pytest
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.api import create_app
-from tests.fakes.slack_api import FakeSlackApi
+from tests.fakes.slack_api import FakeSlackApi, SlackCall
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"
@@ -96,12 +96,17 @@ class SlackSimulator:
     def command_replies(self) -> list[dict[str, Any]]:
         return [call.params for call in self.api.calls if call.method.startswith("response_url:command-")]
 
-    async def click(
-        self, action_id: str, rule_id: str, *, user: str = ADMIN_USER, message_ts: str | None = None
+    async def press(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        channel: str,
+        ts: str,
+        block_id: str,
+        user: str = ADMIN_USER,
     ) -> httpx.Response:
-        card = await self.service.store.get_card(rule_id)
-        ts = message_ts or (card.message_ts if card and card.message_ts else "1700000000.000100")
-        channel = card.channel if card else REVIEW_CHANNEL
+        """A click on a button of a message, as Slack sends it (block_actions)."""
         return await self.interaction(
             {
                 "type": "block_actions",
@@ -111,20 +116,29 @@ class SlackSimulator:
                 "token": "legacy",
                 "trigger_id": self.api.new_trigger_id(),
                 "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
-                "channel": {"id": channel, "name": "review"},
-                "message": {"type": "message", "ts": ts, "text": "card"},
+                "channel": {"id": channel, "name": "channel"},
+                "message": {"type": "message", "ts": ts, "text": "message"},
                 "response_url": self.api.response_url(f"action-{next(self._ids)}"),
                 "actions": [
                     {
                         "type": "button",
                         "action_id": action_id,
-                        "block_id": "rule_actions",
-                        "value": rule_id,
+                        "block_id": block_id,
+                        "value": value,
                         "action_ts": f"{time.time():.6f}",
                     }
                 ],
             }
         )
+
+    async def click(
+        self, action_id: str, rule_id: str, *, user: str = ADMIN_USER, message_ts: str | None = None
+    ) -> httpx.Response:
+        """A click on a rule card's button (the card's channel and ts come from the store)."""
+        card = await self.service.store.get_card(rule_id)
+        ts = message_ts or (card.message_ts if card and card.message_ts else "1700000000.000100")
+        channel = card.channel if card else REVIEW_CHANNEL
+        return await self.press(action_id, rule_id, channel=channel, ts=ts, block_id="rule_actions", user=user)
 
     async def submit_view(
         self, callback_id: str, values: dict[str, Any], *, user: str = ADMIN_USER, private_metadata: str = ""
@@ -202,6 +216,28 @@ class SlackSimulator:
             "event_time": int(time.time()),
         }
         return await self.send(json.dumps(body), "application/json")
+
+
+def block_texts(blocks: list[dict[str, Any]]) -> str:
+    """Every piece of text in the blocks, one per line."""
+    parts: list[str] = []
+    for block in blocks:
+        if isinstance(block.get("text"), dict):
+            parts.append(block["text"]["text"])
+        for item in block.get("fields") or []:
+            parts.append(item["text"])
+        if block["type"] == "context":
+            parts.extend(item.get("text", "") for item in block["elements"])
+    return "\n".join(parts)
+
+
+def action_ids(blocks: list[dict[str, Any]]) -> list[str]:
+    return [e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+def ok(call: SlackCall) -> bool:
+    """Slack accepted the call."""
+    return call.status == 200 and isinstance(call.response, dict) and call.response.get("ok") is True
 
 
 def slack_settings(tmp_path: Path, rules_dir: Path, api: FakeSlackApi, **overrides: Any) -> Settings:

@@ -43,8 +43,8 @@ from tests.conftest import (
 )
 from tests.fakes.anthropic_api import FakeMessagesApi, answer_json
 from tests.fakes.clock import FakeClock
-from tests.fakes.slack_api import FakeSlackApi, SlackCall
-from tests.slack_support import REVIEW_CHANNEL, slack_settings
+from tests.fakes.slack_api import FakeSlackApi
+from tests.slack_support import REVIEW_CHANNEL, action_ids, block_texts, ok, slack_settings
 
 ClaudeOpener = Callable[..., Awaitable[Runtime]]
 
@@ -415,26 +415,6 @@ async def test_require_canary_keeps_json_rules_for_an_admin(
 
 
 # ---------------------------------------------------------------------- the card says so
-
-
-def ok(call: SlackCall) -> bool:
-    return call.status == 200 and isinstance(call.response, dict) and call.response.get("ok") is True
-
-
-def block_texts(blocks: list[dict[str, Any]]) -> str:
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block.get("text"), dict):
-            parts.append(block["text"]["text"])
-        for item in block.get("fields") or []:
-            parts.append(item["text"])
-        if block["type"] == "context":
-            parts.extend(item.get("text", "") for item in block["elements"])
-    return "\n".join(parts)
-
-
-def action_ids(blocks: list[dict[str, Any]]) -> list[str]:
-    return [element["action_id"] for block in blocks if block["type"] == "actions" for element in block["elements"]]
 
 
 @pytest.fixture

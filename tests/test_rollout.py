@@ -38,7 +38,11 @@ from tests.conftest import (
     read_rule_lines,
 )
 from tests.fakes.slack_api import FakeSlackApi
-from tests.slack_support import SlackSimulator, slack_settings
+from tests.slack_support import (
+    SlackSimulator,
+    action_ids,
+    slack_settings,
+)
 
 RULES = "fashion_rules.json"
 ADMIN_SUBJECT = "U_ADMIN"
@@ -576,10 +580,6 @@ async def test_a_rules_folder_inside_another_repository_gets_no_commits(tmp_path
 
 
 # ---------------------------------------------------------------------- Slack
-
-
-def action_ids(blocks: list[dict[str, Any]]) -> list[str]:
-    return [e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
 
 
 def header_text(blocks: list[dict[str, Any]]) -> str:

@@ -26,8 +26,8 @@ from autotrain.service import PipelineService
 from bot.api import create_app
 from bot.runtime import Runtime, open_runtime
 from tests.conftest import ADMIN, REPORTER, make_settings
-from tests.fakes.slack_api import FakeSlackApi, SlackCall
-from tests.slack_support import REVIEW_CHANNEL, slack_settings
+from tests.fakes.slack_api import FakeSlackApi
+from tests.slack_support import REVIEW_CHANNEL, block_texts, ok, slack_settings
 
 JACKET_ANSWER = "Mình gợi ý áo khoác nỉ này nhé"
 
@@ -58,22 +58,6 @@ def payload(row: tuple[str, str, str, str, str], feedback_type: str = "bug") -> 
 
 def members(group: str) -> list[str]:
     return [key for key, label, *_ in FIXTURE if label == group]
-
-
-def ok(call: SlackCall) -> bool:
-    return call.status == 200 and isinstance(call.response, dict) and call.response.get("ok") is True
-
-
-def block_texts(blocks: list[dict[str, Any]]) -> str:
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block.get("text"), dict):
-            parts.append(block["text"]["text"])
-        for item in block.get("fields") or []:
-            parts.append(item["text"])
-        if block["type"] == "context":
-            parts.extend(item.get("text", "") for item in block["elements"])
-    return "\n".join(parts)
 
 
 async def submit_fixture(service: PipelineService) -> dict[str, str]:

@@ -18,7 +18,7 @@ from tests.conftest import (
     read_rule_lines,
 )
 from tests.fakes.slack_api import SlackCall
-from tests.slack_support import ADMIN_USER, OTHER_USER, REVIEW_CHANNEL, SlackSimulator
+from tests.slack_support import ADMIN_USER, OTHER_USER, REVIEW_CHANNEL, SlackSimulator, action_ids, block_texts, ok
 
 EDITED_RULE = "- Khi trời trên 30 độ: không gợi ý áo khoác dày, ưu tiên vải mỏng thoáng mát"
 
@@ -26,29 +26,8 @@ EDITED_RULE = "- Khi trời trên 30 độ: không gợi ý áo khoác dày, ưu
 # ---------------------------------------------------------------------- helpers
 
 
-def action_ids(blocks: list[dict[str, Any]]) -> list[str]:
-    return [e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
-
-
 def buttons_by_id(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["action_id"]: e for b in blocks if b["type"] == "actions" for e in b["elements"]}
-
-
-def block_texts(blocks: list[dict[str, Any]]) -> str:
-    """Every piece of text in the blocks, one per line."""
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block.get("text"), dict):
-            parts.append(block["text"]["text"])
-        for item in block.get("fields") or []:
-            parts.append(item["text"])
-        if block["type"] == "context":
-            parts.extend(item.get("text", "") for item in block["elements"])
-    return "\n".join(parts)
-
-
-def ok(call: SlackCall) -> bool:
-    return call.status == 200 and isinstance(call.response, dict) and call.response.get("ok") is True
 
 
 def ephemerals_to(slack: SlackSimulator, user: str) -> list[str]:

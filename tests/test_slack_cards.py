@@ -20,13 +20,9 @@ from bot.api import create_app
 from bot.slack.cards import RuleCardPublisher
 from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, bearer
 from tests.fakes.slack_api import FakeSlackApi, SlackCall
-from tests.slack_support import REVIEW_CHANNEL, SlackSimulator, slack_settings
+from tests.slack_support import REVIEW_CHANNEL, SlackSimulator, block_texts, ok, slack_settings
 
 # ---------------------------------------------------------------------- helpers
-
-
-def ok(call: SlackCall) -> bool:
-    return call.status == 200 and isinstance(call.response, dict) and call.response.get("ok") is True
 
 
 def card_posts(api: FakeSlackApi, rule_id: str) -> list[SlackCall]:
@@ -38,18 +34,6 @@ def card_posts(api: FakeSlackApi, rule_id: str) -> list[SlackCall]:
         and call.params.get("channel") == REVIEW_CHANNEL
         and str(call.params.get("text", "")).startswith(f"{rule_id} ")
     ]
-
-
-def block_texts(blocks: list[dict[str, Any]]) -> str:
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block.get("text"), dict):
-            parts.append(block["text"]["text"])
-        for item in block.get("fields") or []:
-            parts.append(item["text"])
-        if block["type"] == "context":
-            parts.extend(item.get("text", "") for item in block["elements"])
-    return "\n".join(parts)
 
 
 async def wait_until(predicate, timeout: float = 8.0, what: str = "condition") -> None:

@@ -110,30 +110,7 @@ async def click_alert(
     slack: SlackSimulator, action_id: str, *, ts: str, value: str, user: str = ADMIN_USER, channel: str = ALERTS
 ) -> httpx.Response:
     """A click on a button of an alert message, as Slack sends it."""
-    n = next(slack._ids)
-    response = await slack.interaction(
-        {
-            "type": "block_actions",
-            "team": {"id": "T0001", "domain": "fake"},
-            "user": {"id": user, "username": user.lower(), "team_id": "T0001"},
-            "api_app_id": "A0001",
-            "token": "legacy",
-            "trigger_id": slack.api.new_trigger_id(),
-            "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
-            "channel": {"id": channel, "name": "alerts"},
-            "message": {"type": "message", "ts": ts, "text": "alert"},
-            "response_url": slack.api.response_url(f"alert-{n}"),
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": "alert_actions",
-                    "value": value,
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
-    )
+    response = await slack.press(action_id, value, channel=channel, ts=ts, block_id="alert_actions", user=user)
     assert response.status_code == 200, response.text
     return response
 

@@ -7,8 +7,11 @@ import asyncio
 import json
 from typing import Any
 
-from tests.fakes.slack_api import SlackCall
-from tests.slack_support import OTHER_USER, SlackSimulator
+from tests.slack_support import (
+    OTHER_USER,
+    SlackSimulator,
+    ok,
+)
 
 CHANNEL = "CBOT"
 PARENT_TS = "1700000050.000100"
@@ -17,10 +20,6 @@ REPLY_TS = "1700000060.000200"
 
 def inputs(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
-
-
-def ok(call: SlackCall) -> bool:
-    return call.status == 200 and isinstance(call.response, dict) and call.response.get("ok") is True
 
 
 async def test_shortcut_on_a_top_level_message_opens_the_feedback_modal(slack: SlackSimulator) -> None:

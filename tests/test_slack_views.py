@@ -13,7 +13,13 @@ import httpx
 from autotrain.models import FeedbackIn, FeedbackStatus, RuleStatus
 from tests.conftest import ADMIN, NEW_WEATHER_RULE, OLD_WEATHER_RULE, REPORTER, WEATHER_FEEDBACK
 from tests.fakes.slack_api import SlackCall
-from tests.slack_support import ADMIN_USER, OTHER_USER, REVIEW_CHANNEL, SlackSimulator
+from tests.slack_support import (
+    ADMIN_USER,
+    OTHER_USER,
+    REVIEW_CHANNEL,
+    SlackSimulator,
+    ok,
+)
 
 # ---------------------------------------------------------------------- helpers
 
@@ -24,10 +30,6 @@ async def wait_until(predicate, timeout: float = 5.0, what: str = "condition") -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-def ok(call: SlackCall) -> bool:
-    return call.status == 200 and isinstance(call.response, dict) and call.response.get("ok") is True
 
 
 def messages_to(slack: SlackSimulator, channel: str) -> list[SlackCall]:
