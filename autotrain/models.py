@@ -292,3 +292,47 @@ class StatusReport(BaseModel):
     generation: GenerationTotals
     last_deployments: list[Deployment]
     metrics: Metrics | None = None  # thresholded figures (monitoring), when a monitor is wired
+
+
+class EventKind(StrEnum):
+    RULE_CREATED = "rule_created"
+    RULE_EDITED = "rule_edited"
+    RULE_APPROVED = "rule_approved"
+    RULE_REJECTED = "rule_rejected"
+    RULE_DEPLOYED = "rule_deployed"
+    RULE_ROLLED_BACK = "rule_rolled_back"
+    RULE_PROMOTED = "rule_promoted"
+    RULE_GROUPED = "rule_grouped"  # more feedback attached to it (a cluster)
+
+
+class NewEvent(BaseModel):
+    """An event a state change records in its own transaction (the outbox). `held`: not delivered until
+    the deploy that recorded it has its reload result (`release_events`), or EVENT_HOLD_SECONDS at most."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: EventKind
+    actor_id: str
+    held: bool = False
+
+
+class OutboxEvent(BaseModel):
+    """A recorded event, as the dispatcher reads it: the rule as it was right after the change."""
+
+    event_id: int
+    kind: EventKind
+    rule: Rule
+    actor_id: str
+    deployment_id: int | None = None
+    created_at: datetime
+    attempts: int = 0
+
+
+class PipelineEvent(BaseModel):
+    """What a notifier is told: the event, the rule as of the event, and the deployment (deploy events)."""
+
+    kind: EventKind
+    rule: Rule
+    actor_id: str
+    deployment: Deployment | None = None
+    event_id: int | None = None  # the outbox row; stable across redeliveries

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 from autotrain.models import (
@@ -18,6 +17,7 @@ from autotrain.models import (
     FeedbackType,
     GenerationInfo,
     GenerationTotals,
+    PipelineEvent,
     ReviewCard,
     Rule,
     RuleProposal,
@@ -76,25 +76,6 @@ class RateLimiter(Protocol):
     """Counts hits per key in a moving window."""
 
     async def hit(self, key: str) -> RateDecision: ...
-
-
-class EventKind(StrEnum):
-    RULE_CREATED = "rule_created"
-    RULE_EDITED = "rule_edited"
-    RULE_APPROVED = "rule_approved"
-    RULE_REJECTED = "rule_rejected"
-    RULE_DEPLOYED = "rule_deployed"
-    RULE_ROLLED_BACK = "rule_rolled_back"
-    RULE_PROMOTED = "rule_promoted"
-    RULE_GROUPED = "rule_grouped"  # more feedback attached to it (a cluster)
-
-
-@dataclass(frozen=True)
-class PipelineEvent:
-    kind: EventKind
-    rule: Rule
-    actor_id: str
-    deployment: Deployment | None = None
 
 
 class RuleHistory(Protocol):

@@ -32,11 +32,13 @@ from autotrain.errors import (
 from autotrain.models import (
     Deployment,
     DeployOutcome,
+    EventKind,
     Feedback,
     FeedbackIn,
     FeedbackStatus,
     FeedbackType,
     GenerationInfo,
+    PipelineEvent,
     Rule,
     RuleCluster,
     RuleProposal,
@@ -56,10 +58,8 @@ from autotrain.policy import (
     require_permission,
 )
 from autotrain.ports import (
-    EventKind,
     NewDeployment,
     Page,
-    PipelineEvent,
     PipelineNotifier,
     RateLimiter,
     ReloadHook,

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from autotrain.models import PipelineEvent
 from autotrain.monitoring import AlertEvent, Digest
-from autotrain.ports import PipelineEvent
 from storage.sqlite import SqliteStore
 
 log = logging.getLogger("autotrain.webhooks")

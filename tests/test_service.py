@@ -14,10 +14,11 @@ from autotrain.models import (
     DeployOutcome,
     Feedback,
     FeedbackStatus,
+    PipelineEvent,
     RuleStatus,
     RuleWarning,
 )
-from autotrain.ports import GenerationResult, NewDeployment, PipelineEvent
+from autotrain.ports import GenerationResult, NewDeployment
 from autotrain.rulefiles import content_version
 from autotrain.service import PipelineService
 from bot.runtime import open_runtime

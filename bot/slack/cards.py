@@ -16,8 +16,8 @@ from collections import OrderedDict
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.errors import NotFound
-from autotrain.models import Deployment, RuleStatus
-from autotrain.ports import EventKind, PipelineEvent, Store
+from autotrain.models import Deployment, EventKind, PipelineEvent, RuleStatus
+from autotrain.ports import Store
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.ratelimit import Throttle
