@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from autotrain.errors import PermissionDenied, TransitionRefused
-from autotrain.models import FeedbackStatus, Rule, RuleStatus
+from autotrain.errors import CanaryUnsupported, InvalidInput, PermissionDenied, TransitionRefused
+from autotrain.models import Rule, RuleStatus
 
 
 class Role(StrEnum):
@@ -66,13 +66,6 @@ RULE_TRANSITIONS: dict[RuleStatus, frozenset[RuleStatus]] = {
     RuleStatus.REJECTED: frozenset(),
 }
 
-FEEDBACK_TRANSITIONS: dict[FeedbackStatus, frozenset[FeedbackStatus]] = {
-    FeedbackStatus.PENDING: frozenset({FeedbackStatus.PROCESSING}),
-    FeedbackStatus.PROCESSING: frozenset({FeedbackStatus.PROCESSED, FeedbackStatus.PENDING, FeedbackStatus.REJECTED}),
-    FeedbackStatus.PROCESSED: frozenset({FeedbackStatus.REJECTED}),
-    FeedbackStatus.REJECTED: frozenset(),
-}
-
 _VERB = {
     RuleStatus.APPROVED: "approve",
     RuleStatus.REJECTED: "reject",
@@ -82,7 +75,7 @@ _VERB = {
 
 
 def check_rule_transition(rule_id: str, current: RuleStatus, target: RuleStatus) -> None:
-    if target not in RULE_TRANSITIONS[current]:
+    if not rule_can(current, target):
         raise TransitionRefused(
             f"cannot {_VERB.get(target, target.value)} {rule_id}: it is {current.value}" + _hint(current, target)
         )
@@ -92,8 +85,12 @@ def rule_can(current: RuleStatus, target: RuleStatus) -> bool:
     return target in RULE_TRANSITIONS[current]
 
 
+def _editable(current: RuleStatus) -> bool:
+    return current is RuleStatus.PENDING
+
+
 def check_rule_editable(rule_id: str, current: RuleStatus) -> None:
-    if current is not RuleStatus.PENDING:
+    if not _editable(current):
         raise TransitionRefused(f"cannot edit {rule_id}: it is {current.value}; only pending rules can be edited")
 
 
@@ -121,6 +118,64 @@ def auto_approval_refusal(rule: Rule, threshold: float | None, *, canary_require
         return "it has warnings: " + ", ".join(w.value for w in rule.warnings)
     if rule.old_rule:
         return "it replaces an existing rule"
-    if canary_required and rule.module_name.endswith(".json"):
+    if canary_required and supports_canary(rule.module_name):
         return "rules for this file must go through a canary first"
     return None
+
+
+# ---------------------------------------------------------------------- canary rollout
+
+
+def supports_canary(module_name: str) -> bool:
+    """Only JSON rule files can hold a rule for a share of users (an entry's `rollout_percent`);
+    a text or Markdown line applies to everyone who reads the file."""
+    return module_name.endswith(".json")
+
+
+def check_rollout(rule: Rule, rollout_percent: int) -> None:
+    """Refuse a rollout share outside 1..100, and a canary (below 100) on a file that cannot hold one."""
+    if not 1 <= rollout_percent <= 100:
+        raise InvalidInput("rollout_percent must be between 1 and 100")
+    if rollout_percent < 100 and not supports_canary(rule.module_name):
+        raise CanaryUnsupported(
+            f"{rule.module_name} cannot take a canary: rollouts below 100 % are for JSON rule files"
+        )
+
+
+# ---------------------------------------------------------------------- what a rule allows next
+
+
+class RuleAction(StrEnum):
+    """What can be done next to one rule; a card shows one button for each."""
+
+    APPROVE = "approve"
+    EDIT = "edit"
+    REJECT = "reject"
+    DEPLOY = "deploy"  # to every user
+    CANARY = "canary"  # deploy to a share of users first
+    PROMOTE = "promote"  # a canary to every user
+    ROLLBACK = "rollback"
+
+
+def rule_actions(rule: Rule) -> tuple[RuleAction, ...]:
+    """The actions the rule's state and file allow, in the order a card shows them (reject last).
+
+    Who may take them is `require_permission`'s question, not this one: a card is the same for everyone.
+    """
+    status = rule.status
+    actions: list[RuleAction] = []
+    if rule_can(status, RuleStatus.APPROVED):
+        actions.append(RuleAction.APPROVE)
+    if _editable(status):
+        actions.append(RuleAction.EDIT)
+    if rule_can(status, RuleStatus.DEPLOYED):
+        actions.append(RuleAction.DEPLOY)
+        if supports_canary(rule.module_name):
+            actions.append(RuleAction.CANARY)
+    if rule.canary:
+        actions.append(RuleAction.PROMOTE)
+    if rule_can(status, RuleStatus.ROLLED_BACK):
+        actions.append(RuleAction.ROLLBACK)
+    if rule_can(status, RuleStatus.REJECTED):
+        actions.append(RuleAction.REJECT)
+    return tuple(actions)

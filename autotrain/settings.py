@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ALLOWED_MODULES = ("fashion_rules.json", "prompt_v2.txt", "stylist_guidelines.md")
+DEFAULT_CANARY_PERCENT = 10
 
 
 def _env(name: str) -> AliasChoices:
@@ -89,6 +90,8 @@ class Settings(BaseSettings):
     # run-all groups near-duplicate feedback above this similarity (0–1); unset (empty) turns grouping off
     cluster_threshold: float | None = Field(0.40, gt=0, le=1, validation_alias=_env("AUTOTRAIN_CLUSTER_THRESHOLD"))
     require_canary: bool = Field(False, validation_alias=_env("AUTOTRAIN_REQUIRE_CANARY"))
+    # the share of users a canary from a card (`PipelineService.canary`) reaches; 100 would be no canary
+    canary_percent: int = Field(DEFAULT_CANARY_PERCENT, ge=1, le=99, validation_alias=_env("AUTOTRAIN_CANARY_PERCENT"))
     git_history: bool = Field(True, validation_alias=_env("AUTOTRAIN_GIT"))
 
     @field_validator("allowed_modules", "admins", "webhook_urls", mode="before")
