@@ -1,9 +1,8 @@
-"""The REST API (FastAPI) under /autotrain, plus /healthz. Thin: parse, call the service, return records."""
+"""The REST API (FastAPI) under /autotrain, /healthz, /metrics, and Slack's /slack/events in HTTP mode.
+HTTP only: parse, call the service, return records. The runtime (`bot/runtime.py`) builds everything else."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -338,8 +337,7 @@ def create_app(
         runtime = await opener(settings)
         install_redaction(settings, extra=(runtime.jwt_secret,) if settings.jwt_algorithm == "HS256" else ())
         app.state.runtime = runtime
-        slack = await start_slack(settings, runtime) if settings.slack_enabled else None
-        app.state.slack = slack
+        await runtime.start()
         scheduler = None
         if settings.scheduler_enabled:
             from bot.scheduler import build_scheduler
@@ -352,8 +350,6 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
-            if slack is not None:
-                await slack.close()
             await runtime.close()
 
     app = FastAPI(
@@ -405,61 +401,10 @@ def create_app(
             if not (timestamp.isdigit() and signature and verifier.is_valid(body, timestamp, signature)):
                 return error_response(401, "unauthorized", "invalid or missing Slack signature")
             try:
-                return await AsyncSlackRequestHandler(request.app.state.slack.app).handle(request)
+                return await AsyncSlackRequestHandler(get_runtime(request).slack.app).handle(request)
             except (ValueError, AttributeError, TypeError, KeyError) as exc:  # signed, but not a Slack payload
                 log.warning("unreadable Slack request: %s", exc)
                 return error_response(400, "invalid_input", "not a Slack request body")
 
     app.add_middleware(BodySizeLimit)
     return app
-
-
-async def start_slack(settings: Settings, runtime: Runtime) -> SlackRuntime:
-    from bot.slack.app import build_slack_app
-    from bot.slack.monitoring import SlackMonitoringSink
-
-    bot = build_slack_app(settings, runtime.service, runtime.monitor)
-    runtime.monitor.add_sink(
-        SlackMonitoringSink(bot.client, alert_channel=settings.alert_channel, digest_channel=settings.digest_channel)
-    )
-    slack = SlackRuntime(bot)
-    if settings.socket_mode:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-        assert settings.slack_app_token is not None
-        slack.socket_handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
-        # Connect in the background: Slack being unreachable must not keep the REST API from serving.
-        slack.connecting = asyncio.create_task(slack.connect_socket_mode())
-    await bot.start()
-    return slack
-
-
-class SlackRuntime:
-    """The Slack side of a running server: the Bolt app and, in Socket Mode, its connection."""
-
-    def __init__(self, bot: Any) -> None:
-        self.bot = bot
-        self.app = bot.app
-        self.socket_handler: Any = None
-        self.connecting: asyncio.Task[None] | None = None
-
-    async def connect_socket_mode(self, first_delay: float = 1.0, max_delay: float = 60.0) -> None:
-        delay = first_delay
-        while True:
-            try:
-                await self.socket_handler.connect_async()
-                log.info("Slack Socket Mode connected")
-                return
-            except Exception as exc:  # the client reconnects by itself once connected; until then, retry
-                log.error("Slack Socket Mode could not connect (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, max_delay)
-
-    async def close(self) -> None:
-        if self.connecting is not None:
-            self.connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.connecting
-        await self.bot.close()
-        if self.socket_handler is not None:
-            await self.socket_handler.close_async()

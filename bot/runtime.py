@@ -1,4 +1,5 @@
-"""The composition root: settings in, a wired PipelineService out (store, generator, rule files, hooks)."""
+"""The composition root: settings in, every object built with all its collaborators out (store, use cases,
+the facade, the event dispatcher, Slack, webhooks, the monitor). Nothing is patched on afterwards."""
 
 from __future__ import annotations
 
@@ -7,34 +8,71 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from autotrain.generators.heuristic import HeuristicRuleGenerator
-from autotrain.monitoring import AlertThresholds, Monitor
-from autotrain.ports import RuleGenerator, RuleHistory
+from autotrain.monitoring import AlertThresholds, Monitor, MonitoringSink
+from autotrain.notifications import EventDispatcher
+from autotrain.options import Clock, PipelineOptions, utcnow
+from autotrain.ports import PipelineNotifier, RuleGenerator, RuleHistory
 from autotrain.rulefiles import RuleFiles
-from autotrain.service import Clock, PipelineService, utcnow
+from autotrain.service import PipelineService, Readers
 from autotrain.settings import Settings
+from autotrain.usecases.deploys import DeployRules
+from autotrain.usecases.generation import GenerateRules
+from autotrain.usecases.intake import SubmitFeedback
+from autotrain.usecases.locks import RuleFileLocks
+from autotrain.usecases.reconcile import PendingDeployments, Reconcile
+from autotrain.usecases.reports import StatusReports
+from autotrain.usecases.review import ReviewRules
+from autotrain.usecases.run_all import RunAll
 from bot.auth import verification_key
 from bot.ratelimit import LimitsRateLimiter
 from bot.reload import HttpReloadHook
 from bot.webhooks import WebhookDispatcher, WebhookNotifier
 from storage.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from bot.slack.app import SlackBot
+
 log = logging.getLogger("autotrain")
+
 
 
 @dataclass
 class Runtime:
+    """Everything a process runs, built once by `open_runtime`."""
+
     settings: Settings
     store: SqliteStore
     service: PipelineService
     jwt_secret: str  # the key that verifies tokens (HS256 secret or RS256 public key)
     monitor: Monitor
+    events: EventDispatcher
+    generation: GenerateRules
+    generator: RuleGenerator
+    rule_files: RuleFiles
+    options: PipelineOptions
+    clock: Clock
     webhooks: WebhookDispatcher | None = None
+    slack: SlackBot | None = None
+    _started: bool = False
+
+    async def start(self) -> None:
+        """Serve: deliver events in the background, and start Slack (card retries, Socket Mode)."""
+        self._started = True
+        self.events.start()
+        if self.slack is not None:
+            await self.slack.start()
 
     async def close(self) -> None:
-        await self.service.drain()
+        await self.generation.drain()
+        if self._started:
+            await self.events.stop()
+            await self.events.drain()  # what was recorded before shutdown, while Slack is still there
+            if self.slack is not None:
+                await self.slack.close()
         await self.store.close()
 
 
@@ -50,6 +88,20 @@ def alert_thresholds(settings: Settings) -> AlertThresholds:
     )
 
 
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    return PipelineOptions(
+        auto_generate=settings.auto_generate,
+        run_all_concurrency=settings.run_all_concurrency,
+        generation_wait_seconds=settings.generation_wait_seconds,
+        timezone=ZoneInfo(settings.timezone),
+        auto_approve_confidence=settings.auto_approve_confidence,
+        auto_deploy=settings.auto_deploy,
+        require_canary=settings.require_canary,
+        canary_percent=settings.canary_percent,
+        cluster_threshold=settings.cluster_threshold,
+    )
+
+
 def build_generator(settings: Settings) -> RuleGenerator:
     if settings.claude_enabled:
         from bot.claude import ClaudeRuleGenerator
@@ -59,47 +111,146 @@ def build_generator(settings: Settings) -> RuleGenerator:
 
 
 async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: bool = False) -> Runtime:
+    """Build every object with all its collaborators, in dependency order; nothing is set afterwards."""
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    options = pipeline_options(settings)
     store = SqliteStore(settings.database_path)
     await store.open()
     rule_files = RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
+    generator = build_generator(settings)
     reload_hook = HttpReloadHook(settings.reload_url, settings.reload_timeout_seconds) if settings.reload_url else None
-    service = PipelineService(
-        store=store,
-        generator=build_generator(settings),
-        rule_files=rule_files,
-        reload_hook=reload_hook,
-        clock=clock,
-        auto_generate=settings.auto_generate,
-        run_all_concurrency=settings.run_all_concurrency,
-        generation_wait_seconds=settings.generation_wait_seconds,
-        rate_limiter=LimitsRateLimiter(settings.feedback_rate_limit, settings.rate_limit_storage),
-        timezone=ZoneInfo(settings.timezone),
-        auto_approve_confidence=settings.auto_approve_confidence,
-        auto_deploy=settings.auto_deploy,
-        require_canary=settings.require_canary,
-        cluster_threshold=settings.cluster_threshold,
-        history=git_history(settings),
-    )
-    monitor = Monitor(
-        store=store,
-        thresholds=alert_thresholds(settings),
-        clock=clock,
-        timezone=ZoneInfo(settings.timezone),
-        approval_window_days=settings.approval_window_days,
-        holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
-    )
-    service.metrics_provider = monitor.metrics
+
+    # the side channels: Slack, webhooks (notifiers of rule events, sinks of alerts and digests)
+    webhook_notifier = None
     webhooks = None
     if settings.webhook_urls and settings.webhook_secret is not None:
-        notifier = WebhookNotifier(store, settings.webhook_urls, clock)
-        service.add_notifier(notifier)
-        monitor.add_sink(notifier)
+        webhook_notifier = WebhookNotifier(store, settings.webhook_urls, clock)
         webhooks = WebhookDispatcher(
             store,
             secret=settings.webhook_secret.get_secret_value(),
             clock=clock,
             max_attempts=settings.webhook_max_attempts,
         )
+    slack_client = None
+    if settings.slack_enabled:
+        from bot.slack.app import build_web_client
+
+        slack_client = build_web_client(settings)
+    sinks: list[MonitoringSink] = []
+    if slack_client is not None:
+        from bot.slack.monitoring import SlackMonitoringSink
+
+        sinks.append(
+            SlackMonitoringSink(
+                slack_client, alert_channel=settings.alert_channel, digest_channel=settings.digest_channel
+            )
+        )
+    if webhook_notifier is not None:
+        sinks.append(webhook_notifier)
+    monitor = Monitor(
+        store=store,
+        thresholds=alert_thresholds(settings),
+        clock=clock,
+        timezone=options.timezone,
+        approval_window_days=settings.approval_window_days,
+        holder=holder,
+        sinks=sinks,
+    )
+    reports = StatusReports(
+        reports=store,
+        deployments=store,
+        generation_log=store,
+        generator_name=generator.name,
+        metrics=monitor.metrics,
+        clock=clock,
+        options=options,
+    )
+    cards = home = None
+    notifiers: list[PipelineNotifier] = []
+    if slack_client is not None:
+        from bot.slack.cards import HomeTabs, RuleCardPublisher
+
+        home = HomeTabs(slack_client, reports=reports, rules=store, settings=settings)
+        cards = RuleCardPublisher(
+            client=slack_client,
+            feedback=store,
+            rules=store,
+            deployments=store,
+            cards=store,
+            settings=settings,
+            clock=clock,
+            home=home,
+        )
+        notifiers.append(cards)
+    if webhook_notifier is not None:
+        notifiers.append(webhook_notifier)
+    events = EventDispatcher(
+        outbox=store,
+        deployments=store,
+        notifiers=notifiers,
+        clock=clock,
+        holder=holder,
+        lease_seconds=settings.event_lease_seconds,
+    )
+
+    # the use cases, and the facade the edges call
+    locks = RuleFileLocks(rule_files)
+    pending = PendingDeployments(rules=store, deployments=store, rule_files=rule_files, clock=clock)
+    deploys = DeployRules(
+        rules=store,
+        deployments=store,
+        rule_files=rule_files,
+        locks=locks,
+        pending=pending,
+        history=git_history(settings),
+        reload_hook=reload_hook,
+        clock=clock,
+        options=options,
+        wake=events.wake,
+    )
+    generation = GenerateRules(
+        feedback=store,
+        rules=store,
+        generation_log=store,
+        generator=generator,
+        rule_files=rule_files,
+        deploys=deploys,
+        clock=clock,
+        options=options,
+        wake=events.wake,
+    )
+    service = PipelineService(
+        readers=Readers(feedback=store, rules=store, deployments=store),
+        intake=SubmitFeedback(
+            feedback=store,
+            generation=generation,
+            rate_limiter=LimitsRateLimiter(settings.feedback_rate_limit, settings.rate_limit_storage),
+            clock=clock,
+            options=options,
+        ),
+        generation=generation,
+        run_all=RunAll(
+            feedback=store, rules=store, generation=generation, clock=clock, options=options, wake=events.wake
+        ),
+        review=ReviewRules(rules=store, feedback=store, rule_files=rule_files, clock=clock, wake=events.wake),
+        deploys=deploys,
+        reports=reports,
+        reconciler=Reconcile(
+            pending=pending,
+            locks=locks,
+            deployments=store,
+            feedback=store,
+            rule_files=rule_files,
+            clock=clock,
+        ),
+        events=events,
+    )
+    slack = None
+    if slack_client is not None:
+        from bot.slack.app import build_slack_app
+
+        assert cards is not None and home is not None
+        slack = build_slack_app(settings, service, monitor, client=slack_client, cards=cards, home=home)
     if reconcile:
         report = await service.reconcile()
         if report.deployments_completed or report.deployments_aborted or report.feedback_requeued:
@@ -115,7 +266,14 @@ async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: 
         service=service,
         jwt_secret=verification_key(settings),
         monitor=monitor,
+        events=events,
+        generation=generation,
+        generator=generator,
+        rule_files=rule_files,
+        options=options,
+        clock=clock,
         webhooks=webhooks,
+        slack=slack,
     )
 
 

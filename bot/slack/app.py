@@ -1,10 +1,14 @@
-"""The Slack app, assembled in one place: a Bolt AsyncApp with our listeners, its Web API client, and the
-rule-card notifier wired into the pipeline. Tests build their own with their own settings and service."""
+"""The Slack app, assembled in one place: a Bolt AsyncApp with our listeners, and its start-up in HTTP mode
+or Socket Mode. The composition root (`bot/runtime.py`) hands it the Web API client, the rule cards and the
+App Home it built; nothing here reaches into the pipeline's internals."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -26,17 +30,47 @@ log = logging.getLogger("autotrain.slack")
 
 @dataclass
 class SlackBot:
+    """The Slack side of a running server: the Bolt app, and in Socket Mode its connection."""
+
     app: AsyncApp
     client: AsyncWebClient
     deps: SlackDeps
+    settings: Settings
+    socket_handler: Any = None
+    connecting: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        """Post the cards a previous run could not, then keep retrying failed ones in the background."""
+        """Keep posting the cards a previous run could not; in Socket Mode, connect in the background, so
+        Slack being unreachable never keeps the REST API from serving."""
         self.deps.cards.start()
+        if self.settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            assert self.settings.slack_app_token is not None
+            self.socket_handler = AsyncSocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value())
+            self.connecting = asyncio.create_task(self.connect_socket_mode())
+
+    async def connect_socket_mode(self, first_delay: float = 1.0, max_delay: float = 60.0) -> None:
+        delay = first_delay
+        while True:
+            try:
+                await self.socket_handler.connect_async()
+                log.info("Slack Socket Mode connected")
+                return
+            except Exception as exc:  # the client reconnects by itself once connected; until then, retry
+                log.error("Slack Socket Mode could not connect (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
 
     async def close(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.connecting
         await self.deps.cards.stop()
         await self.deps.home.stop()
+        if self.socket_handler is not None:
+            await self.socket_handler.close_async()
 
 
 def build_web_client(settings: Settings) -> AsyncWebClient:
@@ -53,8 +87,15 @@ def build_web_client(settings: Settings) -> AsyncWebClient:
     )
 
 
-def build_slack_app(settings: Settings, service: PipelineService, monitor: Monitor) -> SlackBot:
-    client = build_web_client(settings)
+def build_slack_app(
+    settings: Settings,
+    service: PipelineService,
+    monitor: Monitor,
+    *,
+    client: AsyncWebClient,
+    cards: RuleCardPublisher,
+    home: HomeTabs,
+) -> SlackBot:
     signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = AsyncApp(
         client=client,
@@ -63,8 +104,6 @@ def build_slack_app(settings: Settings, service: PipelineService, monitor: Monit
         request_verification_enabled=signing_secret is not None,
         logger=logging.getLogger("autotrain.slack.bolt"),
     )
-    home = HomeTabs(client, service, settings)
-    cards = RuleCardPublisher(client=client, service=service, store=service.store, settings=settings, home=home)
     deps = SlackDeps(
         settings=settings,
         service=service,
@@ -80,5 +119,4 @@ def build_slack_app(settings: Settings, service: PipelineService, monitor: Monit
         # Bolt's own failures (not ours, which listeners catch): log them, Slack gets no stack trace
         log.error("Slack request failed: %s", error, exc_info=error)
 
-    service.add_notifier(cards)
-    return SlackBot(app=app, client=client, deps=deps)
+    return SlackBot(app=app, client=client, deps=deps, settings=settings)

@@ -15,11 +15,12 @@ from collections import OrderedDict
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from autotrain.errors import NotFound
 from autotrain.models import Deployment, EventKind, PipelineEvent, RuleStatus
-from autotrain.ports import Store
-from autotrain.service import PipelineService
+from autotrain.options import Clock
+from autotrain.ports import DeploymentStore, FeedbackStore, ReviewCardStore, RuleStore
 from autotrain.settings import Settings
+from autotrain.usecases.lookup import rule_or_404
+from autotrain.usecases.reports import StatusReports
 from bot.ratelimit import Throttle
 from bot.slack import blocks
 
@@ -38,13 +39,16 @@ class HomeTabs:
     def __init__(
         self,
         client: AsyncWebClient,
-        service: PipelineService,
+        *,
+        reports: StatusReports,
+        rules: RuleStore,
         settings: Settings,
         keep: int = 50,
         refresh_delay_seconds: float = 1.0,
     ) -> None:
         self.client = client
-        self.service = service
+        self.reports = reports
+        self.rules = rules
         self.settings = settings
         self.keep = keep
         self.refresh_delay_seconds = refresh_delay_seconds
@@ -74,8 +78,8 @@ class HomeTabs:
         self._recent.move_to_end(user_id)
         while len(self._recent) > self.keep:
             self._recent.popitem(last=False)
-        report = await self.service.status()
-        pending = await self.service.list_rules(status=RuleStatus.PENDING, limit=10)
+        report = await self.reports.status()
+        pending = await self.rules.list_rules(status=RuleStatus.PENDING, module_name=None, limit=10, offset=0)
         view = blocks.home_view(report, pending.items, pending.total, self.settings)
         await self.client.views_publish(user_id=user_id, view=view)
 
@@ -92,14 +96,20 @@ class RuleCardPublisher:
         self,
         *,
         client: AsyncWebClient,
-        service: PipelineService,
-        store: Store,
+        feedback: FeedbackStore,
+        rules: RuleStore,
+        deployments: DeploymentStore,
+        cards: ReviewCardStore,
         settings: Settings,
+        clock: Clock,
         home: HomeTabs | None = None,
     ) -> None:
         self.client = client
-        self.service = service
-        self.store = store
+        self.feedback = feedback
+        self.rules = rules
+        self.deployments = deployments
+        self.store = cards
+        self.clock = clock
         self.channel = settings.review_channel
         self.retry_seconds = settings.card_retry_seconds
         self.home = home
@@ -115,15 +125,12 @@ class RuleCardPublisher:
             self.home.request_refresh()
 
     async def render(self, rule_id: str, deployment: Deployment | None = None) -> tuple[str, list[blocks.Block]]:
-        rule = await self.service.get_rule(rule_id)
-        try:
-            feedback = await self.service.get_feedback(rule.feedback_id)
-        except NotFound:
-            feedback = None
+        rule = await rule_or_404(self.rules, rule_id)
+        feedback = await self.feedback.get_feedback(rule.feedback_id)
         if deployment is None and rule.status in (RuleStatus.DEPLOYED, RuleStatus.ROLLED_BACK):
-            latest = await self.service.list_deployments(rule_id=rule_id, limit=1)
+            latest = await self.deployments.list_deployments(rule_id=rule_id, limit=1, offset=0)
             deployment = latest.items[0] if latest.items else None
-        examples = await self.store.cluster_feedback_texts(rule_id) if rule.cluster_size > 1 else None
+        examples = await self.rules.cluster_feedback_texts(rule_id) if rule.cluster_size > 1 else None
         return blocks.rule_card(rule, feedback, deployment, cluster_examples=examples)
 
     async def post_card(self, rule_id: str) -> bool:
@@ -131,7 +138,7 @@ class RuleCardPublisher:
         if not self.channel:
             return False
         attempt = await self.store.claim_card(
-            rule_id, channel=self.channel, now=self.service.clock(), posting_lease_seconds=POSTING_LEASE_SECONDS
+            rule_id, channel=self.channel, now=self.clock(), posting_lease_seconds=POSTING_LEASE_SECONDS
         )
         if attempt is None:
             return False
@@ -143,11 +150,11 @@ class RuleCardPublisher:
             )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            await self.store.card_failed(rule_id, attempt=attempt, error=error, now=self.service.clock())
+            await self.store.card_failed(rule_id, attempt=attempt, error=error, now=self.clock())
             log.warning("card of %s not posted (retried in %ss): %s", rule_id, self.retry_seconds, exc)
             return False
         return await self.store.card_posted(
-            rule_id, attempt=attempt, channel=response["channel"], message_ts=response["ts"], now=self.service.clock()
+            rule_id, attempt=attempt, channel=response["channel"], message_ts=response["ts"], now=self.clock()
         )
 
     async def update_card(self, rule_id: str, deployment: Deployment | None = None) -> None:
@@ -166,7 +173,7 @@ class RuleCardPublisher:
         """Post the cards of rules under review that have none (never posted, or failed earlier)."""
         posted = 0
         rule_ids = await self.store.rules_without_card(
-            now=self.service.clock(),
+            now=self.clock(),
             retry_after_seconds=self.retry_seconds,
             posting_lease_seconds=POSTING_LEASE_SECONDS,
             limit=20,

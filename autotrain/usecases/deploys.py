@@ -1,0 +1,318 @@
+"""Deploy, canary, promote and rollback: each changes a rule file and records it, top to bottom here.
+
+The path of every change: check permission and state → take the file's lock → settle what an earlier
+crash left pending → read the file → compute the change (rulefiles) → claim the transition with a pending
+deployment row → write the file → complete the deployment (its event recorded in the same transaction) →
+git commit → tell the chatbot to reload → record the reload (which releases the event) → wake the
+dispatcher. Nothing here waits for Slack or a webhook: those get the event from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from autotrain.errors import AutotrainError, CanaryUnsupported, StoreBusy, TransitionRefused
+from autotrain.models import Deployment, DeployOutcome, DeployResult, EventKind, NewEvent, Rule, RuleStatus
+from autotrain.options import Clock, PipelineOptions
+from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
+from autotrain.ports import DeploymentStore, NewDeployment, ReloadHook, ReloadResult, RuleHistory, RuleStore
+from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry
+from autotrain.usecases.locks import RuleFileLocks
+from autotrain.usecases.lookup import refuse_changed, rule_or_404
+from autotrain.usecases.reconcile import PendingDeployments
+
+log = logging.getLogger("autotrain.deploys")
+T = TypeVar("T")
+
+
+class DeployRules:
+    def __init__(
+        self,
+        *,
+        rules: RuleStore,
+        deployments: DeploymentStore,
+        rule_files: RuleFiles,
+        locks: RuleFileLocks,
+        pending: PendingDeployments,
+        history: RuleHistory | None,
+        reload_hook: ReloadHook | None,
+        clock: Clock,
+        options: PipelineOptions,
+        wake: Callable[[], None],
+    ) -> None:
+        self.rules = rules
+        self.deployments = deployments
+        self.rule_files = rule_files
+        self.locks = locks
+        self.pending = pending
+        self.history = history
+        self.reload_hook = reload_hook
+        self.clock = clock
+        self.options = options
+        self.wake = wake
+
+    # ------------------------------------------------------------------ the four changes
+
+    async def deploy(self, rule_id: str, actor: Actor, *, rollout_percent: int = 100) -> DeployResult:
+        """Deploy to every user, or (rollout_percent below 100, JSON rule files only) as a canary."""
+        require_permission(actor, Action.DEPLOY)
+        rule = await rule_or_404(self.rules, rule_id)
+        check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
+        check_rollout(rule, rollout_percent)
+        async with self.locks.hold(rule.module_name):
+            await self.pending.settle(rule.module_name)  # one left stuck by a busy database or a crash
+            rule = await rule_or_404(self.rules, rule_id)
+            check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
+            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
+            change = document.apply(
+                new_rule=rule.new_rule,
+                old_rule=rule.old_rule,
+                entry=deploy_entry(
+                    rule_id=rule.rule_id,
+                    feedback_id=rule.feedback_id,
+                    confidence=rule.confidence,
+                    deployed_at=self.clock(),
+                ),
+                rollout_percent=rollout_percent,
+            )
+            if rule.old_rule and change.outcome is DeployOutcome.APPENDED:
+                change.detail["warning"] = "old_rule_not_found"
+            if change.outcome is DeployOutcome.NOOP:
+                # Remember which deployed rule put the line there, so rolling both back restores the file.
+                deployed = await self.deployments.deployed_rules(rule.module_name)
+                provider = next((r for r in deployed if r.new_rule == rule.new_rule), None)
+                change.detail["provided_by"] = provider.rule_id if provider else None
+            deployment = await self._write_change(
+                rule,
+                actor,
+                previous=previous,
+                change=change,
+                expected=RuleStatus.APPROVED,
+                target=RuleStatus.DEPLOYED,
+                event=EventKind.RULE_DEPLOYED,
+                rollback_of=None,
+                rollout_percent=rollout_percent,
+            )
+        return await self._after_write(rule_id, deployment)
+
+    async def canary(self, rule_id: str, actor: Actor) -> DeployResult:
+        """Deploy to AUTOTRAIN_CANARY_PERCENT of users."""
+        return await self.deploy(rule_id, actor, rollout_percent=self.options.canary_percent)
+
+    async def promote(self, rule_id: str, actor: Actor) -> DeployResult:
+        """Take a canary to every user: the rule it replaces goes for everyone."""
+        require_permission(actor, Action.DEPLOY)
+        rule = await rule_or_404(self.rules, rule_id)
+        _check_canary(rule)
+        async with self.locks.hold(rule.module_name):
+            await self.pending.settle(rule.module_name)
+            rule = await rule_or_404(self.rules, rule_id)
+            _check_canary(rule)
+            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
+            if not isinstance(document, JsonRuleDocument):
+                raise CanaryUnsupported(f"{rule.module_name} is not a JSON rule file")
+            deployment = await self._write_change(
+                rule,
+                actor,
+                previous=previous,
+                change=document.promote(new_rule=rule.new_rule),
+                expected=RuleStatus.DEPLOYED,
+                target=RuleStatus.DEPLOYED,
+                event=EventKind.RULE_PROMOTED,
+                rollback_of=None,
+                rollout_percent=100,
+            )
+        return await self._after_write(rule_id, deployment)
+
+    async def rollback(self, rule_id: str, actor: Actor) -> DeployResult:
+        """Revert this rule's change on the current file; later deploys stay."""
+        require_permission(actor, Action.ROLLBACK)
+        rule = await rule_or_404(self.rules, rule_id)
+        check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
+        async with self.locks.hold(rule.module_name):
+            await self.pending.settle(rule.module_name)
+            rule = await rule_or_404(self.rules, rule_id)
+            check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
+            original = await self.deployments.active_deployment_for_rule(rule_id)
+            if original is None:
+                raise TransitionRefused(f"{rule_id} has no deployment to roll back")
+            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
+            others = [r for r in await self.deployments.deployed_rules(rule.module_name) if r.rule_id != rule_id]
+            change = document.revert(
+                new_rule=rule.new_rule,
+                change=await self._effective_change(original),
+                # a line another deployed rule also asks for stays; an old line another rule removed stays out
+                keep_new=any(other.new_rule == rule.new_rule for other in others),
+                restore_old=not any(rule.old_rule and other.old_rule == rule.old_rule for other in others),
+            )
+            deployment = await self._write_change(
+                rule,
+                actor,
+                previous=previous,
+                change=change,
+                expected=RuleStatus.DEPLOYED,
+                target=RuleStatus.ROLLED_BACK,
+                event=EventKind.RULE_ROLLED_BACK,
+                rollback_of=original.deployment_id,
+            )
+        return await self._after_write(rule_id, deployment)
+
+    # ------------------------------------------------------------------ the steps they share
+
+    async def _effective_change(self, deployment: Deployment) -> dict[str, Any]:
+        """The file change a rollback undoes. A no-op deploy rode on a line another rule wrote; when that rule
+        was rolled back first (the line stayed for this one), undoing this one undoes that rule's change."""
+        change = deployment.change
+        for _ in range(100):  # a chain of no-ops is short; the bound only guards against a cycle
+            provider_id = change.get("provided_by") if change.get("outcome") == "noop" else None
+            if not provider_id:
+                return change
+            provider = await self.rules.get_rule(provider_id)
+            if provider is None or provider.status is not RuleStatus.ROLLED_BACK:
+                return change
+            provider_deployment = await self.deployments.active_deployment_for_rule(provider_id)
+            if provider_deployment is None:
+                return change
+            change = provider_deployment.change
+        return change
+
+    async def _write_change(
+        self,
+        rule: Rule,
+        actor: Actor,
+        *,
+        previous: bytes,
+        change: RuleChange,
+        expected: RuleStatus,
+        target: RuleStatus,
+        event: EventKind,
+        rollback_of: int | None,
+        rollout_percent: int | None = None,
+    ) -> Deployment:
+        """Claim the transition, write the file, then mark the deployment applied (call with the file's lock).
+
+        The pending deployment row is committed before the file is written, so a crash in between leaves a
+        row that reconcile settles by looking at the file (the file is the truth).
+        """
+        version_before = content_version(previous)
+        version_after = content_version(change.content) if change.touches_file else version_before
+        deployment_id = await self.deployments.begin_deployment(
+            NewDeployment(
+                rule_id=rule.rule_id,
+                module_name=rule.module_name,
+                deployed_by=actor.id,
+                version_before=version_before,
+                version_after=version_after,
+                outcome=change.outcome,
+                change=change.detail,
+                rollback_of=rollback_of,
+                rollout_percent=rollout_percent,
+            ),
+            expected=expected,
+            target=target,
+            now=self.clock(),
+        )
+        if deployment_id is None:
+            await refuse_changed(self.rules, rule.rule_id, target)
+            raise AssertionError("refuse_changed always raises")
+        backup_path = None
+        if change.touches_file:
+            try:
+                backup_path = await asyncio.to_thread(
+                    self.rule_files.write, rule.module_name, change.content, previous, rule.rule_id
+                )
+            except BaseException as exc:
+                error = exc.message if isinstance(exc, AutotrainError) else repr(exc)
+                await self._until_recorded(
+                    lambda: self.deployments.abort_deployment(
+                        deployment_id, error=error, actor_id=actor.id, now=self.clock()
+                    )
+                )
+                raise
+        # The file is written: from here the change is a fact, and recording it may wait for a busy database
+        # rather than answer "try again". Its event is held until the reload result is recorded.
+        deployment = await self._until_recorded(
+            lambda: self.deployments.complete_deployment(
+                deployment_id,
+                backup_path=backup_path,
+                now=self.clock(),
+                event=NewEvent(kind=event, actor_id=actor.id, held=True),
+            )
+        )
+        if change.touches_file and self.history is not None:
+            deployment = await self._commit(rule, actor, deployment)
+        return deployment
+
+    async def _until_recorded(self, record: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.1
+        deadline = asyncio.get_running_loop().time() + self.options.record_deadline_seconds
+        while True:
+            try:
+                return await record()
+            except StoreBusy:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise  # still pending in the database: the next deploy of this file, or the next start, settles it
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _commit(self, rule: Rule, actor: Actor, deployment: Deployment) -> Deployment:
+        """One git commit per change of a rule file (still under the file's lock, so it holds only this one).
+        A failed commit is logged: the deploy itself has happened."""
+        assert self.history is not None
+        try:
+            sha = await self.history.commit(rule.module_name, author=actor.id, message=commit_message(rule, deployment))
+        except Exception as exc:
+            log.error("git commit of %s for %s failed: %s", rule.module_name, rule.rule_id, exc)
+            return deployment
+        if sha is None:
+            return deployment
+        await self.deployments.set_deployment_commit(deployment.deployment_id, sha)
+        return deployment.model_copy(update={"commit_sha": sha})
+
+    async def _after_write(self, rule_id: str, deployment: Deployment) -> DeployResult:
+        """Tell the chatbot (when the file changed), record the outcome, and let the event go."""
+        if deployment.version_after != deployment.version_before:
+            result = await self._reload(deployment)
+        else:
+            result = ReloadResult("skipped", "file unchanged")
+        await self.deployments.record_reload(deployment.deployment_id, result, now=self.clock())
+        self.wake()
+        deployment = deployment.model_copy(update={"reload_status": result.status, "reload_error": result.error})
+        return DeployResult(rule=await rule_or_404(self.rules, rule_id), deployment=deployment)
+
+    async def _reload(self, deployment: Deployment) -> ReloadResult:
+        if self.reload_hook is None:
+            return ReloadResult("skipped", "no reload URL configured")
+        try:
+            return await self.reload_hook.reload(deployment.module_name, deployment.rule_id, deployment.version_after)
+        except Exception as exc:  # the file is written; a failed reload is recorded, not raised
+            log.warning("reload after %s failed: %s", deployment.rule_id, exc)
+            return ReloadResult("failed", f"{type(exc).__name__}: {exc}")
+
+
+def commit_message(rule: Rule, deployment: Deployment) -> str:
+    if deployment.rollback_of is not None:
+        verb = "Roll back"
+    elif deployment.outcome is DeployOutcome.PROMOTED:
+        verb = "Promote to 100 %:"
+    elif deployment.outcome is DeployOutcome.CANARY:
+        verb = f"Canary {deployment.rollout_percent} %:"
+    else:
+        verb = "Deploy"
+    message = f"{verb} {rule.rule_id} ({rule.feedback_id}): {rule.new_rule}"
+    if rule.old_rule:
+        message += f"\n\nReplaces: {rule.old_rule}"
+    return message
+
+
+def _check_canary(rule: Rule) -> None:
+    if not rule.canary:
+        described = (
+            f"deployed to {rule.rollout_percent or 100} % of users"
+            if rule.status is RuleStatus.DEPLOYED
+            else rule.status.value
+        )
+        raise TransitionRefused(f"cannot promote {rule.rule_id}: it is not a canary ({described})")

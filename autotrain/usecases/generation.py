@@ -1,0 +1,221 @@
+"""Generation: the rule of one feedback, made once (never two at once, in this process or another), then
+auto-approved (and auto-deployed) when the settings allow it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from autotrain.errors import AutotrainError, GenerationFailed, GenerationInProgress, TransitionRefused
+from autotrain.models import (
+    EventKind,
+    Feedback,
+    FeedbackStatus,
+    FeedbackType,
+    GenerationInfo,
+    NewEvent,
+    Rule,
+    RuleStatus,
+)
+from autotrain.options import Clock, PipelineOptions
+from autotrain.policy import AUTO_APPROVER, SYSTEM_ACTOR, Action, Actor, auto_approval_refusal, require_permission
+from autotrain.ports import FeedbackStore, GenerationLog, RuleGenerator, RuleStore
+from autotrain.proposals import validate_proposal
+from autotrain.rulefiles import RuleFiles
+from autotrain.usecases.deploys import DeployRules
+from autotrain.usecases.lookup import feedback_or_404, rule_or_404
+
+log = logging.getLogger("autotrain.generation")
+
+PRAISE = "it is praise: recorded and counted, but no rule is generated from praise"
+
+
+@dataclass(frozen=True)
+class NoRule:
+    """A generation that ended without a rule, and why (praise; declined by the generator)."""
+
+    reason: str
+
+
+class GenerateRules:
+    def __init__(
+        self,
+        *,
+        feedback: FeedbackStore,
+        rules: RuleStore,
+        generation_log: GenerationLog,
+        generator: RuleGenerator,
+        rule_files: RuleFiles,
+        deploys: DeployRules,
+        clock: Clock,
+        options: PipelineOptions,
+        wake: Callable[[], None],
+    ) -> None:
+        self.feedback = feedback
+        self.rules = rules
+        self.generation_log = generation_log
+        self.generator = generator
+        self.rule_files = rule_files
+        self.deploys = deploys
+        self.clock = clock
+        self.options = options
+        self.wake = wake
+        self._generations: dict[str, asyncio.Task[Rule | NoRule]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ in the background
+
+    def generate_in_background(self, feedback_id: str) -> None:
+        """Start a generation after the caller has answered; failures are recorded on the feedback."""
+        task = asyncio.create_task(self._generate_quietly(feedback_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _generate_quietly(self, feedback_id: str) -> None:
+        try:
+            await self.generate(feedback_id, SYSTEM_ACTOR)
+        except AutotrainError as exc:
+            log.warning("background generation of %s: %s", feedback_id, exc.message)
+        except Exception:
+            log.exception("background generation of %s failed", feedback_id)
+
+    async def drain(self) -> None:
+        """Wait for background generations to finish."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # ------------------------------------------------------------------ one feedback
+
+    async def generate(self, feedback_id: str, actor: Actor) -> Rule:
+        """The rule of this feedback: generated now, or the one it already has (never two at once)."""
+        require_permission(actor, Action.GENERATE)
+        feedback = await feedback_or_404(self.feedback, feedback_id)
+        existing = await self.rules.get_rule_for_feedback(feedback_id)
+        if existing is not None:
+            return existing
+        task = self._generations.get(feedback_id)
+        if task is None:
+            task = asyncio.create_task(self._generate_once(feedback))
+            self._generations[feedback_id] = task
+            task.add_done_callback(lambda _: self._generations.pop(feedback_id, None))
+        outcome = await asyncio.shield(task)
+        if isinstance(outcome, NoRule):
+            raise TransitionRefused(f"no rule for {feedback_id}: {outcome.reason}")
+        return outcome
+
+    async def _generate_once(self, feedback: Feedback) -> Rule | NoRule:
+        feedback_id = feedback.feedback_id
+        if feedback.status is FeedbackStatus.REJECTED:
+            raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
+        if not await self.feedback.claim_feedback(feedback_id, now=self.clock()):
+            return await self._wait_for_other_generation(feedback_id)
+        if feedback.feedback_type is FeedbackType.PRAISE:
+            await self.feedback.finish_feedback_without_rule(
+                feedback_id, reason="praise", actor_id=SYSTEM_ACTOR.id, now=self.clock()
+            )
+            return NoRule(PRAISE)
+        started = time.perf_counter()
+        info = GenerationInfo(generator=self.generator.name)
+        try:
+            current_rules = await asyncio.to_thread(self.rule_files.current_rules)
+            result = await self.generator.generate(feedback, current_rules)
+            info = result.info
+            proposal = None
+            if result.proposal is not None:
+                proposal = validate_proposal(
+                    result.proposal,
+                    current_rules,
+                    self.rule_files.allowed_modules,
+                    feedback_texts=(feedback.query, feedback.ai_response, feedback.feedback_text),
+                    check_copy=not self.generator.quotes_feedback,
+                )
+        except asyncio.CancelledError:
+            await self.feedback.release_feedback(
+                feedback_id, error="generation cancelled", actor_id=SYSTEM_ACTOR.id, now=self.clock()
+            )
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, AutotrainError) else f"{type(exc).__name__}: {exc}"
+            spent = getattr(exc, "info", None)
+            if not isinstance(spent, GenerationInfo):
+                spent = info.model_copy(update={"latency_ms": int((time.perf_counter() - started) * 1000)})
+            await self.generation_log.record_generation(
+                feedback_id, spent, outcome="failed", error=message, now=self.clock()
+            )
+            await self.feedback.release_feedback(feedback_id, error=message, actor_id=SYSTEM_ACTOR.id, now=self.clock())
+            raise GenerationFailed(f"rule generation for {feedback_id} failed: {message}") from exc
+        if proposal is None:
+            reason = result.declined or "the generator proposed no rule"
+            await self.generation_log.record_generation(
+                feedback_id, info, outcome="declined", error=reason, now=self.clock()
+            )
+            await self.feedback.finish_feedback_without_rule(
+                feedback_id,
+                reason=f"declined: {reason}",
+                actor_id=SYSTEM_ACTOR.id,
+                now=self.clock(),
+                status=FeedbackStatus.REJECTED,
+            )
+            return NoRule(f"the generator declined: {reason}")
+        rule = await self.rules.create_rule(
+            feedback_id,
+            proposal,
+            info,
+            actor_id=SYSTEM_ACTOR.id,
+            now=self.clock(),
+            event=NewEvent(kind=EventKind.RULE_CREATED, actor_id=SYSTEM_ACTOR.id),
+        )
+        self.wake()
+        return await self._auto_approve(rule)
+
+    async def _auto_approve(self, rule: Rule) -> Rule:
+        """Above AUTOTRAIN_AUTO_APPROVE_CONFIDENCE, a clean additive rule is approved by the system (and
+        deployed when AUTOTRAIN_AUTO_DEPLOY says so); anything else waits for an admin."""
+        threshold = self.options.auto_approve_confidence
+        if auto_approval_refusal(rule, threshold, canary_required=self.options.require_canary) is not None:
+            return rule
+        assert threshold is not None
+        approved = await self.rules.transition_rule(
+            rule.rule_id,
+            expected=RuleStatus.PENDING,
+            target=RuleStatus.APPROVED,
+            actor_id=AUTO_APPROVER.id,
+            now=self.clock(),
+            reason=f"auto-approved: confidence {rule.confidence:.2f} > {threshold:.2f}, no warnings",
+            event=NewEvent(kind=EventKind.RULE_APPROVED, actor_id=AUTO_APPROVER.id),
+        )
+        if approved is None:
+            return rule  # someone acted on it first
+        self.wake()
+        if not self.options.auto_deploy:
+            return approved
+        try:
+            return (await self.deploys.deploy(rule.rule_id, AUTO_APPROVER)).rule
+        except AutotrainError as exc:  # it stays approved, for an admin to deploy
+            log.warning("auto-deploy of %s failed: %s", rule.rule_id, exc.message)
+            return await rule_or_404(self.rules, rule.rule_id)
+
+    async def _wait_for_other_generation(self, feedback_id: str) -> Rule | NoRule:
+        """Another process is generating this feedback: wait for its rule rather than make a second one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.generation_wait_seconds
+        while True:
+            rule = await self.rules.get_rule_for_feedback(feedback_id)
+            if rule is not None:
+                return rule
+            feedback = await feedback_or_404(self.feedback, feedback_id)
+            if feedback.status is FeedbackStatus.PROCESSED:
+                return NoRule(PRAISE)
+            if feedback.status is FeedbackStatus.PENDING:
+                raise GenerationFailed(
+                    f"rule generation for {feedback_id} failed: {feedback.last_error or 'unknown error'}"
+                )
+            if feedback.status is FeedbackStatus.REJECTED:
+                raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
+            if loop.time() > deadline:
+                raise GenerationInProgress(f"{feedback_id} is still being processed; try again shortly")
+            await asyncio.sleep(0.1)

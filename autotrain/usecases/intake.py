@@ -1,0 +1,59 @@
+"""Intake: feedback in (API, Slack, CLI), limited per end user and screened by the content filter."""
+
+from __future__ import annotations
+
+from autotrain.content_filter import OFFENSIVE, offensive_terms
+from autotrain.errors import RateLimited
+from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, FeedbackType
+from autotrain.options import Clock, PipelineOptions
+from autotrain.policy import Action, Actor, require_permission
+from autotrain.ports import FeedbackStore, RateLimiter
+from autotrain.usecases.generation import GenerateRules
+
+OFFENSIVE_CLOSED = "flagged by the content filter (offensive language); stored, but no rule is generated from it"
+
+
+class SubmitFeedback:
+    def __init__(
+        self,
+        *,
+        feedback: FeedbackStore,
+        generation: GenerateRules,
+        rate_limiter: RateLimiter | None,
+        clock: Clock,
+        options: PipelineOptions,
+    ) -> None:
+        self.feedback = feedback
+        self.generation = generation
+        self.rate_limiter = rate_limiter
+        self.clock = clock
+        self.options = options
+
+    async def submit(self, data: FeedbackIn, actor: Actor, *, source: str = "api") -> Feedback:
+        """Store feedback. Limited per end user; offensive feedback is stored flagged and closed, not dropped."""
+        require_permission(actor, Action.SUBMIT)
+        user_id = data.user_id or actor.id
+        if self.rate_limiter is not None:
+            decision = await self.rate_limiter.hit(f"feedback:{user_id}")
+            if not decision.allowed:
+                raise RateLimited(
+                    f"too much feedback from {user_id}; try again in {decision.retry_after} s",
+                    retry_after=decision.retry_after,
+                )
+        offensive = offensive_terms(data.query, data.feedback_text)
+        feedback = await self.feedback.create_feedback(
+            data,
+            user_id=user_id,
+            source=source,
+            actor_id=actor.id,
+            now=self.clock(),
+            flags=(OFFENSIVE,) if offensive else (),
+            closed_because=OFFENSIVE_CLOSED if offensive else None,
+        )
+        if (
+            self.options.auto_generate
+            and feedback.status is FeedbackStatus.PENDING
+            and feedback.feedback_type is not FeedbackType.PRAISE
+        ):
+            self.generation.generate_in_background(feedback.feedback_id)
+        return feedback

@@ -1,0 +1,117 @@
+"""Settling what a crash left half done. The rule file is the truth:
+
+- a pending deployment whose change is in the file is completed; one whose change is not is aborted
+  (the rule returns to approved, or to deployed for a rollback);
+- feedback left `processing` with no rule goes back to pending.
+
+Each file's pending deployments are settled under that file's lock, so a deploy that another process has
+under way is waited for, never mistaken for an interrupted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from autotrain.errors import InvalidInput, RuleFileInvalid
+from autotrain.models import Deployment, ReconcileReport
+from autotrain.options import Clock
+from autotrain.policy import SYSTEM_ACTOR
+from autotrain.ports import DeploymentStore, FeedbackStore, RuleStore
+from autotrain.rulefiles import RuleFiles, content_version, normalize_rule_line
+from autotrain.usecases.locks import RuleFileLocks
+
+log = logging.getLogger("autotrain.reconcile")
+
+
+class PendingDeployments:
+    """Completes or aborts the pending deployments of one file; call with the file's lock held."""
+
+    def __init__(self, *, rules: RuleStore, deployments: DeploymentStore, rule_files: RuleFiles, clock: Clock) -> None:
+        self.rules = rules
+        self.deployments = deployments
+        self.rule_files = rule_files
+        self.clock = clock
+
+    async def settle(self, module_name: str) -> tuple[list[int], list[int]]:
+        completed: list[int] = []
+        aborted: list[int] = []
+        for deployment in await self.deployments.pending_deployments():
+            if deployment.module_name != module_name:
+                continue
+            try:
+                written = await self._change_in_file(deployment)
+            except (RuleFileInvalid, InvalidInput) as exc:
+                log.error("cannot reconcile deployment %s: %s", deployment.deployment_id, exc.message)
+                written = False
+            if written:
+                await self.deployments.complete_deployment(deployment.deployment_id, backup_path=None, now=self.clock())
+                completed.append(deployment.deployment_id)
+            else:
+                await self.deployments.abort_deployment(
+                    deployment.deployment_id,
+                    error="interrupted before the file was written",
+                    actor_id=SYSTEM_ACTOR.id,
+                    now=self.clock(),
+                )
+                aborted.append(deployment.deployment_id)
+        if completed or aborted:
+            log.warning(
+                "settled interrupted deployments of %s: completed %s, aborted %s", module_name, completed, aborted
+            )
+        return completed, aborted
+
+    async def _change_in_file(self, deployment: Deployment) -> bool:
+        content, document = await asyncio.to_thread(self.rule_files.read, deployment.module_name)
+        version = content_version(content)
+        if deployment.version_after == deployment.version_before:
+            return True  # a no-op: nothing had to be written
+        if version == deployment.version_after:
+            return True
+        if version == deployment.version_before:
+            return False
+        rule = await self.rules.get_rule(deployment.rule_id)
+        if rule is None:
+            return False
+        present = normalize_rule_line(rule.new_rule) in document.rule_lines()
+        return present if deployment.rollback_of is None else not present
+
+
+class Reconcile:
+    """Start-up: every file with pending deployments settled, interrupted generations requeued."""
+
+    def __init__(
+        self,
+        *,
+        pending: PendingDeployments,
+        locks: RuleFileLocks,
+        deployments: DeploymentStore,
+        feedback: FeedbackStore,
+        rule_files: RuleFiles,
+        clock: Clock,
+    ) -> None:
+        self.pending = pending
+        self.locks = locks
+        self.deployments = deployments
+        self.feedback = feedback
+        self.rule_files = rule_files
+        self.clock = clock
+
+    async def reconcile(self) -> ReconcileReport:
+        completed: list[int] = []
+        aborted: list[int] = []
+        modules = sorted({d.module_name for d in await self.deployments.pending_deployments()})
+        for module_name in modules:
+            try:
+                async with self.locks.hold(module_name):
+                    done, undone = await self.pending.settle(module_name)
+            except InvalidInput as exc:  # a module no longer allowed: leave it for an admin
+                log.error("cannot reconcile deployments of %s: %s", module_name, exc.message)
+                continue
+            completed += done
+            aborted += undone
+        requeued = await self.feedback.requeue_interrupted_feedback(now=self.clock())
+        removed = await asyncio.to_thread(self.rule_files.tidy)
+        if removed:
+            log.info("removed %d temporary rule files left by an interrupted write", removed)
+        return ReconcileReport(deployments_completed=completed, deployments_aborted=aborted, feedback_requeued=requeued)
