@@ -280,6 +280,21 @@ class RunAllSummary(BaseModel):
     clusters: list[RuleCluster] = Field(default_factory=list)  # feedback answered by one shared rule
 
 
+class PipelineCounts(BaseModel):
+    """The store's tallies for the status report: every status and type present (0 when none)."""
+
+    feedback_by_status: dict[str, int]
+    feedback_by_type: dict[str, int]
+    rules_by_status: dict[str, int]
+    deployments_total: int  # applied deployments, rollbacks not counted
+    deployed_since: int  # of those, applied at or after the `since` asked for
+    rollbacks_total: int
+
+    def __getitem__(self, name: str) -> Any:
+        # transitional: service.status() still reads counts["..."] until its rewrite reads attributes
+        return getattr(self, name)
+
+
 class StatusReport(BaseModel):
     feedback_by_status: dict[str, int]
     feedback_by_type: dict[str, int]

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 from autotrain.rollout import in_rollout
 from autotrain.text import fold
+
+if TYPE_CHECKING:  # ports imports this module's models; the Monitor only needs the protocol for its hint
+    from autotrain.ports import MonitoringStore
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,22 @@ class Metrics(BaseModel):
     approvals_in_window: int
     approval_seconds_avg: float | None
     approval_seconds_p90: float | None
+
+
+class MetricsData(BaseModel):
+    """The raw figures behind Metrics, as the store reads them; the monitor derives the rates and percentiles."""
+
+    pending_feedback: int
+    oldest_pending_feedback_id: str | None
+    oldest_pending_at: datetime | None
+    pending_rules: int
+    feedback_by_status: dict[str, int]
+    feedback_by_type: dict[str, int]
+    rules_by_status: dict[str, int]
+    generation_attempts: int  # in the error-rate window
+    generation_failures: int
+    deployed_today: int
+    approval_seconds: list[float]  # creation to approval, of each rule approved in the approval window
 
 
 @dataclass(frozen=True)
@@ -219,6 +238,34 @@ class DigestCanary(BaseModel):
     feedback_outside: int
 
 
+class CanaryRule(BaseModel):
+    """A rule deployed to a share of users (the store's part of a DigestCanary)."""
+
+    rule_id: str
+    module_name: str
+    rollout_percent: int
+
+
+class DigestData(BaseModel):
+    """The raw figures of a digest period, as the store reads them; the monitor adds themes and canary splits."""
+
+    feedback_by_type: dict[str, int]
+    rules_generated: int
+    rules_approved: int
+    rules_rejected: int
+    rules_deployed: int
+    rules_rolled_back: int
+    pending_feedback: int
+    pending_rules: int
+    oldest_pending_feedback_id: str | None
+    oldest_pending_at: datetime | None
+    approval_seconds: list[float]
+    feedback_texts: list[str]  # of the period, oldest first
+    feedback_users: list[str]  # who sent each of them (same order)
+    canaries: list[CanaryRule]
+    deployed: list[DigestRule]
+
+
 class Digest(BaseModel):
     start: datetime
     end: datetime
@@ -299,23 +346,7 @@ def average(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-# ---------------------------------------------------------------------- ports
-
-
-class MonitoringStore(Protocol):
-    async def metrics_data(
-        self, *, now: datetime, error_window_start: datetime, day_start: datetime, approval_window_start: datetime
-    ) -> dict[str, Any]: ...
-
-    async def digest_data(self, *, start: datetime, end: datetime) -> dict[str, Any]: ...
-
-    async def get_alert_state(self, name: str) -> AlertState | None: ...
-
-    async def save_alert_state(self, state: AlertState, *, expected_version: int) -> bool: ...
-
-    async def acquire_lease(self, name: str, *, holder: str, now: datetime, ttl_seconds: float) -> bool: ...
-
-    async def claim_digest(self, key: str, *, now: datetime) -> bool: ...
+# ---------------------------------------------------------------------- sinks and the monitor
 
 
 class MonitoringSink(Protocol):
@@ -364,19 +395,25 @@ class Monitor:
             day_start=self.day_start(now),
             approval_window_start=now - timedelta(days=self.approval_window_days),
         )
-        approvals: list[float] = data.pop("approval_seconds")
-        attempts, failures = data.pop("attempts"), data.pop("failures")
+        attempts, failures, approvals = data.generation_attempts, data.generation_failures, data.approval_seconds
         return Metrics(
             at=now,
+            pending_feedback=data.pending_feedback,
+            oldest_pending_feedback_id=data.oldest_pending_feedback_id,
+            oldest_pending_at=data.oldest_pending_at,
+            pending_rules=data.pending_rules,
+            feedback_by_status=data.feedback_by_status,
+            feedback_by_type=data.feedback_by_type,
+            rules_by_status=data.rules_by_status,
             error_rate_window_minutes=window,
             generation_attempts_in_window=attempts,
             generation_failures_in_window=failures,
             generation_error_rate=round(failures / attempts, 4) if attempts else 0.0,
+            deployed_today=data.deployed_today,
             approval_window_days=self.approval_window_days,
             approvals_in_window=len(approvals),
             approval_seconds_avg=average(approvals),
             approval_seconds_p90=percentile(approvals, 0.9),
-            **data,
         )
 
     async def check_alerts(self) -> list[AlertEvent]:
@@ -440,21 +477,31 @@ class Monitor:
         end = end or self.clock()
         start = end - timedelta(hours=hours)
         data = await self.store.digest_data(start=start, end=end)
-        approvals: list[float] = data.pop("approval_seconds")
-        texts: list[str] = data.pop("feedback_texts")
-        users: list[str] = data.pop("feedback_users")
+        users = data.feedback_users
         canaries = []
-        for canary in data.pop("canaries"):
-            inside = sum(in_rollout(canary["rule_id"], user, canary["rollout_percent"]) for user in users)
-            canaries.append(DigestCanary(**canary, feedback_in_canary=inside, feedback_outside=len(users) - inside))
+        for canary in data.canaries:
+            inside = sum(in_rollout(canary.rule_id, user, canary.rollout_percent) for user in users)
+            canaries.append(
+                DigestCanary(**canary.model_dump(), feedback_in_canary=inside, feedback_outside=len(users) - inside)
+            )
         return Digest(
-            canaries=canaries,
             start=start,
             end=end,
-            approval_seconds_avg=average(approvals),
-            approval_seconds_p90=percentile(approvals, 0.9),
-            themes=recurring_themes(texts),
-            **data,
+            feedback_by_type=data.feedback_by_type,
+            rules_generated=data.rules_generated,
+            rules_approved=data.rules_approved,
+            rules_rejected=data.rules_rejected,
+            rules_deployed=data.rules_deployed,
+            rules_rolled_back=data.rules_rolled_back,
+            pending_feedback=data.pending_feedback,
+            pending_rules=data.pending_rules,
+            oldest_pending_feedback_id=data.oldest_pending_feedback_id,
+            oldest_pending_at=data.oldest_pending_at,
+            approval_seconds_avg=average(data.approval_seconds),
+            approval_seconds_p90=percentile(data.approval_seconds, 0.9),
+            themes=recurring_themes(data.feedback_texts),
+            deployed=data.deployed,
+            canaries=canaries,
         )
 
     async def post_digest(self, *, key: str | None = None, raise_errors: bool = False) -> Digest | None:

@@ -17,12 +17,16 @@ from autotrain.models import (
     FeedbackType,
     GenerationInfo,
     GenerationTotals,
+    NewEvent,
+    OutboxEvent,
+    PipelineCounts,
     PipelineEvent,
     ReviewCard,
     Rule,
     RuleProposal,
     RuleStatus,
 )
+from autotrain.monitoring import AlertState, DigestData, MetricsData
 
 T = TypeVar("T")
 
@@ -105,15 +109,19 @@ class NewDeployment:
     rollout_percent: int | None = None  # 100, or a canary's share; None for a rollback
 
 
-class Store(Protocol):
-    """Persistence. Every state change is one transaction that checks the current state (compare-and-set):
-    methods that change a state return None (or False) when the record was not in the expected state."""
+# ---------------------------------------------------------------------- the store, by role
+#
+# Persistence. Every state change is one transaction that checks the current state (compare-and-set):
+# methods that change a state return None (or False) when the record was not in the expected state.
+# Each part of the pipeline asks for the roles it uses; `Store` is all of them, for the composition root.
+#
+# A state change given `event=` records that event (the outbox) in its own transaction, with the rule as it
+# is right after the change, and only when the change happened.
 
-    async def open(self) -> None: ...
+EVENT_HOLD_SECONDS = 30.0  # a held event (a deploy awaiting its reload result) is delivered after this at most
 
-    async def close(self) -> None: ...
 
-    # feedback
+class FeedbackStore(Protocol):
     async def create_feedback(
         self,
         data: FeedbackIn,
@@ -161,11 +169,21 @@ class Store(Protocol):
         """processing → processed (praise) or rejected (declined by the generator), with no rule."""
         ...
 
-    async def requeue_interrupted_feedback(self, *, now: datetime) -> list[str]: ...
+    async def requeue_interrupted_feedback(self, *, now: datetime) -> list[str]:
+        """processing (with no rule) → pending, after a crash; returns the ids."""
+        ...
 
-    # rules
+
+class RuleStore(Protocol):
     async def create_rule(
-        self, feedback_id: str, proposal: RuleProposal, info: GenerationInfo, *, actor_id: str, now: datetime
+        self,
+        feedback_id: str,
+        proposal: RuleProposal,
+        info: GenerationInfo,
+        *,
+        actor_id: str,
+        now: datetime,
+        event: NewEvent | None = None,
     ) -> Rule:
         """Insert the rule, move its feedback processing → processed and log the successful generation
         (`info`), in one transaction."""
@@ -179,6 +197,8 @@ class Store(Protocol):
         self, *, status: RuleStatus | None, module_name: str | None, limit: int, offset: int
     ) -> Page[Rule]: ...
 
+    async def deployed_rules(self, module_name: str) -> list[Rule]: ...
+
     async def transition_rule(
         self,
         rule_id: str,
@@ -188,6 +208,7 @@ class Store(Protocol):
         actor_id: str,
         now: datetime,
         reason: str | None = None,
+        event: NewEvent | None = None,
     ) -> Rule | None: ...
 
     async def edit_rule(
@@ -197,21 +218,28 @@ class Store(Protocol):
         changes: dict[str, Any],
         actor_id: str,
         now: datetime,
+        event: NewEvent | None = None,
     ) -> Rule | None:
         """Change fields of a pending rule; None when it is no longer pending."""
         ...
 
     async def attach_feedback(
-        self, rule_id: str, feedback_ids: list[str], *, actor_id: str, now: datetime
+        self,
+        rule_id: str,
+        feedback_ids: list[str],
+        *,
+        actor_id: str,
+        now: datetime,
+        event: NewEvent | None = None,
     ) -> list[str]:
-        """Answer more pending feedback with this rule (a cluster); returns those attached."""
+        """Answer more pending feedback with this rule (a cluster); returns those attached (the event is
+        recorded only when there are some)."""
         ...
 
     async def cluster_feedback_texts(self, rule_id: str, limit: int = 5) -> list[str]: ...
 
-    async def set_deployment_commit(self, deployment_id: int, commit_sha: str) -> None: ...
 
-    # deployments
+class DeploymentStore(Protocol):
     async def begin_deployment(
         self, new: NewDeployment, *, expected: RuleStatus, target: RuleStatus, now: datetime
     ) -> int | None:
@@ -219,16 +247,20 @@ class Store(Protocol):
         ...
 
     async def complete_deployment(
-        self, deployment_id: int, *, backup_path: str | None, now: datetime
-    ) -> Deployment: ...
+        self, deployment_id: int, *, backup_path: str | None, now: datetime, event: NewEvent | None = None
+    ) -> Deployment:
+        """pending → applied; the event (if the row was still pending) carries this deployment's id."""
+        ...
 
     async def abort_deployment(self, deployment_id: int, *, error: str, actor_id: str, now: datetime) -> None:
         """Delete the pending row and put the rule back in the state it had before."""
         ...
 
-    async def record_reload(self, deployment_id: int, result: ReloadResult, *, now: datetime) -> None: ...
+    async def record_reload(self, deployment_id: int, result: ReloadResult, *, now: datetime) -> None:
+        """Keep the chatbot's answer, and release the deployment's held events (ready now)."""
+        ...
 
-    async def get_deployment(self, deployment_id: int) -> Deployment | None: ...
+    async def set_deployment_commit(self, deployment_id: int, commit_sha: str) -> None: ...
 
     async def active_deployment_for_rule(self, rule_id: str) -> Deployment | None: ...
 
@@ -236,9 +268,8 @@ class Store(Protocol):
 
     async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]: ...
 
-    async def deployed_rules(self, module_name: str) -> list[Rule]: ...
 
-    # review cards
+class ReviewCardStore(Protocol):
     async def claim_card(
         self, rule_id: str, *, channel: str, now: datetime, posting_lease_seconds: float
     ) -> int | None:
@@ -262,7 +293,10 @@ class Store(Protocol):
         `retry_after_seconds` ago, or whose posting claim outlived its lease (the poster died)."""
         ...
 
-    # generations (each attempt, for cost and the error rate)
+
+class GenerationLog(Protocol):
+    """Each generation attempt, for cost and the error rate."""
+
     async def record_generation(
         self,
         feedback_id: str,
@@ -278,7 +312,98 @@ class Store(Protocol):
 
     async def generation_totals(self, *, since: datetime | None = None) -> GenerationTotals: ...
 
-    # reports
-    async def counts(self, *, since: datetime) -> dict[str, Any]: ...
+
+class ReportStore(Protocol):
+    """Read-only figures: the status report, the audit log, monitoring metrics and the digest."""
+
+    async def counts(self, *, since: datetime) -> PipelineCounts: ...
 
     async def list_audit(self, *, subject_id: str | None, limit: int, offset: int) -> Page[AuditEntry]: ...
+
+    async def metrics_data(
+        self, *, now: datetime, error_window_start: datetime, day_start: datetime, approval_window_start: datetime
+    ) -> MetricsData: ...
+
+    async def digest_data(self, *, start: datetime, end: datetime) -> DigestData: ...
+
+
+class AlertStateStore(Protocol):
+    """What keeps several processes from acting twice: alert state (compare-and-set on a version), leases
+    (one scheduler acts) and digest runs (each posted once). Survives restarts."""
+
+    async def get_alert_state(self, name: str) -> AlertState | None: ...
+
+    async def save_alert_state(self, state: AlertState, *, expected_version: int) -> bool: ...
+
+    async def acquire_lease(self, name: str, *, holder: str, now: datetime, ttl_seconds: float) -> bool: ...
+
+    async def claim_digest(self, key: str, *, now: datetime) -> bool: ...
+
+
+class MonitoringStore(ReportStore, AlertStateStore, Protocol):
+    """What the Monitor needs: the figures, and the state that makes one process alert once."""
+
+
+class WebhookOutbox(Protocol):
+    """Webhook deliveries: queued per URL, claimed when due, each attempt recorded (the delivery log)."""
+
+    async def enqueue_webhooks(
+        self, *, event_id: str, event_type: str, payload: dict[str, Any], urls: tuple[str, ...], now: datetime
+    ) -> None:
+        """Queue one delivery per URL; an (event_id, url) already queued is left alone (a redelivered event
+        is not sent twice)."""
+        ...
+
+    async def due_webhooks(self, *, now: datetime, limit: int = 50, lease_seconds: float = 60) -> list[dict[str, Any]]:
+        """Claim the deliveries due now (pushed `lease_seconds` ahead, so no other process sends them too)."""
+        ...
+
+    async def webhook_attempted(
+        self,
+        delivery_id: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Record one attempt: delivered, retry at next_attempt_at, or failed for good (next_attempt_at None)."""
+        ...
+
+    async def list_webhook_deliveries(self, *, limit: int = 100) -> list[dict[str, Any]]: ...
+
+
+class EventOutbox(Protocol):
+    """The rule events recorded by state changes, delivered at least once, in order per rule."""
+
+    async def claim_events(self, *, holder: str, now: datetime, lease_seconds: float, limit: int) -> list[OutboxEvent]:
+        """Claim up to `limit` undelivered events that are ready (not held) and not claimed by a live lease,
+        in id order. An event whose rule has an earlier undelivered event outside this batch is skipped, so
+        that a rule's events are delivered in order even across processes. Each claim counts an attempt."""
+        ...
+
+    async def event_delivered(self, event_id: int, *, holder: str, now: datetime) -> bool:
+        """Mark it delivered, if `holder` still holds its claim (False when another process took it over)."""
+        ...
+
+    async def undelivered_event_count(self) -> int: ...
+
+
+class Store(
+    FeedbackStore,
+    RuleStore,
+    DeploymentStore,
+    ReviewCardStore,
+    GenerationLog,
+    ReportStore,
+    AlertStateStore,
+    WebhookOutbox,
+    EventOutbox,
+    Protocol,
+):
+    """Every role, and the lifecycle: what the composition root opens and hands out."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...

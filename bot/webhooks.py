@@ -22,7 +22,7 @@ import httpx
 
 from autotrain.models import PipelineEvent
 from autotrain.monitoring import AlertEvent, Digest
-from storage.sqlite import SqliteStore
+from autotrain.ports import WebhookOutbox
 
 log = logging.getLogger("autotrain.webhooks")
 
@@ -39,13 +39,13 @@ class WebhookNotifier:
     """Puts events in the outbox: rule created / edited / approved / rejected / deployed / rolled back,
     alerts fired / repeated / resolved. (PipelineNotifier and MonitoringSink.)"""
 
-    def __init__(self, store: SqliteStore, urls: tuple[str, ...], clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: WebhookOutbox, urls: tuple[str, ...], clock: Callable[[], datetime]) -> None:
         self.store = store
         self.urls = urls
         self.clock = clock
 
-    async def _enqueue(self, event_type: str, data: dict[str, Any]) -> None:
-        event_id = uuid.uuid4().hex
+    async def _enqueue(self, event_type: str, data: dict[str, Any], event_id: str | None = None) -> None:
+        event_id = event_id or uuid.uuid4().hex
         now = self.clock()
         payload = {"id": event_id, "type": event_type, "at": now.isoformat(), "data": data}
         await self.store.enqueue_webhooks(
@@ -56,7 +56,9 @@ class WebhookNotifier:
         data: dict[str, Any] = {"actor": event.actor_id, "rule": event.rule.model_dump(mode="json")}
         if event.deployment is not None:
             data["deployment"] = event.deployment.model_dump(mode="json")
-        await self._enqueue(event.kind.value, data)
+        # an outbox event gets the same id each time it is delivered, so the outbox queues it only once
+        event_id = f"evt-{event.event_id}" if event.event_id is not None else None
+        await self._enqueue(event.kind.value, data, event_id)
 
     async def alert(self, event: AlertEvent) -> None:
         await self._enqueue(f"alert_{event.kind.value}", event.model_dump(mode="json"))
@@ -70,7 +72,7 @@ class WebhookDispatcher:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: WebhookOutbox,
         *,
         secret: str,
         clock: Callable[[], datetime],

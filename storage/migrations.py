@@ -186,6 +186,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (rule_id, feedback_id)
     );
     """,
+    # 7: the event outbox (each rule event recorded by its state change, delivered at least once, in order per
+    # rule), and one webhook delivery per event and URL, so that an event delivered again is not sent twice
+    """
+    CREATE TABLE events (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind          TEXT NOT NULL,
+        rule_id       TEXT NOT NULL REFERENCES generated_rules (rule_id),
+        actor_id      TEXT NOT NULL,
+        deployment_id INTEGER REFERENCES deployments (id),
+        rule_snapshot TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        ready_at      TEXT NOT NULL,
+        claimed_by    TEXT,
+        claimed_until TEXT,
+        delivered_at  TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX ix_events_undelivered ON events (ready_at, id) WHERE delivered_at IS NULL;
+    CREATE INDEX ix_events_rule_undelivered ON events (rule_id, id) WHERE delivered_at IS NULL;
+    CREATE INDEX ix_events_deployment ON events (deployment_id) WHERE deployment_id IS NOT NULL;
+    -- a URL listed twice in the settings queued an event twice before: keep the first of each
+    DELETE FROM webhook_deliveries WHERE id NOT IN (SELECT MIN(id) FROM webhook_deliveries GROUP BY event_id, url);
+    CREATE UNIQUE INDEX ux_webhook_deliveries_event_url ON webhook_deliveries (event_id, url);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

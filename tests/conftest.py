@@ -230,3 +230,4 @@ from tests.fakes.anthropic_api import messages_api  # noqa: E402, F401  (fixture
 from tests.fakes.monitoring import open_monitored  # noqa: E402, F401  (fixture)
 from tests.fakes.slack_api import slack_api  # noqa: E402, F401  (fixture)
 from tests.slack_support import slack  # noqa: E402, F401  (fixture)
+from tests.stores import store, store_backend  # noqa: E402, F401  (fixtures: the store contract suite)

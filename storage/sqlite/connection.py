@@ -1,0 +1,131 @@
+"""The one connection of a process, its transactions, and the schema migrations run at open.
+
+One connection per process; an asyncio lock keeps each transaction whole (coroutines share the
+connection), and `BEGIN IMMEDIATE` with a busy timeout serialises writers across processes. Every state
+change checks the current state inside its transaction (`UPDATE ... WHERE status = ?`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from autotrain.errors import StoreBusy
+from storage.migrations import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger("storage.sqlite")
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def ts(value: datetime) -> str:
+    """UTC, always with microseconds, so that stored times sort as text."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def busy(exc: sqlite3.OperationalError) -> Exception:
+    """A locked database is a clear, retryable error; any other operational error stays what it is."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreBusy(f"the database is busy (locked by another process); try again shortly ({exc})")
+    return exc
+
+
+def statements(script: str) -> list[str]:
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+
+
+class SqliteConnection:
+    """The base every role mixin of SqliteStore shares: one connection, one lock, `_tx` and `_read`."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _busy_timeout_ms(self) -> int:
+        return BUSY_TIMEOUT_MS
+
+    async def open(self) -> None:
+        timeout_ms = self._busy_timeout_ms()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=timeout_ms / 1000)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._db.execute("PRAGMA foreign_keys = ON")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def schema_version(self) -> int:
+        async with self._read() as db:
+            cursor = await db.execute("PRAGMA user_version")
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        async with self._tx() as db:
+            cursor = await db.execute("PRAGMA user_version")
+            row = await cursor.fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database {self.path} has schema version {current}, newer than this Auto-Train "
+                    f"({SCHEMA_VERSION}); upgrade Auto-Train"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in statements(MIGRATIONS[version - 1]):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {version}")
+                log.info("database migrated to schema version %d", version)
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock from the start, so a compare-and-set
+        read and its write cannot interleave with another process)."""
+        db = self._connection()
+        async with self._lock:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise busy(exc) from exc
+            try:
+                yield db
+            except BaseException as exc:
+                await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise busy(exc) from exc
+                raise
+            try:
+                await db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                await db.execute("ROLLBACK")
+                raise busy(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        db = self._connection()
+        async with self._lock:
+            try:
+                yield db
+            except sqlite3.OperationalError as exc:
+                raise busy(exc) from exc
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db

@@ -1,0 +1,182 @@
+"""Feedback: stored, claimed for generation, released on failure, closed without a rule, requeued."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, FeedbackType, feedback_id_for
+from autotrain.ports import Page
+from storage.sqlite.connection import SqliteConnection, ts
+from storage.sqlite.queries import FEEDBACK_SELECT, audit, count, feedback_in, feedback_row, where
+
+
+class FeedbackMixin(SqliteConnection):
+    async def create_feedback(
+        self,
+        data: FeedbackIn,
+        *,
+        user_id: str,
+        source: str,
+        actor_id: str,
+        now: datetime,
+        flags: tuple[str, ...] = (),
+        closed_because: str | None = None,
+    ) -> Feedback:
+        status = "rejected" if closed_because else "pending"
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "INSERT INTO feedbacks (user_id, query, ai_response, feedback_text, feedback_type, status,"
+                " source, metadata, flags, last_error, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    data.query,
+                    data.ai_response,
+                    data.feedback_text,
+                    data.feedback_type.value,
+                    status,
+                    source,
+                    json.dumps(data.metadata, ensure_ascii=False) if data.metadata is not None else None,
+                    json.dumps(list(flags)),
+                    closed_because,
+                    ts(now),
+                    ts(now),
+                ),
+            )
+            row_id = cursor.lastrowid
+            assert row_id is not None
+            feedback_id = feedback_id_for(row_id)
+            await db.execute("UPDATE feedbacks SET feedback_id = ? WHERE id = ?", (feedback_id, row_id))
+            await audit(
+                db,
+                now=now,
+                actor=actor_id,
+                action="feedback_submitted",
+                subject_id=feedback_id,
+                to_state=status,
+                detail={
+                    "source": source,
+                    "user_id": user_id,
+                    "feedback_type": data.feedback_type.value,
+                    **({"flags": list(flags), "closed_because": closed_because} if closed_because else {}),
+                },
+            )
+            return await feedback_in(db, feedback_id)  # type: ignore[return-value]
+
+    async def get_feedback(self, feedback_id: str) -> Feedback | None:
+        async with self._read() as db:
+            return await feedback_in(db, feedback_id)
+
+    async def list_feedback(
+        self,
+        *,
+        status: FeedbackStatus | None,
+        feedback_type: FeedbackType | None,
+        limit: int,
+        offset: int,
+    ) -> Page[Feedback]:
+        condition, args = where(("f.status", status), ("f.feedback_type", feedback_type))
+        async with self._read() as db:
+            total = await count(db, f"SELECT COUNT(*) FROM feedbacks f {condition}", args)
+            cursor = await db.execute(
+                f"{FEEDBACK_SELECT} {condition} ORDER BY f.id LIMIT ? OFFSET ?", (*args, limit, offset)
+            )
+            rows = await cursor.fetchall()
+        return Page([feedback_row(row) for row in rows], total, limit, offset)
+
+    async def pending_feedback_ids(self) -> list[str]:
+        async with self._read() as db:
+            cursor = await db.execute("SELECT feedback_id FROM feedbacks WHERE status = 'pending' ORDER BY id")
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def claim_feedback(self, feedback_id: str, *, now: datetime) -> bool:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "UPDATE feedbacks SET status = 'processing', updated_at = ?"
+                " WHERE feedback_id = ? AND status = 'pending'",
+                (ts(now), feedback_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await audit(
+                db,
+                now=now,
+                actor="system",
+                action="generation_started",
+                subject_id=feedback_id,
+                from_state="pending",
+                to_state="processing",
+            )
+            return True
+
+    async def release_feedback(self, feedback_id: str, *, error: str, actor_id: str, now: datetime) -> None:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "UPDATE feedbacks SET status = 'pending', error_count = error_count + 1, last_error = ?,"
+                " updated_at = ? WHERE feedback_id = ? AND status = 'processing'",
+                (error[:2000], ts(now), feedback_id),
+            )
+            if cursor.rowcount == 1:
+                await audit(
+                    db,
+                    now=now,
+                    actor=actor_id,
+                    action="generation_failed",
+                    subject_id=feedback_id,
+                    from_state="processing",
+                    to_state="pending",
+                    detail={"error": error[:2000]},
+                )
+
+    async def finish_feedback_without_rule(
+        self,
+        feedback_id: str,
+        *,
+        reason: str,
+        actor_id: str,
+        now: datetime,
+        status: FeedbackStatus = FeedbackStatus.PROCESSED,
+    ) -> bool:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "UPDATE feedbacks SET status = ?, updated_at = ?, last_error = ?"
+                " WHERE feedback_id = ? AND status = 'processing'",
+                (status.value, ts(now), None if status is FeedbackStatus.PROCESSED else reason[:2000], feedback_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await audit(
+                db,
+                now=now,
+                actor=actor_id,
+                action="feedback_skipped",
+                subject_id=feedback_id,
+                from_state="processing",
+                to_state=status.value,
+                detail={"reason": reason},
+            )
+            return True
+
+    async def requeue_interrupted_feedback(self, *, now: datetime) -> list[str]:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "SELECT f.feedback_id FROM feedbacks f LEFT JOIN generated_rules r ON r.feedback_id = f.feedback_id"
+                " WHERE f.status = 'processing' AND r.rule_id IS NULL"
+            )
+            ids = [row[0] for row in await cursor.fetchall()]
+            for feedback_id in ids:
+                await db.execute(
+                    "UPDATE feedbacks SET status = 'pending', last_error = ?, updated_at = ? WHERE feedback_id = ?",
+                    ("generation interrupted (the process stopped)", ts(now), feedback_id),
+                )
+                await audit(
+                    db,
+                    now=now,
+                    actor="system",
+                    action="feedback_requeued",
+                    subject_id=feedback_id,
+                    from_state="processing",
+                    to_state="pending",
+                )
+            return ids

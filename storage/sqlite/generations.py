@@ -1,0 +1,77 @@
+"""The generation log: every attempt's model, tokens, latency and outcome (cost, and the error rate)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import aiosqlite
+
+from autotrain.models import GenerationInfo, GenerationTotals
+from storage.sqlite.connection import SqliteConnection, ts
+
+
+async def insert_generation(
+    db: aiosqlite.Connection,
+    feedback_id: str,
+    info: GenerationInfo,
+    *,
+    outcome: str,
+    now: datetime,
+    error: str | None = None,
+    rule_id: str | None = None,
+) -> None:
+    """In the caller's transaction (create_rule logs its success with the rule)."""
+    await db.execute(
+        "INSERT INTO generations (feedback_id, rule_id, generator, model, outcome, error, input_tokens,"
+        " output_tokens, latency_ms, attempts, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            feedback_id,
+            rule_id,
+            info.generator,
+            info.model,
+            outcome,
+            error[:2000] if error else None,
+            info.input_tokens,
+            info.output_tokens,
+            info.latency_ms,
+            info.attempts,
+            ts(now),
+        ),
+    )
+
+
+class GenerationMixin(SqliteConnection):
+    async def record_generation(
+        self,
+        feedback_id: str,
+        info: GenerationInfo,
+        *,
+        outcome: str,
+        now: datetime,
+        error: str | None = None,
+        rule_id: str | None = None,
+    ) -> None:
+        async with self._tx() as db:
+            await insert_generation(db, feedback_id, info, outcome=outcome, now=now, error=error, rule_id=rule_id)
+
+    async def generation_totals(self, *, since: datetime | None = None) -> GenerationTotals:
+        condition, args = ("WHERE at >= ?", (ts(since),)) if since is not None else ("", ())
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT COUNT(*), SUM(outcome = 'succeeded'), SUM(outcome = 'failed'), SUM(outcome = 'declined'),"
+                f" SUM(input_tokens), SUM(output_tokens), AVG(latency_ms) FROM generations {condition}",
+                args,
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        attempts, succeeded, failed, declined = (int(row[i] or 0) for i in range(4))
+        return GenerationTotals(
+            attempts=attempts,
+            succeeded=succeeded,
+            failed=failed,
+            declined=declined,
+            error_rate=round(failed / attempts, 4) if attempts else 0.0,
+            input_tokens=int(row[4] or 0),
+            output_tokens=int(row[5] or 0),
+            average_latency_ms=round(row[6]) if row[6] is not None else None,
+        )

@@ -1,0 +1,102 @@
+"""Helpers the role modules share: the audit row, filters and counts, and rows turned into models."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from autotrain.models import Deployment, Feedback, Rule
+from storage.sqlite.connection import ts
+
+FEEDBACK_SELECT = """
+    SELECT f.*, COALESCE(r.rule_id, rf.rule_id) AS rule_id FROM feedbacks f
+    LEFT JOIN generated_rules r ON r.feedback_id = f.feedback_id
+    LEFT JOIN rule_feedbacks rf ON rf.feedback_id = f.feedback_id
+"""
+
+
+async def audit(
+    db: aiosqlite.Connection,
+    *,
+    now: datetime,
+    actor: str,
+    action: str,
+    subject_id: str,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await db.execute(
+        "INSERT INTO audit_log (at, actor, action, subject_id, from_state, to_state, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            ts(now),
+            actor,
+            action,
+            subject_id,
+            from_state,
+            to_state,
+            json.dumps(detail, ensure_ascii=False) if detail else None,
+        ),
+    )
+
+
+def where(*conditions: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    parts, args = [], []
+    for column, value in conditions:
+        if value is not None:
+            parts.append(f"{column} = ?")
+            args.append(value.value if hasattr(value, "value") else value)
+    return ("WHERE " + " AND ".join(parts)) if parts else "", tuple(args)
+
+
+async def count(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> int:
+    cursor = await db.execute(sql, args)
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def grouped(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = ()) -> dict[str, int]:
+    cursor = await db.execute(sql, args)
+    return {row[0]: int(row[1]) for row in await cursor.fetchall()}
+
+
+def feedback_row(row: aiosqlite.Row) -> Feedback:
+    data = dict(row)
+    data["metadata"] = json.loads(data["metadata"]) if data.get("metadata") else None
+    data["flags"] = json.loads(data.get("flags") or "[]")
+    return Feedback.model_validate(data)
+
+
+def rule_row(row: aiosqlite.Row) -> Rule:
+    data = dict(row)
+    data["warnings"] = json.loads(data["warnings"] or "[]")
+    return Rule.model_validate(data)
+
+
+def deployment_row(row: aiosqlite.Row) -> Deployment:
+    data = dict(row)
+    data["deployment_id"] = data.pop("id")
+    data["change"] = json.loads(data["change"] or "{}")
+    return Deployment.model_validate(data)
+
+
+async def feedback_in(db: aiosqlite.Connection, feedback_id: str) -> Feedback | None:
+    cursor = await db.execute(FEEDBACK_SELECT + " WHERE f.feedback_id = ?", (feedback_id,))
+    row = await cursor.fetchone()
+    return feedback_row(row) if row else None
+
+
+async def rule_in(db: aiosqlite.Connection, rule_id: str) -> Rule | None:
+    cursor = await db.execute("SELECT * FROM generated_rules WHERE rule_id = ?", (rule_id,))
+    row = await cursor.fetchone()
+    return rule_row(row) if row else None
+
+
+async def deployment_in(db: aiosqlite.Connection, deployment_id: int) -> Deployment | None:
+    cursor = await db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+    row = await cursor.fetchone()
+    return deployment_row(row) if row else None

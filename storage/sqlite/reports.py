@@ -1,0 +1,186 @@
+"""Read-only figures: the status counts, the audit log, and what monitoring's metrics and digest need."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import aiosqlite
+
+from autotrain.models import AuditEntry, FeedbackStatus, FeedbackType, PipelineCounts, RuleStatus
+from autotrain.monitoring import CanaryRule, DigestData, DigestRule, MetricsData
+from autotrain.ports import Page
+from storage.sqlite.connection import SqliteConnection, ts
+from storage.sqlite.queries import count, grouped, where
+
+_APPLIED = "SELECT COUNT(*) FROM deployments WHERE state = 'applied'"
+_OLDEST_PENDING = "SELECT feedback_id, created_at FROM feedbacks WHERE status = 'pending' ORDER BY id LIMIT 1"
+
+
+async def _by_status_and_type(db: aiosqlite.Connection) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Feedback by status and by type, rules by status: every value present, 0 when none."""
+    feedback_by_status = await grouped(db, "SELECT status, COUNT(*) FROM feedbacks GROUP BY status")
+    feedback_by_type = await grouped(db, "SELECT feedback_type, COUNT(*) FROM feedbacks GROUP BY feedback_type")
+    rules_by_status = await grouped(db, "SELECT status, COUNT(*) FROM generated_rules GROUP BY status")
+    return (
+        {s.value: feedback_by_status.get(s.value, 0) for s in FeedbackStatus},
+        {t.value: feedback_by_type.get(t.value, 0) for t in FeedbackType},
+        {s.value: rules_by_status.get(s.value, 0) for s in RuleStatus},
+    )
+
+
+async def _approval_seconds(
+    db: aiosqlite.Connection, start: str, end: str, *, end_inclusive: bool = True
+) -> list[float]:
+    """Seconds from creation to approval of the rules approved in [start, end]."""
+    cursor = await db.execute(
+        "SELECT created_at, approved_at FROM generated_rules WHERE approved_at >= ? AND approved_at "
+        + ("<=" if end_inclusive else "<")
+        + " ?",
+        (start, end),
+    )
+    return [
+        (datetime.fromisoformat(approved) - datetime.fromisoformat(created)).total_seconds()
+        for created, approved in await cursor.fetchall()
+    ]
+
+
+class ReportMixin(SqliteConnection):
+    async def counts(self, *, since: datetime) -> PipelineCounts:
+        async with self._read() as db:
+            feedback_by_status, feedback_by_type, rules_by_status = await _by_status_and_type(db)
+            deployments_total = await count(db, f"{_APPLIED} AND rollback_of IS NULL", ())
+            rollbacks_total = await count(db, f"{_APPLIED} AND rollback_of IS NOT NULL", ())
+            deployed_since = await count(db, f"{_APPLIED} AND rollback_of IS NULL AND deployed_at >= ?", (ts(since),))
+        return PipelineCounts(
+            feedback_by_status=feedback_by_status,
+            feedback_by_type=feedback_by_type,
+            rules_by_status=rules_by_status,
+            deployments_total=deployments_total,
+            deployed_since=deployed_since,
+            rollbacks_total=rollbacks_total,
+        )
+
+    async def list_audit(self, *, subject_id: str | None, limit: int, offset: int) -> Page[AuditEntry]:
+        condition, args = where(("subject_id", subject_id))
+        async with self._read() as db:
+            total = await count(db, f"SELECT COUNT(*) FROM audit_log {condition}", args)
+            cursor = await db.execute(
+                f"SELECT * FROM audit_log {condition} ORDER BY id LIMIT ? OFFSET ?", (*args, limit, offset)
+            )
+            rows = await cursor.fetchall()
+        entries = [
+            AuditEntry(
+                audit_id=row["id"],
+                at=row["at"],
+                actor=row["actor"],
+                action=row["action"],
+                subject_id=row["subject_id"],
+                from_state=row["from_state"],
+                to_state=row["to_state"],
+                detail=json.loads(row["detail"]) if row["detail"] else None,
+            )
+            for row in rows
+        ]
+        return Page(entries, total, limit, offset)
+
+    async def metrics_data(
+        self, *, now: datetime, error_window_start: datetime, day_start: datetime, approval_window_start: datetime
+    ) -> MetricsData:
+        async with self._read() as db:
+            feedback_by_status, feedback_by_type, rules_by_status = await _by_status_and_type(db)
+            cursor = await db.execute(_OLDEST_PENDING)
+            oldest = await cursor.fetchone()
+            cursor = await db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(outcome = 'failed'), 0) FROM generations WHERE at >= ? AND at <= ?",
+                (ts(error_window_start), ts(now)),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            deployed_today = await count(
+                db,
+                f"{_APPLIED} AND rollback_of IS NULL AND deployed_at >= ? AND deployed_at <= ?",
+                (ts(day_start), ts(now)),
+            )
+            approvals = await _approval_seconds(db, ts(approval_window_start), ts(now))
+        return MetricsData(
+            pending_feedback=feedback_by_status[FeedbackStatus.PENDING.value],
+            oldest_pending_feedback_id=oldest[0] if oldest else None,
+            oldest_pending_at=oldest[1] if oldest else None,
+            pending_rules=rules_by_status[RuleStatus.PENDING.value],
+            feedback_by_status=feedback_by_status,
+            feedback_by_type=feedback_by_type,
+            rules_by_status=rules_by_status,
+            generation_attempts=int(row[0]),
+            generation_failures=int(row[1]),
+            deployed_today=deployed_today,
+            approval_seconds=approvals,
+        )
+
+    async def digest_data(self, *, start: datetime, end: datetime) -> DigestData:
+        period = (ts(start), ts(end))
+        async with self._read() as db:
+            by_type = await grouped(
+                db,
+                "SELECT feedback_type, COUNT(*) FROM feedbacks WHERE created_at >= ? AND created_at < ?"
+                " GROUP BY feedback_type",
+                period,
+            )
+
+            async def rules_where(column: str) -> int:
+                return await count(
+                    db, f"SELECT COUNT(*) FROM generated_rules WHERE {column} >= ? AND {column} < ?", period
+                )
+
+            generated = await rules_where("created_at")
+            approved = await rules_where("approved_at")
+            rejected = await rules_where("rejected_at")
+            in_period = f"{_APPLIED} AND deployed_at >= ? AND deployed_at < ?"
+            deployed = await count(db, in_period + " AND rollback_of IS NULL", period)
+            rolled_back = await count(db, in_period + " AND rollback_of IS NOT NULL", period)
+            pending_feedback = await count(db, "SELECT COUNT(*) FROM feedbacks WHERE status = 'pending'", ())
+            pending_rules = await count(db, "SELECT COUNT(*) FROM generated_rules WHERE status = 'pending'", ())
+            cursor = await db.execute(_OLDEST_PENDING)
+            oldest = await cursor.fetchone()
+            approvals = await _approval_seconds(db, *period, end_inclusive=False)
+            cursor = await db.execute(
+                "SELECT feedback_text, user_id FROM feedbacks WHERE created_at >= ? AND created_at < ? ORDER BY id",
+                period,
+            )
+            feedback = await cursor.fetchall()
+            cursor = await db.execute(
+                "SELECT rule_id, module_name, rollout_percent FROM generated_rules"
+                " WHERE status = 'deployed' AND rollout_percent < 100 ORDER BY id"
+            )
+            canaries = [
+                CanaryRule(rule_id=r[0], module_name=r[1], rollout_percent=r[2]) for r in await cursor.fetchall()
+            ]
+            cursor = await db.execute(
+                "SELECT r.rule_id, r.module_name, r.new_rule, c.channel, c.message_ts FROM deployments d"
+                " JOIN generated_rules r ON r.rule_id = d.rule_id"
+                " LEFT JOIN review_cards c ON c.rule_id = r.rule_id AND c.state = 'posted'"
+                " WHERE d.state = 'applied' AND d.rollback_of IS NULL AND d.deployed_at >= ? AND d.deployed_at < ?"
+                " ORDER BY d.id",
+                period,
+            )
+            deployed_rules = [
+                DigestRule(rule_id=r[0], module_name=r[1], new_rule=r[2], channel=r[3], message_ts=r[4])
+                for r in await cursor.fetchall()
+            ]
+        return DigestData(
+            feedback_by_type={t.value: by_type.get(t.value, 0) for t in FeedbackType},
+            rules_generated=generated,
+            rules_approved=approved,
+            rules_rejected=rejected,
+            rules_deployed=deployed,
+            rules_rolled_back=rolled_back,
+            pending_feedback=pending_feedback,
+            pending_rules=pending_rules,
+            oldest_pending_feedback_id=oldest[0] if oldest else None,
+            oldest_pending_at=oldest[1] if oldest else None,
+            approval_seconds=approvals,
+            feedback_texts=[row[0] for row in feedback],
+            feedback_users=[row[1] for row in feedback],
+            canaries=canaries,
+            deployed=deployed_rules,
+        )
