@@ -290,10 +290,6 @@ class PipelineCounts(BaseModel):
     deployed_since: int  # of those, applied at or after the `since` asked for
     rollbacks_total: int
 
-    def __getitem__(self, name: str) -> Any:
-        # transitional: service.status() still reads counts["..."] until its rewrite reads attributes
-        return getattr(self, name)
-
 
 class StatusReport(BaseModel):
     feedback_by_status: dict[str, int]

@@ -153,6 +153,9 @@ async def test_a_deploy_event_is_held_until_its_reload_is_recorded(store: Store)
     events = await claim(store, "one", T0 + timedelta(seconds=2))
     assert [e.kind for e in events] == [EventKind.RULE_DEPLOYED, EventKind.RULE_ROLLED_BACK]
     assert events[0].deployment_id == deployment_id
+    deployment = await store.get_deployment(deployment_id)  # what the dispatcher tells along with the event
+    assert deployment is not None and deployment.state == "applied" and deployment.reload_status == "ok"
+    assert await store.get_deployment(deployment_id + 100) is None
     assert events[0].rule.status is RuleStatus.DEPLOYED and events[0].rule.rollout_percent == 100
 
 

@@ -139,6 +139,10 @@ class DeploymentMixin(SqliteConnection):
         async with self._tx() as db:
             await db.execute("UPDATE deployments SET commit_sha = ? WHERE id = ?", (commit_sha, deployment_id))
 
+    async def get_deployment(self, deployment_id: int) -> Deployment | None:
+        async with self._read() as db:
+            return await deployment_in(db, deployment_id)
+
     async def active_deployment_for_rule(self, rule_id: str) -> Deployment | None:
         async with self._read() as db:
             cursor = await db.execute(
