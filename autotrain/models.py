@@ -347,3 +347,18 @@ class PipelineEvent(BaseModel):
     actor_id: str
     deployment: Deployment | None = None
     event_id: int | None = None  # the outbox row; stable across redeliveries
+
+
+class DeployResult(BaseModel):
+    """A deploy, promote or rollback: the rule after it, and the deployment that was recorded."""
+
+    rule: Rule
+    deployment: Deployment
+
+
+class ReconcileReport(BaseModel):
+    """What start-up settled after a crash."""
+
+    deployments_completed: list[int]
+    deployments_aborted: list[int]
+    feedback_requeued: list[str]

@@ -33,7 +33,7 @@ from autotrain.usecases.lookup import feedback_or_404, rule_or_404
 from autotrain.usecases.reconcile import Reconcile
 from autotrain.usecases.reports import StatusReports
 from autotrain.usecases.review import ReviewRules
-from autotrain.usecases.run_all import ProgressCallback, RunAll
+from autotrain.usecases.run_all import ProgressCallback, RunAll, StartCallback
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,10 @@ class PipelineService:
     async def generate(self, feedback_id: str, actor: Actor) -> Rule:
         return await self._generation.generate(feedback_id, actor)
 
-    async def run_all(self, actor: Actor, on_progress: ProgressCallback | None = None) -> RunAllSummary:
-        return await self._run_all.run_all(actor, on_progress)
+    async def run_all(
+        self, actor: Actor, on_progress: ProgressCallback | None = None, on_start: StartCallback | None = None
+    ) -> RunAllSummary:
+        return await self._run_all.run_all(actor, on_progress, on_start)
 
     # rules and review
     async def get_rule(self, rule_id: str) -> Rule:

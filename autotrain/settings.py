@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # the share of users a canary from a card (`PipelineService.canary`) reaches; 100 would be no canary
     canary_percent: int = Field(DEFAULT_CANARY_PERCENT, ge=1, le=99, validation_alias=_env("AUTOTRAIN_CANARY_PERCENT"))
     git_history: bool = Field(True, validation_alias=_env("AUTOTRAIN_GIT"))
+    # how long an event delivery (a card update, with Slack's own retries) holds its claim before another
+    # process, or this one after a restart, may deliver it again
+    event_lease_seconds: float = Field(60.0, gt=0, le=3600, validation_alias=_env("AUTOTRAIN_EVENT_LEASE_SECONDS"))
 
     @field_validator("allowed_modules", "admins", "webhook_urls", mode="before")
     @classmethod

@@ -110,14 +110,21 @@ def build_generator(settings: Settings) -> RuleGenerator:
     return HeuristicRuleGenerator(settings.allowed_modules)
 
 
-async def open_runtime(settings: Settings, *, clock: Clock = utcnow, reconcile: bool = False) -> Runtime:
-    """Build every object with all its collaborators, in dependency order; nothing is set afterwards."""
+async def open_runtime(
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    reconcile: bool = False,
+    generator: RuleGenerator | None = None,
+) -> Runtime:
+    """Build every object with all its collaborators, in dependency order; nothing is set afterwards.
+    `clock` and `generator` replace the real ones (tests, benchmarks)."""
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     options = pipeline_options(settings)
     store = SqliteStore(settings.database_path)
     await store.open()
     rule_files = RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
-    generator = build_generator(settings)
+    generator = generator or build_generator(settings)
     reload_hook = HttpReloadHook(settings.reload_url, settings.reload_timeout_seconds) if settings.reload_url else None
 
     # the side channels: Slack, webhooks (notifiers of rule events, sinks of alerts and digests)

@@ -22,8 +22,10 @@ from autotrain.usecases.lookup import feedback_or_404
 
 log = logging.getLogger("autotrain.run_all")
 
-# (done, total, errors so far); called once with done=0 before any generation, then after each group
+# (done, total, errors so far), after each group
 ProgressCallback = Callable[[int, int, list[dict[str, str]]], Awaitable[None]]
+# (total): once, after the permission check and before any generation (where to post a progress message)
+StartCallback = Callable[[int], Awaitable[None]]
 
 
 class RunAll:
@@ -44,10 +46,13 @@ class RunAll:
         self.options = options
         self.wake = wake
 
-    async def run_all(self, actor: Actor, on_progress: ProgressCallback | None = None) -> RunAllSummary:
+    async def run_all(
+        self, actor: Actor, on_progress: ProgressCallback | None = None, on_start: StartCallback | None = None
+    ) -> RunAllSummary:
         require_permission(actor, Action.RUN_ALL)
         feedback_ids = await self.feedback.pending_feedback_ids()
-        await _report(on_progress, 0, len(feedback_ids), [])
+        if on_start is not None:
+            await on_start(len(feedback_ids))
         groups = await self._group_pending(feedback_ids)
         semaphore = asyncio.Semaphore(self.options.run_all_concurrency)
         created: list[str] = []
@@ -79,7 +84,11 @@ class RunAll:
                 except AutotrainError as exc:
                     errors.append({"feedback_id": representative, "error": exc.message})
                 done += len(group)
-                await _report(on_progress, done, len(feedback_ids), list(errors))
+                if on_progress is not None:
+                    try:
+                        await on_progress(done, len(feedback_ids), list(errors))
+                    except Exception:
+                        log.exception("run-all progress report failed")
 
         await asyncio.gather(*(process(group) for group in groups))
         return RunAllSummary(
@@ -111,11 +120,3 @@ class RunAll:
         order = {feedback_id: i for i, feedback_id in enumerate(feedback_ids)}
         return sorted(groups, key=lambda group: order[group[0]])
 
-
-async def _report(on_progress: ProgressCallback | None, done: int, total: int, errors: list[dict[str, str]]) -> None:
-    if on_progress is None:
-        return
-    try:
-        await on_progress(done, total, errors)
-    except Exception:
-        log.exception("run-all progress report failed")

@@ -346,6 +346,7 @@ class FakeSlackApi:
         self._failures: dict[str, list[_Failure]] = {}
         self._replies: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._usergroups: dict[str, list[str]] = {}
+        self._delays: dict[str, float] = {}
         self.socket_mode_url: str | None = None  # what apps.connections.open answers
 
     # ------------------------------------------------------------------ lifecycle
@@ -442,6 +443,11 @@ class FakeSlackApi:
         with self._lock:
             self._failures.setdefault(method, []).append(_Failure(status, retry_after, error, times))
 
+    def delay(self, method: str, seconds: float) -> None:
+        """Answer every later call of `method` only after `seconds` (0 to stop): a slow Slack."""
+        with self._lock:
+            self._delays[method] = seconds
+
     def set_replies(self, channel: str, ts: str, messages: list[dict[str, Any]]) -> None:
         """What conversations.replies returns for that thread."""
         with self._lock:
@@ -495,6 +501,10 @@ class FakeSlackApi:
         else:
             self._send(handler, _Reply(404, "not found"))
             return
+        with self._lock:
+            delay = self._delays.get(method, 0.0)
+        if delay:
+            time.sleep(delay)  # this request's own thread: other calls are answered meanwhile
         with self._lock:
             params: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
             problem: Problem | None = None
