@@ -4,6 +4,7 @@ exclusive claims), and what is SQLite's own (schema and migrations, pragmas, a n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,3 +184,18 @@ async def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
         assert await store.undelivered_event_count() == 0  # the event went with the failed transaction
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+async def test_a_call_cancelled_mid_transaction_leaves_the_store_usable(store: Store, steps: int) -> None:
+    """A task cancelled while its transaction starts, runs or commits (a dispatcher stopped at shutdown)
+    must not leave the transaction open on the shared connection."""
+    await add_rule(store, event=NewEvent(kind="rule_created", actor_id="system"))
+    task = asyncio.create_task(store.claim_events(holder="one", now=T0, lease_seconds=60, limit=10))
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (await add_rule(store)).status is RuleStatus.PENDING
+    assert await store.undelivered_event_count() == 1

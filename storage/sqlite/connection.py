@@ -44,6 +44,12 @@ def statements(script: str) -> list[str]:
     return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
 
 
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # SQLite may have rolled back already (some errors end the transaction; a BEGIN that failed began none)
+    with contextlib.suppress(sqlite3.OperationalError):
+        await db.execute("ROLLBACK")
+
+
 class SqliteConnection:
     """The base every role mixin of SqliteStore shares: one connection, one lock, `_tx` and `_read`."""
 
@@ -103,17 +109,22 @@ class SqliteConnection:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise busy(exc) from exc
+            except BaseException:
+                # cancelled while BEGIN was queued: it still runs on the connection's thread, so undo it
+                # (queued after it, before the lock is released), or the next transaction finds one open
+                await _rollback(db)
+                raise
             try:
                 yield db
             except BaseException as exc:
-                await db.execute("ROLLBACK")
+                await _rollback(db)
                 if isinstance(exc, sqlite3.OperationalError):
                     raise busy(exc) from exc
                 raise
             try:
-                await db.execute("COMMIT")
+                await db.execute("COMMIT")  # if cancelled here, the COMMIT still runs: the change is made
             except sqlite3.OperationalError as exc:
-                await db.execute("ROLLBACK")
+                await _rollback(db)
                 raise busy(exc) from exc
 
     @contextlib.asynccontextmanager
