@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from autotrain.errors import CanaryUnsupported, InvalidInput, RuleFileInvalid, RuleFileWriteFailed
+from autotrain.errors import InvalidInput, RuleFileInvalid, RuleFileWriteFailed
 from autotrain.models import MAX_RULE_LENGTH, DeployOutcome
 from autotrain.text import one_line
 
@@ -235,7 +235,9 @@ class LineRuleDocument:
         self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any], rollout_percent: int = 100
     ) -> RuleChange:
         if rollout_percent < 100:
-            raise CanaryUnsupported("a canary needs a JSON rule file; text and Markdown rules apply to everyone")
+            # policy.check_rollout refuses this before any file is read. Not an `assert`: under -O a line would
+            # silently give every user a rule meant for a share of them.
+            raise AssertionError(f"a line rule file cannot hold a {rollout_percent} % canary; check_rollout first")
         if self._index_of(new_rule) is not None:
             return RuleChange(b"", DeployOutcome.NOOP, {"outcome": "noop"})
         lines = list(self.lines)

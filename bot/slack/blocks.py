@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from autotrain.models import (
     Deployment,
@@ -22,7 +22,8 @@ from autotrain.models import (
     StatusReport,
 )
 from autotrain.monitoring import AlertAction, AlertDecision, AlertEvent, Digest, Metrics, Severity
-from autotrain.settings import Settings
+from autotrain.policy import RuleAction, rule_actions
+from autotrain.settings import DEFAULT_CANARY_PERCENT, Settings
 
 Block = dict[str, Any]
 
@@ -32,7 +33,6 @@ INPUT_LIMIT = 3000  # Slack's plain_text_input max_length
 MESSAGE_BLOCK_LIMIT = 50
 
 FEEDBACK_CALLBACK = "feedback_submit"
-CANARY_PERCENT = 10  # the card's canary choice (the API takes any share)
 EDIT_CALLBACK = "rule_edit_submit"
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -169,51 +169,52 @@ def _button(action_id: str, label: str, rule_id: str, style: str | None = None, 
     return button
 
 
-def rule_buttons(rule: Rule) -> list[Block]:
-    """Only the actions the rule's state allows."""
+RULE_ACTION_IDS = {
+    RuleAction.APPROVE: "rule_approve",
+    RuleAction.EDIT: "rule_edit",
+    RuleAction.REJECT: "rule_reject",
+    RuleAction.DEPLOY: "rule_deploy",
+    RuleAction.CANARY: "rule_deploy_canary",
+    RuleAction.PROMOTE: "rule_promote",
+    RuleAction.ROLLBACK: "rule_rollback",
+}
+
+
+def _rule_button(action: RuleAction, rule: Rule, *, canary_percent: int) -> Block:
+    """The card's button for one action; what changes a file or closes the rule asks to confirm first."""
     rule_id = rule.rule_id
-    reject = _button(
-        "rule_reject",
-        "Reject",
-        rule_id,
-        "danger",
-        _confirm(f"Reject {rule_id}?", "The rule will not be deployed and its feedback is closed.", "Reject", "danger"),
-    )
-    if rule.status is RuleStatus.PENDING:
-        return [
-            _button("rule_approve", "Approve", rule_id, "primary"),
-            _button("rule_edit", "Edit", rule_id),
-            reject,
-        ]
-    if rule.status is RuleStatus.APPROVED:
-        deploy_confirm = _confirm(
-            f"Deploy {rule_id}?",
-            f"{rule.module_name} will be changed now, for every user, and the chatbot told to reload.",
-            "Deploy",
-            "primary",
-        )
-        buttons = [_button("rule_deploy", "All users", rule_id, "primary", deploy_confirm)]
-        if rule.module_name.endswith(".json"):
-            canary_confirm = _confirm(
-                f"Canary {rule_id}?",
-                f"{CANARY_PERCENT} % of users get the new rule first; the others keep the current rules.",
-                "Start canary",
-                "primary",
-            )
-            buttons.append(_button("rule_deploy_canary", f"Canary {CANARY_PERCENT} %", rule_id, None, canary_confirm))
-        return [*buttons, reject]
-    if rule.status is RuleStatus.DEPLOYED:
-        rollback_confirm = _confirm(
-            f"Roll back {rule_id}?", f"The change to {rule.module_name} will be reverted.", "Roll back", "danger"
-        )
-        buttons = []
-        if rule.canary:
-            promote_confirm = _confirm(
-                f"Promote {rule_id}?", "Every user gets the new rule; the rule it replaces goes.", "Promote", "primary"
-            )
-            buttons.append(_button("rule_promote", "Promote to 100 %", rule_id, "primary", promote_confirm))
-        return [*buttons, _button("rule_rollback", "Roll back", rule_id, "danger", rollback_confirm)]
-    return []
+    action_id = RULE_ACTION_IDS[action]
+    match action:
+        case RuleAction.APPROVE:
+            return _button(action_id, "Approve", rule_id, "primary")
+        case RuleAction.EDIT:
+            return _button(action_id, "Edit", rule_id)
+        case RuleAction.DEPLOY:
+            text = f"{rule.module_name} will be changed now, for every user, and the chatbot told to reload."
+            confirm = _confirm(f"Deploy {rule_id}?", text, "Deploy", "primary")
+            return _button(action_id, "All users", rule_id, "primary", confirm)
+        case RuleAction.CANARY:
+            text = f"{canary_percent} % of users get the new rule first; the others keep the current rules."
+            confirm = _confirm(f"Canary {rule_id}?", text, "Start canary", "primary")
+            return _button(action_id, f"Canary {canary_percent} %", rule_id, None, confirm)
+        case RuleAction.PROMOTE:
+            text = "Every user gets the new rule; the rule it replaces goes."
+            confirm = _confirm(f"Promote {rule_id}?", text, "Promote", "primary")
+            return _button(action_id, "Promote to 100 %", rule_id, "primary", confirm)
+        case RuleAction.ROLLBACK:
+            text = f"The change to {rule.module_name} will be reverted."
+            confirm = _confirm(f"Roll back {rule_id}?", text, "Roll back", "danger")
+            return _button(action_id, "Roll back", rule_id, "danger", confirm)
+        case RuleAction.REJECT:
+            text = "The rule will not be deployed and its feedback is closed."
+            confirm = _confirm(f"Reject {rule_id}?", text, "Reject", "danger")
+            return _button(action_id, "Reject", rule_id, "danger", confirm)
+    assert_never(action)
+
+
+def rule_buttons(rule: Rule, *, canary_percent: int) -> list[Block]:
+    """One button for each action the policy allows the rule (`rule_actions`), in its order."""
+    return [_rule_button(action, rule, canary_percent=canary_percent) for action in rule_actions(rule)]
 
 
 def rule_diff(rule: Rule) -> str:
@@ -255,8 +256,10 @@ def rule_card(
     feedback: Feedback | None,
     deployment: Deployment | None = None,
     cluster_examples: list[str] | None = None,
+    *,
+    canary_percent: int = DEFAULT_CANARY_PERCENT,
 ) -> tuple[str, list[Block]]:
-    """The review card of one rule: (fallback text, blocks)."""
+    """The review card of one rule: (fallback text, blocks). `canary_percent` is `Settings.canary_percent`."""
     status = rule.status
     title = f"{STATUS_EMOJI[status]} {rule.rule_id} · {status.value.replace('_', ' ')}"
     if rule.canary:
@@ -296,7 +299,7 @@ def rule_card(
     history = rule_history(rule, deployment)
     if history:
         blocks.append(context(*history))
-    buttons = rule_buttons(rule)
+    buttons = rule_buttons(rule, canary_percent=canary_percent)
     if buttons:
         blocks.append({"type": "actions", "block_id": "rule_actions", "elements": buttons})
     text = f"{rule.rule_id} ({status.value}) for {escape(rule.module_name)}: {escaped(rule.new_rule, 200)}"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from autotrain.policy import Action, require_permission
 from bot.slack import blocks
 from bot.slack.deps import SlackDeps
 
@@ -18,24 +18,27 @@ PROGRESS_INTERVAL_SECONDS = 1.0  # chat.update is rate limited; progress is thro
 
 
 class RunAllProgress:
-    """One message in the channel, edited as feedback is processed (at most once a second), then the summary."""
+    """One message in the channel, posted when the service starts (after its permission check, so a refused
+    run-all posts nothing), edited as feedback is processed (at most once a second), then the summary."""
 
-    def __init__(self, client: AsyncWebClient, channel: str, ts: str) -> None:
+    def __init__(self, client: AsyncWebClient, channel: str, user_id: str) -> None:
         self.client = client
         self.channel = channel
-        self.ts = ts
+        self.user_id = user_id
+        self.ts: str | None = None
+        self._posting = asyncio.Lock()  # generations report concurrently: the message is posted once
         self._last = 0.0
 
-    @classmethod
-    async def start(cls, client: AsyncWebClient, channel: str, user_id: str, total_hint: str) -> RunAllProgress:
-        text = f"⏳ Run-all started by <@{user_id}>: {total_hint}"
-        try:
-            response = await client.chat_postMessage(channel=channel, text=text)
-        except SlackApiError:  # the bot is not in that channel: tell the user directly
-            response = await client.chat_postMessage(channel=user_id, text=text)
-        return cls(client, response["channel"], response["ts"])
+    async def start(self, total: int) -> None:
+        async with self._posting:
+            if self.ts is None:
+                await self._post(f"⏳ Run-all started by <@{self.user_id}>: {total} pending feedback")
 
     async def update(self, done: int, total: int, errors: list[dict[str, str]]) -> None:
+        if self.ts is None:  # a service that reports no start: the first progress report starts the message
+            await self.start(total)
+            if done == 0:
+                return
         now = time.monotonic()
         if done < total and now - self._last < PROGRESS_INTERVAL_SECONDS:
             return
@@ -48,15 +51,24 @@ class RunAllProgress:
             log.warning("run-all progress not updated: %s", exc)
 
     async def finish(self, text: str, summary_blocks: list[blocks.Block]) -> None:
+        if self.ts is None:  # no progress was reported (the service had nothing to do): post the summary itself
+            await self._post(text, summary_blocks)
+            return
         await self.client.chat_update(channel=self.channel, ts=self.ts, text=text, blocks=summary_blocks)
+
+    async def _post(self, text: str, rendered: list[blocks.Block] | None = None) -> None:
+        try:
+            response = await self.client.chat_postMessage(channel=self.channel, text=text, blocks=rendered)
+        except SlackApiError:  # the bot is not in that channel: tell the user directly
+            response = await self.client.chat_postMessage(channel=self.user_id, text=text, blocks=rendered)
+        self.channel, self.ts = response["channel"], response["ts"]
 
 
 async def run_all(deps: SlackDeps, client: AsyncWebClient, *, user_id: str, channel_id: str) -> None:
-    """Refuse non-admins before posting anything; then one progress message, edited, then the summary."""
+    """One progress message, edited, then the summary. A refusal (PermissionDenied) is raised before anything
+    is posted; the caller tells the user privately."""
     actor = await deps.admins.actor_for(user_id)
-    require_permission(actor, Action.RUN_ALL)  # refuse before posting anything
-    total = (await deps.service.status()).pending_feedback
-    progress = await RunAllProgress.start(client, channel_id, user_id, f"{total} pending feedback")
-    summary = await deps.service.run_all(actor, on_progress=progress.update)
+    progress = RunAllProgress(client, channel_id, user_id)
+    summary = await deps.service.run_all(actor, on_progress=progress.update, on_start=progress.start)
     text, summary_blocks = blocks.run_all_summary_blocks(summary)
     await progress.finish(text, summary_blocks)

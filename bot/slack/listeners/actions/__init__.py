@@ -2,14 +2,18 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from autotrain.policy import RuleAction
+from bot.slack.blocks import RULE_ACTION_IDS
 from bot.slack.deps import SlackDeps
 from bot.slack.listeners.actions.alert_buttons import ALERT_ACTIONS, alert_button_listener
-from bot.slack.listeners.actions.rule_buttons import RULE_ACTIONS, edit_button_listener, rule_button_listener
+from bot.slack.listeners.actions.rule_buttons import edit_button_listener, rule_button_listener
 
 
 def register(app: AsyncApp, deps: SlackDeps) -> None:
-    for action_id in RULE_ACTIONS:
-        app.action(action_id)(rule_button_listener(deps, action_id))
-    app.action("rule_edit")(edit_button_listener(deps))
+    for rule_action, action_id in RULE_ACTION_IDS.items():
+        if rule_action is RuleAction.EDIT:
+            app.action(action_id)(edit_button_listener(deps))
+        else:
+            app.action(action_id)(rule_button_listener(deps, rule_action))
     for action_id in ALERT_ACTIONS:
         app.action(action_id)(alert_button_listener(deps, action_id))

@@ -11,7 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from autotrain.models import RuleStatus
 from bot.slack import blocks
 from bot.slack.deps import SlackDeps, friendly_error
-from bot.slack.listeners.actions.rule_buttons import tell_user
+from bot.slack.replies import clicker, reply_privately
 from bot.slack.run_all import run_all
 
 ALERT_ACTIONS = ("alert_run_all", "alert_show_pending", "alert_show_status", "alert_show_deployed")
@@ -20,29 +20,20 @@ ALERT_ACTIONS = ("alert_run_all", "alert_show_pending", "alert_show_status", "al
 def alert_button_listener(deps: SlackDeps, action_id: str) -> Callable[..., Awaitable[None]]:
     async def handle(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        user_id = body["user"]["id"]
-        channel = (body.get("channel") or {}).get("id") or user_id
+        user_id, channel = clicker(body)
         try:
             if action_id == "alert_run_all":
-                await run_all(deps, client, user_id=user_id, channel_id=channel)
+                await run_all(deps, client, user_id=user_id, channel_id=channel or user_id)
                 return
             if action_id == "alert_show_status":
                 report = await deps.service.status()
-                await post_private(client, body, "Auto-Train status", blocks.status_blocks(report))
+                await reply_privately(client, user_id, channel, "Auto-Train status", blocks.status_blocks(report))
                 return
             status = RuleStatus.PENDING if action_id == "alert_show_pending" else RuleStatus.DEPLOYED
             page = await deps.service.list_rules(status=status, limit=20)
-            await post_private(client, body, f"{page.total} rules", blocks.rules_blocks(page.items, page.total, status))
+            rendered = blocks.rules_blocks(page.items, page.total, status)
+            await reply_privately(client, user_id, channel, f"{page.total} rules", rendered)
         except Exception as exc:
-            await tell_user(client, body, friendly_error(exc, deps))
+            await reply_privately(client, user_id, channel, friendly_error(exc, deps))
 
     return handle
-
-
-async def post_private(client: AsyncWebClient, body: dict[str, Any], text: str, rendered: list[blocks.Block]) -> None:
-    user_id = body["user"]["id"]
-    channel = (body.get("channel") or {}).get("id")
-    if channel:
-        await client.chat_postEphemeral(channel=channel, user=user_id, text=text, blocks=rendered)
-    else:
-        await client.chat_postMessage(channel=user_id, text=text, blocks=rendered)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.models import FeedbackIn, FeedbackStatus, FeedbackType
 from bot.slack.deps import SlackDeps, friendly_error
-
-log = logging.getLogger("autotrain.slack")
+from bot.slack.replies import reply_privately
 
 FIELDS = ("query", "ai_response", "feedback_text")
 
@@ -58,7 +55,7 @@ def feedback_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
             actor = await deps.admins.actor_for(user_id)
             feedback = await deps.service.submit(data, actor, source="slack")
         except Exception as exc:
-            await confirm(client, user_id, metadata.get("channel"), friendly_error(exc, deps))
+            await reply_privately(client, user_id, metadata.get("channel"), friendly_error(exc, deps))
             return
         if feedback.status is FeedbackStatus.REJECTED:
             follow_up = (
@@ -66,23 +63,11 @@ def feedback_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
             )
         elif feedback.feedback_type is FeedbackType.PRAISE:
             follow_up = "Praise is counted; no rule is needed."
-        elif deps.service.auto_generate:
+        elif deps.settings.auto_generate:
             follow_up = "A rule suggestion will be posted for review."
         else:
             follow_up = "An admin will review it."
-        await confirm(
-            client, user_id, metadata.get("channel"), f"🙏 Thanks! Feedback *{feedback.feedback_id}* saved. {follow_up}"
-        )
+        thanks = f"🙏 Thanks! Feedback *{feedback.feedback_id}* saved. {follow_up}"
+        await reply_privately(client, user_id, metadata.get("channel"), thanks)
 
     return handle
-
-
-async def confirm(client: AsyncWebClient, user_id: str, channel: str | None, text: str) -> None:
-    """Ephemeral in the channel the form came from; a DM when there is none or the bot is not in it."""
-    if channel:
-        try:
-            await client.chat_postEphemeral(channel=channel, user=user_id, text=text)
-            return
-        except SlackApiError as exc:
-            log.info("ephemeral confirmation failed (%s); sending a DM", exc.response.get("error"))
-    await client.chat_postMessage(channel=user_id, text=text)
