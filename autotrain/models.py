@@ -318,7 +318,7 @@ class EventKind(StrEnum):
 
 class NewEvent(BaseModel):
     """An event a state change records in its own transaction (the outbox). `held`: not delivered until
-    the deploy that recorded it has its reload result (`release_events`), or EVENT_HOLD_SECONDS at most."""
+    the deploy that recorded it has its reload result (`record_reload`), or EVENT_HOLD_SECONDS at most."""
 
     model_config = ConfigDict(frozen=True)
 
