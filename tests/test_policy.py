@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
-from autotrain.errors import PermissionDenied, TransitionRefused
-from autotrain.models import RuleStatus
+from autotrain.errors import CanaryUnsupported, InvalidInput, PermissionDenied, TransitionRefused
+from autotrain.models import Rule, RuleStatus, RuleType
 from autotrain.policy import (
+    RULE_TRANSITIONS,
     SYSTEM_ACTOR,
     Action,
     Actor,
     Role,
+    RuleAction,
+    check_rollout,
     check_rule_editable,
     check_rule_transition,
     require_permission,
+    rule_actions,
     rule_can,
+    supports_canary,
 )
 
 # The state machine as DESIGN.md writes it, independent of the code's table:
@@ -140,3 +146,105 @@ def test_admin_and_system_can_do_everything(actor: Actor) -> None:
 def test_system_actor_is_the_system_role() -> None:
     assert SYSTEM_ACTOR.role is Role.SYSTEM
     assert SYSTEM_ACTOR.id == "system"
+
+
+# ---------------------------------------------------------------------- what a rule allows next (the card's buttons)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def a_rule(status: RuleStatus, module_name: str = "fashion_rules.json", rollout_percent: int | None = None) -> Rule:
+    return Rule(
+        rule_id="RUL-1001",
+        feedback_id="FB-1001",
+        module_name=module_name,
+        rule_type=RuleType.PROMPT_UPDATE,
+        old_rule=None,
+        new_rule="- a rule",
+        reasoning="why",
+        confidence=0.8,
+        status=status,
+        generator="heuristic",
+        created_at=NOW,
+        updated_at=NOW,
+        rollout_percent=rollout_percent,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "module_name", "rollout_percent", "expected"),
+    [
+        (RuleStatus.PENDING, "fashion_rules.json", None, (RuleAction.APPROVE, RuleAction.EDIT, RuleAction.REJECT)),
+        (RuleStatus.PENDING, "prompt_v2.txt", None, (RuleAction.APPROVE, RuleAction.EDIT, RuleAction.REJECT)),
+        (RuleStatus.APPROVED, "fashion_rules.json", None, (RuleAction.DEPLOY, RuleAction.CANARY, RuleAction.REJECT)),
+        (RuleStatus.APPROVED, "prompt_v2.txt", None, (RuleAction.DEPLOY, RuleAction.REJECT)),
+        (RuleStatus.APPROVED, "stylist_guidelines.md", None, (RuleAction.DEPLOY, RuleAction.REJECT)),
+        (RuleStatus.DEPLOYED, "fashion_rules.json", 100, (RuleAction.ROLLBACK,)),
+        (RuleStatus.DEPLOYED, "fashion_rules.json", 10, (RuleAction.PROMOTE, RuleAction.ROLLBACK)),
+        (RuleStatus.DEPLOYED, "prompt_v2.txt", 100, (RuleAction.ROLLBACK,)),
+        (RuleStatus.ROLLED_BACK, "fashion_rules.json", None, ()),
+        (RuleStatus.REJECTED, "fashion_rules.json", None, ()),
+    ],
+)
+def test_rule_actions_follow_the_state_and_the_file(
+    status: RuleStatus, module_name: str, rollout_percent: int | None, expected: tuple[RuleAction, ...]
+) -> None:
+    assert rule_actions(a_rule(status, module_name, rollout_percent)) == expected
+
+
+ACTION_TARGET = {
+    RuleAction.APPROVE: RuleStatus.APPROVED,
+    RuleAction.REJECT: RuleStatus.REJECTED,
+    RuleAction.DEPLOY: RuleStatus.DEPLOYED,
+    RuleAction.CANARY: RuleStatus.DEPLOYED,
+    RuleAction.ROLLBACK: RuleStatus.ROLLED_BACK,
+}
+
+
+@pytest.mark.parametrize("status", list(RuleStatus), ids=str)
+def test_rule_actions_offer_exactly_the_transitions_the_table_allows(status: RuleStatus) -> None:
+    actions = rule_actions(a_rule(status))
+    offered = {ACTION_TARGET[action] for action in actions if action in ACTION_TARGET}
+    assert offered == set(RULE_TRANSITIONS[status])
+    for action in actions:
+        if action in ACTION_TARGET:
+            check_rule_transition("RUL-1001", status, ACTION_TARGET[action])  # must not raise
+    assert (RuleAction.EDIT in actions) == (status is RuleStatus.PENDING)
+
+
+def test_rule_actions_never_offer_a_canary_a_file_cannot_take() -> None:
+    for module_name in ("prompt_v2.txt", "stylist_guidelines.md", "fashion_rules.json"):
+        actions = rule_actions(a_rule(RuleStatus.APPROVED, module_name))
+        assert (RuleAction.CANARY in actions) == supports_canary(module_name)
+
+
+# ---------------------------------------------------------------------- canary rollout
+
+
+def test_only_json_rule_files_support_a_canary() -> None:
+    assert supports_canary("fashion_rules.json") is True
+    assert supports_canary("prompt_v2.txt") is False
+    assert supports_canary("stylist_guidelines.md") is False
+
+
+@pytest.mark.parametrize("rollout_percent", [0, -5, 101, 1000])
+def test_a_rollout_outside_1_to_100_is_refused(rollout_percent: int) -> None:
+    for module_name in ("fashion_rules.json", "prompt_v2.txt"):
+        with pytest.raises(InvalidInput) as caught:
+            check_rollout(a_rule(RuleStatus.APPROVED, module_name), rollout_percent)
+        assert caught.value.message == "rollout_percent must be between 1 and 100"
+        assert caught.value.code == "invalid_input"
+
+
+@pytest.mark.parametrize("module_name", ["prompt_v2.txt", "stylist_guidelines.md"])
+def test_a_canary_on_a_line_rule_file_is_refused(module_name: str) -> None:
+    with pytest.raises(CanaryUnsupported) as caught:
+        check_rollout(a_rule(RuleStatus.APPROVED, module_name), 10)
+    assert caught.value.message == (f"{module_name} cannot take a canary: rollouts below 100 % are for JSON rule files")
+    assert caught.value.code == "canary_unsupported"
+    check_rollout(a_rule(RuleStatus.APPROVED, module_name), 100)  # everyone: fine
+
+
+@pytest.mark.parametrize("rollout_percent", [1, 10, 99, 100])
+def test_a_json_rule_file_takes_any_share(rollout_percent: int) -> None:
+    check_rollout(a_rule(RuleStatus.APPROVED, "fashion_rules.json"), rollout_percent)  # must not raise
