@@ -4,11 +4,15 @@ updated in place through the fake Web API, the rule file changed on disk."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from autotrain.models import FeedbackIn, ReviewCard, RuleStatus
+from bot.api import create_app
 from tests.conftest import (
     ADMIN,
     NEW_WEATHER_RULE,
@@ -17,8 +21,17 @@ from tests.conftest import (
     WEATHER_FEEDBACK,
     read_rule_lines,
 )
-from tests.fakes.slack_api import SlackCall
-from tests.slack_support import ADMIN_USER, OTHER_USER, REVIEW_CHANNEL, SlackSimulator, action_ids, block_texts, ok
+from tests.fakes.slack_api import FakeSlackApi, SlackCall
+from tests.slack_support import (
+    ADMIN_USER,
+    OTHER_USER,
+    REVIEW_CHANNEL,
+    SlackSimulator,
+    action_ids,
+    block_texts,
+    ok,
+    slack_settings,
+)
 
 EDITED_RULE = "- Khi trời trên 30 độ: không gợi ý áo khoác dày, ưu tiên vải mỏng thoáng mát"
 
@@ -369,3 +382,43 @@ async def test_deploy_to_a_corrupt_rule_file_is_refused_and_leaves_it_alone(
     notes = await wait_for_ephemerals(slack, ADMIN_USER, 2)
     assert "deployed" in notes[1]
     assert read_rule_lines(rules_dir) == [NEW_WEATHER_RULE]
+
+
+# ---------------------------------------------------------------------- canary
+
+
+async def test_canary_button_deploys_to_the_configured_share(
+    tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi
+) -> None:
+    """AUTOTRAIN_CANARY_PERCENT is both what the button says and what the deploy does."""
+    app = create_app(slack_settings(tmp_path, rules_dir, slack_api, canary_percent=25))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://autotrain.test") as http:
+            slack = SlackSimulator(http=http, api=slack_api, service=app.state.runtime.service)
+            rule_id, post = await new_card(slack)
+            await slack.click("rule_approve", rule_id)
+            approved = await last_update(slack, 1)
+            canary = buttons_by_id(approved.params["blocks"])["rule_deploy_canary"]
+            assert canary["text"]["text"] == "Canary 25 %"
+            assert canary["confirm"]["text"]["text"].startswith("25 % of users")
+
+            await slack.click("rule_deploy_canary", rule_id, user=OTHER_USER)
+            notes = await wait_for_ephemerals(slack, OTHER_USER, 1)
+            assert "Only Auto-Train admins" in notes[-1]
+            assert (await slack.service.get_rule(rule_id)).status is RuleStatus.APPROVED
+
+            await slack.click("rule_deploy_canary", rule_id)
+            notes = await wait_for_ephemerals(slack, ADMIN_USER, 1)
+            assert f"{rule_id} deployed to `fashion_rules.json` for a canary" in notes[-1]
+            rule = await slack.service.get_rule(rule_id)
+            assert rule.canary and rule.rollout_percent == 25
+            entries = json.loads((rules_dir / "fashion_rules.json").read_text(encoding="utf-8"))["rules"]
+            [entry] = [e for e in entries if e.get("rule_id") == rule_id]
+            assert entry["rollout_percent"] == 25
+            assert OLD_WEATHER_RULE in read_rule_lines(rules_dir)  # kept for the users outside the canary
+
+            deployed = await last_update(slack, 2)
+            assert deployed.params["ts"] == post.response["ts"]
+            assert action_ids(deployed.params["blocks"]) == ["rule_promote", "rule_rollback"]
+            assert "canary 25 %" in deployed.params["blocks"][0]["text"]["text"]

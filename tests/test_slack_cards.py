@@ -7,20 +7,22 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
-from autotrain.models import FeedbackIn
-from autotrain.policy import Role
+from autotrain.models import FeedbackIn, Rule, RuleStatus, RuleType
+from autotrain.policy import Role, RuleAction, rule_actions
 from autotrain.service import PipelineService
 from bot.api import create_app
+from bot.slack import blocks as slack_blocks
 from bot.slack.cards import RuleCardPublisher
 from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, bearer
 from tests.fakes.slack_api import FakeSlackApi, SlackCall
-from tests.slack_support import REVIEW_CHANNEL, SlackSimulator, block_texts, ok, slack_settings
+from tests.slack_support import REVIEW_CHANNEL, SlackSimulator, action_ids, block_texts, ok, slack_settings
 
 # ---------------------------------------------------------------------- helpers
 
@@ -268,3 +270,48 @@ async def test_card_survives_an_ai_response_that_is_all_special_characters(slack
     assert len(posts) == 1
     assert len(posts[0].params["blocks"]) <= 50
     assert slack.api.violations == []
+
+
+# ---------------------------------------------------------------------- the buttons are the policy's
+
+
+def a_rule(status: RuleStatus, module_name: str, rollout_percent: int | None = None) -> Rule:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return Rule(
+        rule_id="RUL-1001",
+        feedback_id="FB-1001",
+        module_name=module_name,
+        rule_type=RuleType.PROMPT_UPDATE,
+        old_rule=None,
+        new_rule="- a rule",
+        reasoning="why",
+        confidence=0.8,
+        status=status,
+        generator="heuristic",
+        created_at=now,
+        updated_at=now,
+        rollout_percent=rollout_percent,
+    )
+
+
+@pytest.mark.parametrize("module_name", ["fashion_rules.json", "prompt_v2.txt", "stylist_guidelines.md"])
+@pytest.mark.parametrize("rollout_percent", [None, 100, 10])
+@pytest.mark.parametrize("status", list(RuleStatus), ids=str)
+def test_a_card_shows_one_button_for_each_action_the_policy_allows(
+    status: RuleStatus, module_name: str, rollout_percent: int | None
+) -> None:
+    rule = a_rule(status, module_name, rollout_percent)
+    _, rendered = slack_blocks.rule_card(rule, None, canary_percent=30)
+    expected = [slack_blocks.RULE_ACTION_IDS[action] for action in rule_actions(rule)]
+    assert action_ids(rendered) == expected
+    assert all(button["value"] == "RUL-1001" for b in rendered if b["type"] == "actions" for button in b["elements"])
+
+
+def test_the_canary_button_shows_the_share_it_is_given() -> None:
+    rule = a_rule(RuleStatus.APPROVED, "fashion_rules.json")
+    assert RuleAction.CANARY in rule_actions(rule)
+    [canary] = [b for b in slack_blocks.rule_buttons(rule, canary_percent=30) if b["action_id"] == "rule_deploy_canary"]
+    assert canary["text"]["text"] == "Canary 30 %"
+    assert (
+        canary["confirm"]["text"]["text"] == "30 % of users get the new rule first; the others keep the current rules."
+    )

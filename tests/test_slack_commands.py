@@ -345,3 +345,19 @@ async def test_rollback_of_a_pending_rule_is_refused_politely(slack: SlackSimula
     assert "Traceback" not in reply["text"] and "Something went wrong" not in reply["text"]
     assert (await slack.service.get_rule("RUL-1001")).status is RuleStatus.PENDING
     assert read_rule_lines(rules_dir) == before
+
+
+async def test_run_all_with_nothing_pending_posts_one_message(slack: SlackSimulator) -> None:
+    await slack.command("run-all", channel="COPS")
+    deadline = time.monotonic() + 5
+    while True:
+        posts = [call for call in slack.api.calls_to("chat.postMessage") if call.params["channel"] == "COPS"]
+        updates = slack.api.calls_to("chat.update")
+        final = [*(p.params.get("text") or "" for p in posts), *(u.params.get("text") or "" for u in updates)]
+        if any("no pending feedback" in text for text in final):
+            break
+        assert time.monotonic() < deadline, f"no run-all summary: {final}"
+        await asyncio.sleep(0.02)
+    assert len(posts) == 1
+    assert all(u.params["channel"] == "COPS" and u.params["ts"] == posts[0].response["ts"] for u in updates)
+    assert slack.command_replies() == []

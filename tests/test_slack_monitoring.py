@@ -419,3 +419,21 @@ async def test_digest_command_without_a_digest_channel_answers_privately(slack: 
     assert "1 feedback" in reply["text"]
     assert "*Feedback received* 1 (bug 1)" in all_text(reply)
     assert slack.api.calls_to("chat.postMessage") == []
+
+
+async def test_a_button_reply_the_bot_cannot_post_ephemerally_comes_as_a_dm(
+    tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi
+) -> None:
+    async with slack_app(tmp_path, rules_dir, slack_api, alert_pending_max=1) as h:
+        alert = await fire_backlog_alert(h)
+        slack_api.fail_next("chat.postEphemeral", status=200, error="channel_not_found")
+        await click_alert(h.slack, "alert_show_status", ts=alert.response["ts"], value="pending_feedback")
+        await wait_until(
+            lambda: any(p.params["channel"] == ADMIN_USER for p in slack_api.calls_to("chat.postMessage")), "the DM"
+        )
+        [failed] = slack_api.calls_to("chat.postEphemeral")
+        assert failed.params["channel"] == ALERTS and failed.response["error"] == "channel_not_found"
+        [dm] = posts_to(slack_api, ADMIN_USER)
+        assert dm.response["ok"]
+        assert dm.params["text"] == "Auto-Train status"
+        assert "Feedback" in all_text(dm.params)  # the same status blocks the ephemeral would have had
