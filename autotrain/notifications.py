@@ -100,6 +100,8 @@ class EventDispatcher:
                 await self.deliver_ready()
             except Exception:
                 log.exception("delivering events failed; trying again in %ss", self.poll_seconds)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that meets a wake-up
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wakeup.wait()
             self._wakeup.clear()

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("autotrain")
 
 
-
 @dataclass
 class Runtime:
     """Everything a process runs, built once by `open_runtime`."""

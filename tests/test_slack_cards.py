@@ -67,7 +67,7 @@ async def own_app(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) -> A
     retry loop is stopped so that each test decides when a retry happens."""
     app = create_app(slack_settings(tmp_path, rules_dir, slack_api, card_retry_seconds=0.01))
     async with app.router.lifespan_context(app):
-        cards = app.state.slack.bot.deps.cards
+        cards = app.state.runtime.slack.deps.cards
         await cards.stop()
         yield OwnApp(app=app, service=app.state.runtime.service, cards=cards)
 

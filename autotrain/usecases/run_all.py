@@ -119,4 +119,3 @@ class RunAll:
                 groups += [cluster.feedback_ids for cluster in cluster_feedback(items, threshold=threshold)]
         order = {feedback_id: i for i, feedback_id in enumerate(feedback_ids)}
         return sorted(groups, key=lambda group: order[group[0]])
-
