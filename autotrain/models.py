@@ -347,6 +347,7 @@ class PipelineEvent(BaseModel):
     actor_id: str
     deployment: Deployment | None = None
     event_id: int | None = None  # the outbox row; stable across redeliveries
+    occurred_at: datetime | None = None  # when the change was recorded (not when it is delivered)
 
 
 class DeployResult(BaseModel):

@@ -379,9 +379,6 @@ class Monitor:
         self.approval_window_days = approval_window_days
         self.holder = holder
 
-    def add_sink(self, sink: MonitoringSink) -> None:
-        self.sinks.append(sink)
-
     def day_start(self, now: datetime) -> datetime:
         local = now.astimezone(self.timezone)
         return datetime.combine(local.date(), time.min, tzinfo=self.timezone).astimezone(UTC)

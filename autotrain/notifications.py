@@ -83,7 +83,12 @@ class EventDispatcher:
         if event.deployment_id is not None:
             deployment = await self.deployments.get_deployment(event.deployment_id)
         told = PipelineEvent(
-            kind=event.kind, rule=event.rule, actor_id=event.actor_id, deployment=deployment, event_id=event.event_id
+            kind=event.kind,
+            rule=event.rule,
+            actor_id=event.actor_id,
+            deployment=deployment,
+            event_id=event.event_id,
+            occurred_at=event.created_at,
         )
         for notifier in self.notifiers:
             try:

@@ -134,12 +134,16 @@ async def run(requests: int) -> tuple[dict[str, list[float]], dict[str, list[flo
                 rule_ids.append((await service.generate(feedback.feedback_id, Actor("bench", Role.ADMIN))).rule_id)
             await service.drain()
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ours), base_url="http://ours") as http:
-                ours_times = await measure(SlackSimulator(http=http, api=api, service=service), requests, rule_ids)
+                ours_times = await measure(
+                    SlackSimulator(http=http, api=api, runtime=ours.state.runtime), requests, rule_ids
+                )
             await service.drain()
             await asyncio.sleep(1)  # let the last cards and App Home updates finish before the baseline
             bare = bare_bolt_app(api)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://bare") as http:
-                bare_times = await measure(SlackSimulator(http=http, api=api, service=service), requests, rule_ids)
+                bare_times = await measure(
+                    SlackSimulator(http=http, api=api, runtime=ours.state.runtime), requests, rule_ids
+                )
     finally:
         api.stop()
         shutil.rmtree(workdir, ignore_errors=True)

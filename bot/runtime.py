@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -115,9 +116,11 @@ async def open_runtime(
     clock: Clock = utcnow,
     reconcile: bool = False,
     generator: RuleGenerator | None = None,
+    monitoring_sinks: Sequence[MonitoringSink] = (),
 ) -> Runtime:
     """Build every object with all its collaborators, in dependency order; nothing is set afterwards.
-    `clock` and `generator` replace the real ones (tests, benchmarks)."""
+    `clock` and `generator` replace the real ones, `monitoring_sinks` are told of alerts and digests too
+    (tests, benchmarks)."""
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     options = pipeline_options(settings)
     store = SqliteStore(settings.database_path)
@@ -153,6 +156,7 @@ async def open_runtime(
         )
     if webhook_notifier is not None:
         sinks.append(webhook_notifier)
+    sinks += monitoring_sinks
     monitor = Monitor(
         store=store,
         thresholds=alert_thresholds(settings),

@@ -44,10 +44,12 @@ class WebhookNotifier:
         self.urls = urls
         self.clock = clock
 
-    async def _enqueue(self, event_type: str, data: dict[str, Any], event_id: str | None = None) -> None:
+    async def _enqueue(
+        self, event_type: str, data: dict[str, Any], event_id: str | None = None, at: datetime | None = None
+    ) -> None:
         event_id = event_id or uuid.uuid4().hex
         now = self.clock()
-        payload = {"id": event_id, "type": event_type, "at": now.isoformat(), "data": data}
+        payload = {"id": event_id, "type": event_type, "at": (at or now).isoformat(), "data": data}
         await self.store.enqueue_webhooks(
             event_id=event_id, event_type=event_type, payload=payload, urls=self.urls, now=now
         )
@@ -58,7 +60,7 @@ class WebhookNotifier:
             data["deployment"] = event.deployment.model_dump(mode="json")
         # an outbox event gets the same id each time it is delivered, so the outbox queues it only once
         event_id = f"evt-{event.event_id}" if event.event_id is not None else None
-        await self._enqueue(event.kind.value, data, event_id)
+        await self._enqueue(event.kind.value, data, event_id, event.occurred_at)
 
     async def alert(self, event: AlertEvent) -> None:
         await self._enqueue(f"alert_{event.kind.value}", event.model_dump(mode="json"))

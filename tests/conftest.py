@@ -24,7 +24,8 @@ from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.api import create_app
 from bot.auth import mint_token
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import Runtime, build_generator, open_runtime
+from tests.fakes.generators import SwitchableGenerator
 from tests.serve_process import free_port, serving, subprocess_environment  # noqa: F401 (free_port: for tests)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,8 +91,14 @@ def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings
 
 
 @pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    runtime = await open_runtime(settings)
+def generator(settings: Settings) -> SwitchableGenerator:
+    """The runtime's generator: the real offline one, which a test may swap (`generator.inner = ...`)."""
+    return SwitchableGenerator(build_generator(settings))
+
+
+@pytest.fixture
+async def runtime(settings: Settings, generator: SwitchableGenerator) -> AsyncIterator[Runtime]:
+    runtime = await open_runtime(settings, generator=generator)
     try:
         yield runtime
     finally:
@@ -111,6 +118,12 @@ async def approved_rule(service: PipelineService, payload: dict[str, Any] | None
     feedback = await submit(service, payload)
     rule = await service.generate(feedback.feedback_id, REPORTER)
     return await service.approve(rule.rule_id, ADMIN)
+
+
+async def rule_of(service: PipelineService, feedback_id: str):
+    """The rule answering this feedback (generated from it, or attached to it), or None."""
+    feedback = await service.get_feedback(feedback_id)
+    return await service.get_rule(feedback.rule_id) if feedback.rule_id else None
 
 
 def read_rule_lines(rules_dir: Path, module_name: str = "fashion_rules.json") -> list[str]:

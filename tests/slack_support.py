@@ -20,6 +20,8 @@ import pytest
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.api import create_app
+from bot.runtime import Runtime
+from storage.sqlite import SqliteStore
 from tests.fakes.slack_api import FakeSlackApi, SlackCall
 
 SIGNING_SECRET = "test-signing-secret"
@@ -41,9 +43,17 @@ class SlackSimulator:
 
     http: httpx.AsyncClient
     api: FakeSlackApi
-    service: PipelineService
+    runtime: Runtime
     ack_seconds: list[float] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def service(self) -> PipelineService:
+        return self.runtime.service
+
+    @property
+    def store(self) -> SqliteStore:
+        return self.runtime.store
 
     async def send(
         self,
@@ -135,7 +145,7 @@ class SlackSimulator:
         self, action_id: str, rule_id: str, *, user: str = ADMIN_USER, message_ts: str | None = None
     ) -> httpx.Response:
         """A click on a rule card's button (the card's channel and ts come from the store)."""
-        card = await self.service.store.get_card(rule_id)
+        card = await self.store.get_card(rule_id)
         ts = message_ts or (card.message_ts if card and card.message_ts else "1700000000.000100")
         channel = card.channel if card else REVIEW_CHANNEL
         return await self.press(action_id, rule_id, channel=channel, ts=ts, block_id="rule_actions", user=user)
@@ -262,4 +272,4 @@ async def slack(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) -> Asy
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://autotrain.test") as http:
-            yield SlackSimulator(http=http, api=slack_api, service=app.state.runtime.service)
+            yield SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)

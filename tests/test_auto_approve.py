@@ -39,6 +39,7 @@ from tests.conftest import (
     bearer,
     make_settings,
     read_rule_lines,
+    rule_of,
     submit,
 )
 from tests.fakes.anthropic_api import FakeMessagesApi, answer_json
@@ -101,7 +102,7 @@ async def open_claude(tmp_path: Path, rules_dir: Path, messages_api: FakeMessage
 
     async def opener(**overrides: Any) -> Runtime:
         runtime = await open_runtime(claude_settings(tmp_path, rules_dir, messages_api, **overrides))
-        assert runtime.service.generator.name == "claude"
+        assert runtime.generator.name == "claude"
         opened.append(runtime)
         return runtime
 
@@ -442,7 +443,7 @@ async def test_the_card_of_an_auto_approved_rule_says_auto_approve(
     messages_api.then(answer_json(answer(confidence=0.95)))
     feedback = await service.submit(FeedbackIn(**WEATHER_FEEDBACK), REPORTER)  # generated in the background
     await service.drain()
-    rule = await service.store.get_rule_for_feedback(feedback.feedback_id)
+    rule = await rule_of(service, feedback.feedback_id)
     assert rule is not None
     assert rule.status is RuleStatus.APPROVED
 
@@ -477,7 +478,7 @@ async def test_the_card_of_a_flagged_confident_rule_does_not_say_auto_approve(
     messages_api.then(answer_json(answer(confidence=0.99)))
     feedback = await service.submit(FeedbackIn(**INJECTION_FEEDBACK), REPORTER)
     await service.drain()
-    rule = await service.store.get_rule_for_feedback(feedback.feedback_id)
+    rule = await rule_of(service, feedback.feedback_id)
     assert rule is not None
     assert rule.status is RuleStatus.PENDING
     calls = [

@@ -113,7 +113,7 @@ def claude_settings(
 async def claude_service(settings: Settings) -> AsyncIterator[PipelineService]:
     runtime = await open_runtime(settings)
     try:
-        assert isinstance(runtime.service.generator, ClaudeRuleGenerator)
+        assert isinstance(runtime.generator, ClaudeRuleGenerator)
         yield runtime.service
     finally:
         await runtime.close()

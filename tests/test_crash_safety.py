@@ -391,7 +391,7 @@ async def test_backups_are_bounded_by_backup_keep_and_restorable(
     runtime = await open_runtime(settings)
     try:
         rule = await runtime.service.get_rule(rule_id)
-        restored, document = runtime.service.rule_files.read(MODULE)
+        restored, document = runtime.rule_files.read(MODULE)
         assert restored == before[rule_id]
         assert rule.new_rule not in document.rule_lines()
     finally:

@@ -372,7 +372,7 @@ async def test_next_start_with_a_corrupt_file_and_a_pending_deployment_starts_an
     runtime = await open_runtime(settings)
     try:
         rule = await approved_rule(runtime.service)
-        previous, document = runtime.service.rule_files.read(MODULE)
+        previous, document = runtime.rule_files.read(MODULE)
         change = document.apply(new_rule=rule.new_rule, old_rule=rule.old_rule, entry={"rule_id": rule.rule_id})
         deployment_id = await runtime.store.begin_deployment(
             NewDeployment(
@@ -386,7 +386,7 @@ async def test_next_start_with_a_corrupt_file_and_a_pending_deployment_starts_an
             ),
             expected=RuleStatus.APPROVED,
             target=RuleStatus.DEPLOYED,
-            now=runtime.service.clock(),
+            now=runtime.clock(),
         )
         assert deployment_id is not None
     finally:

@@ -78,7 +78,7 @@ async def world(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) -> Asy
             assert rule.status is RuleStatus.PENDING and rule.new_rule == NEW_WEATHER_RULE
             await slack_api.wait_for("chat.postMessage")  # its card
             yield World(
-                slack=SlackSimulator(http=http, api=slack_api, service=service),
+                slack=SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime),
                 service=service,
                 tmp_path=tmp_path,
                 rules_dir=rules_dir,
@@ -112,7 +112,7 @@ async def snapshot(world: World) -> Snapshot:
         feedback=[f.model_dump() for f in (await service.list_feedback(limit=200)).items],
         rules=[r.model_dump() for r in (await service.list_rules(limit=200)).items],
         deployments=(await service.list_deployments()).total,
-        audit=(await service.store.list_audit(subject_id=None, limit=200, offset=0)).total,
+        audit=(await world.slack.store.list_audit(subject_id=None, limit=200, offset=0)).total,
         tables=tables,
         rule_files={
             str(path.relative_to(world.rules_dir)): hashlib.sha256(path.read_bytes()).hexdigest()

@@ -20,6 +20,7 @@ from autotrain.policy import Role
 from autotrain.service import PipelineService
 from bot.api import create_app
 from bot.runtime import open_runtime
+from storage.sqlite import SqliteStore
 from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, bearer, make_settings, submit
 from tests.fakes.clock import FakeClock
 
@@ -52,6 +53,7 @@ class Served:
     service: PipelineService
     clock: FakeClock
     database: Path
+    store: SqliteStore
 
 
 @asynccontextmanager
@@ -61,10 +63,10 @@ async def served(tmp_path: Path, rules_dir: Path, clock: FakeClock, **overrides:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://autotrain.test") as http:
-            yield Served(http, app.state.runtime.service, clock, settings.database_path)
+            yield Served(http, app.state.runtime.service, clock, settings.database_path, app.state.runtime.store)
 
 
-async def seed(service: PipelineService, clock: FakeClock) -> None:
+async def seed(service: PipelineService, clock: FakeClock, store: SqliteStore) -> None:
     """Day one: five feedbacks, one rule approved after 2 h and deployed. Day two: a rule approved after 30 min
     and deployed, one left pending, one generation that failed. The clock ends on day two at 10:00."""
     clock.now = DAY_ONE
@@ -84,7 +86,7 @@ async def seed(service: PipelineService, clock: FakeClock) -> None:
     await service.approve(second.rule_id, ADMIN)
     await service.deploy(second.rule_id, ADMIN)
     await service.generate(shoes.feedback_id, REPORTER)
-    await service.store.record_generation(
+    await store.record_generation(
         waiting.feedback_id,
         GenerationInfo(generator="heuristic", latency_ms=3),
         outcome="failed",
@@ -167,7 +169,7 @@ async def test_metrics_public_needs_no_token(tmp_path: Path, rules_dir: Path) ->
 async def test_metrics_match_the_database(tmp_path: Path, rules_dir: Path) -> None:
     clock = FakeClock(DAY_ONE)
     async with served(tmp_path, rules_dir, clock) as app:
-        await seed(app.service, clock)
+        await seed(app.service, clock, app.store)
         response = await scrape(app.http, bearer(Role.ADMIN))
         assert response.status_code == 200, response.text
         samples = parse(response.text)
@@ -216,7 +218,7 @@ async def test_metrics_match_the_database(tmp_path: Path, rules_dir: Path) -> No
 async def test_status_shows_the_same_figures(tmp_path: Path, rules_dir: Path) -> None:
     clock = FakeClock(DAY_ONE)
     async with served(tmp_path, rules_dir, clock) as app:
-        await seed(app.service, clock)
+        await seed(app.service, clock, app.store)
         samples = parse((await scrape(app.http, bearer(Role.ADMIN))).text)
         response = await app.http.get("/autotrain/status", headers=bearer(Role.REPORTER, "chatbot"))
         assert response.status_code == 200, response.text
@@ -247,7 +249,7 @@ async def test_metrics_are_read_from_the_database_at_each_scrape(tmp_path: Path,
         assert value(empty, "autotrain_feedback_pending") == 0
         assert value(empty, "autotrain_generation_error_rate") == 0
         assert ("autotrain_approval_seconds_avg", ()) not in empty  # nothing approved: no figure, not a fake 0
-        await seed(app.service, clock)
+        await seed(app.service, clock, app.store)
         before = (await scrape(app.http, bearer(Role.ADMIN))).text
         await submit(app.service, WAITING_FEEDBACK)
         after = parse((await scrape(app.http, bearer(Role.ADMIN))).text)

@@ -288,8 +288,7 @@ async def test_error_rate_counts_failures_recorded_by_the_service_within_the_win
 ) -> None:
     clock = FakeClock(T0)
     settings = make_settings(tmp_path, rules_dir, alert_error_rate_max=0.5, alert_pending_max=1000)
-    runtime, sink = await open_monitored(settings, clock)
-    runtime.service.generator = FailingGenerator()
+    runtime, sink = await open_monitored(settings, clock, generator=FailingGenerator())
 
     for n in range(5):
         feedback = await submit(runtime.service, feedback_payload(n))

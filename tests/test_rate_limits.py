@@ -129,7 +129,7 @@ async def test_fourth_slack_feedback_gets_a_try_again_note_and_is_not_stored(
 ) -> None:
     settings = slack_settings(tmp_path, rules_dir, slack_api, feedback_rate_limit="3/hour", auto_generate=False)
     async with served(settings) as (http, app):
-        slack = SlackSimulator(http=http, api=slack_api, service=app.state.runtime.service)
+        slack = SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)
         for n in range(4):
             response = await slack.submit_feedback(
                 query="áo khoác cho trời 35 độ", feedback_text=f"trời nóng mà gợi ý áo khoác #{n}", user=OTHER_USER

@@ -36,6 +36,7 @@ from tests.conftest import (
     bearer,
     make_settings,
     read_rule_lines,
+    rule_of,
 )
 from tests.fakes.slack_api import FakeSlackApi
 from tests.slack_support import (
@@ -597,11 +598,11 @@ async def test_slack_card_canary_then_promote(tmp_path: Path, rules_dir: Path, s
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://autotrain.test") as http:
-            slack = SlackSimulator(http=http, api=slack_api, service=app.state.runtime.service)
+            slack = SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)
             service = slack.service
             feedback = await service.submit(FeedbackIn(**WEATHER_FEEDBACK), REPORTER)
             await service.drain()
-            rule = await service.store.get_rule_for_feedback(feedback.feedback_id)
+            rule = await rule_of(service, feedback.feedback_id)
             assert rule is not None and rule.module_name == RULES
             rule_id = rule.rule_id
             [post] = await slack_api.wait_for("chat.postMessage")

@@ -24,8 +24,9 @@ from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, GenerationInf
 from autotrain.ports import GenerationResult
 from autotrain.service import PipelineService
 from bot.api import create_app
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import Runtime, build_generator, open_runtime
 from tests.conftest import ADMIN, REPORTER, make_settings
+from tests.fakes.generators import SwitchableGenerator
 from tests.fakes.slack_api import FakeSlackApi
 from tests.slack_support import REVIEW_CHANNEL, block_texts, ok, slack_settings
 
@@ -74,8 +75,9 @@ async def open_heuristic(tmp_path: Path, rules_dir: Path) -> AsyncIterator[Any]:
     opened: list[Runtime] = []
 
     async def opener(**overrides: Any) -> Runtime:
-        runtime = await open_runtime(make_settings(tmp_path, rules_dir, **overrides))
-        assert runtime.service.generator.name == "heuristic"
+        settings = make_settings(tmp_path, rules_dir, **overrides)
+        runtime = await open_runtime(settings, generator=SwitchableGenerator(build_generator(settings)))
+        assert runtime.generator.name == "heuristic"
         opened.append(runtime)
         return runtime
 
@@ -210,7 +212,7 @@ async def test_praise_is_never_clustered(open_heuristic: Any) -> None:
 async def test_clustering_off_gives_every_feedback_its_own_rule(open_heuristic: Any) -> None:
     runtime = await open_heuristic(cluster_threshold=None)
     service = runtime.service
-    assert service.cluster_threshold is None
+    assert runtime.options.cluster_threshold is None
     ids = await submit_fixture(service)
 
     summary = await service.run_all(ADMIN)
@@ -253,9 +255,11 @@ async def test_a_failed_generation_leaves_the_whole_group_pending(open_heuristic
     service = runtime.service
     ids = await submit_fixture(service)
     jacket = [ids[key] for key in members("jacket")]
-    heuristic = service.generator
+    switchable = runtime.generator
+    assert isinstance(switchable, SwitchableGenerator)
+    heuristic = switchable.inner
     failing = FailsFor(runtime.settings.allowed_modules, {jacket[0]})
-    service.generator = failing
+    switchable.inner = failing
 
     summary = await service.run_all(ADMIN)
 
@@ -281,7 +285,7 @@ async def test_a_failed_generation_leaves_the_whole_group_pending(open_heuristic
     # once the generator is back, the next run-all answers the group. (How the four are grouped then depends
     # on the batch: IDF comes from the pending feedback only, and alone these four are less alike than among
     # the twelve, so which of them share the rule is not asserted here.)
-    service.generator = heuristic
+    switchable.inner = heuristic
     retry = await service.run_all(ADMIN)
     assert retry.total == retry.processed == len(jacket)
     assert retry.errors == [] and retry.skipped == []
@@ -309,7 +313,7 @@ async def slack_app(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) ->
 
 async def test_the_card_of_a_grouped_rule_shows_the_cluster(slack_app: FastAPI, slack_api: FakeSlackApi) -> None:
     service: PipelineService = slack_app.state.runtime.service
-    assert service.auto_generate is False
+    assert slack_app.state.runtime.options.auto_generate is False
     ids = await submit_fixture(service)
     assert slack_api.calls_to("chat.postMessage") == []  # nothing generated yet, so no card
 
@@ -319,7 +323,7 @@ async def test_the_card_of_a_grouped_rule_shows_the_cluster(slack_app: FastAPI, 
 
     jacket = members("jacket")
     rule_id = next(c.rule_id for c in summary.clusters if c.feedback_ids[0] == ids[jacket[0]])
-    card = await service.store.get_card(rule_id)
+    card = await slack_app.state.runtime.store.get_card(rule_id)
     assert card is not None and card.state == "posted" and card.channel == REVIEW_CHANNEL
     updates = [call for call in slack_api.calls_to("chat.update") if ok(call) and call.params["ts"] == card.message_ts]
     assert updates, "the card was not updated when the feedback was grouped"
@@ -334,7 +338,7 @@ async def test_the_card_of_a_grouped_rule_shows_the_cluster(slack_app: FastAPI, 
     (single_key,) = members("delivery")
     single = (await service.get_feedback(ids[single_key])).rule_id
     assert single is not None
-    single_card = await service.store.get_card(single)
+    single_card = await slack_app.state.runtime.store.get_card(single)
     assert single_card is not None
     single_calls = [
         call

@@ -18,7 +18,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from autotrain.monitoring import AlertDecision
 from bot.api import create_app
-from bot.runtime import Runtime
+from bot.runtime import Runtime, open_runtime
 from bot.scheduler import JOB_DEFAULTS, build_scheduler, crontab_trigger, digest_key, logged
 from tests.conftest import make_settings, submit
 from tests.fakes.clock import FakeClock
@@ -258,11 +258,10 @@ async def test_lifespan_without_the_scheduler(tmp_path: Path, rules_dir: Path) -
 async def test_a_real_scheduler_run_posts_one_alert(tmp_path: Path, rules_dir: Path) -> None:
     """The only test on real time: a 1 s alert interval, about two ticks."""
     settings = make_settings(tmp_path, rules_dir, scheduler_enabled=True, alert_interval_seconds=1, alert_pending_max=0)
-    app = create_app(settings)
     sink = RecordingSink()
+    app = create_app(settings, open_runtime_fn=lambda s: open_runtime(s, reconcile=True, monitoring_sinks=(sink,)))
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
-        runtime.monitor.add_sink(sink)
         await submit(runtime.service, feedback(1))
         deadline = time.monotonic() + 5
         while not sink.alerts and time.monotonic() < deadline:

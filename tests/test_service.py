@@ -18,10 +18,11 @@ from autotrain.models import (
     RuleStatus,
     RuleWarning,
 )
+from autotrain.notifications import EventDispatcher
 from autotrain.ports import GenerationResult, NewDeployment
 from autotrain.rulefiles import content_version
 from autotrain.service import PipelineService
-from bot.runtime import open_runtime
+from bot.runtime import Runtime, open_runtime
 from tests.conftest import (
     ADMIN,
     HEIGHT_FEEDBACK,
@@ -34,6 +35,7 @@ from tests.conftest import (
     read_rule_lines,
     submit,
 )
+from tests.fakes.generators import SwitchableGenerator
 
 HEIGHT_OLD = "- Gợi ý đầm maxi cho mọi khách"
 HEIGHT_NEW = "- Dưới 1m55: gợi ý đầm ngắn (midi, knee-length)"
@@ -74,31 +76,37 @@ async def test_submit_stores_feedback_with_ids_from_1001(service: PipelineServic
 async def test_auto_generate_creates_rule_after_submit(tmp_path: Path, rules_dir: Path) -> None:
     runtime = await open_runtime(make_settings(tmp_path, rules_dir, auto_generate=True))
     try:
-        notifier = RecordingNotifier()
-        runtime.service.add_notifier(notifier)
         feedback = await submit(runtime.service)
-        await runtime.service.drain()
+        await runtime.generation.drain()  # the background generation, not yet the delivery of its events
         rule = await runtime.store.get_rule_for_feedback(feedback.feedback_id)
         assert rule is not None and rule.rule_id == "RUL-1001"
+        # the events it recorded, delivered to a notifier of the test's own
+        notifier = RecordingNotifier()
+        dispatcher = EventDispatcher(
+            outbox=runtime.store, deployments=runtime.store, notifiers=[notifier], clock=runtime.clock, holder="test"
+        )
+        await dispatcher.drain()
         assert [e.kind.value for e in notifier.events] == ["rule_created"]
         assert (await runtime.service.get_feedback(feedback.feedback_id)).status is FeedbackStatus.PROCESSED
     finally:
         await runtime.close()
 
 
-async def test_concurrent_generate_of_one_feedback_makes_one_rule(service: PipelineService) -> None:
+async def test_concurrent_generate_of_one_feedback_makes_one_rule(runtime: Runtime, service: PipelineService) -> None:
     feedback = await submit(service)
     rules = await asyncio.gather(*(service.generate(feedback.feedback_id, REPORTER) for _ in range(10)))
     assert {rule.rule_id for rule in rules} == {"RUL-1001"}
-    audit = await service.store.list_audit(subject_id=feedback.feedback_id, limit=50, offset=0)
+    audit = await runtime.store.list_audit(subject_id=feedback.feedback_id, limit=50, offset=0)
     assert [entry.action for entry in audit.items].count("generation_started") == 1
     assert (await service.list_rules()).total == 1
 
 
-async def test_failed_generation_returns_feedback_to_pending_with_error(service: PipelineService) -> None:
+async def test_failed_generation_returns_feedback_to_pending_with_error(
+    service: PipelineService, generator: SwitchableGenerator
+) -> None:
     feedback = await submit(service)
-    working = service.generator
-    service.generator = FailingGenerator()
+    working = generator.inner
+    generator.inner = FailingGenerator()
     with pytest.raises(GenerationFailed, match="upstream unavailable"):
         await service.generate(feedback.feedback_id, REPORTER)
     stored = await service.get_feedback(feedback.feedback_id)
@@ -107,7 +115,7 @@ async def test_failed_generation_returns_feedback_to_pending_with_error(service:
     assert "upstream unavailable" in (stored.last_error or "")
     assert (await service.list_rules()).total == 0
 
-    service.generator = working
+    generator.inner = working
     rule = await service.generate(feedback.feedback_id, REPORTER)
     assert rule.new_rule == NEW_WEATHER_RULE
     assert (await service.get_feedback(feedback.feedback_id)).error_count == 1
@@ -133,10 +141,12 @@ async def test_run_all_reports_progress_and_errors(service: PipelineService) -> 
     assert again.total == 0
 
 
-async def test_run_all_with_failing_generator_keeps_feedback_pending(service: PipelineService) -> None:
+async def test_run_all_with_failing_generator_keeps_feedback_pending(
+    service: PipelineService, generator: SwitchableGenerator
+) -> None:
     await submit(service)
     await submit(service, HEIGHT_FEEDBACK)
-    service.generator = FailingGenerator()
+    generator.inner = FailingGenerator()
     summary = await service.run_all(ADMIN)
     assert [error["feedback_id"] for error in summary.errors] == ["FB-1001", "FB-1002"]
     assert (await service.status()).pending_feedback == 2
@@ -216,7 +226,9 @@ async def test_deploy_appends_with_warning_when_old_rule_is_gone(service: Pipeli
     assert read_rule_lines(rules_dir)[-1] == NEW_WEATHER_RULE
 
 
-async def test_edit_changes_pending_rule_and_is_audited(service: PipelineService, rules_dir: Path) -> None:
+async def test_edit_changes_pending_rule_and_is_audited(
+    runtime: Runtime, service: PipelineService, rules_dir: Path
+) -> None:
     feedback = await submit(service)
     rule = await service.generate(feedback.feedback_id, REPORTER)
     edited = await service.edit(
@@ -227,7 +239,7 @@ async def test_edit_changes_pending_rule_and_is_audited(service: PipelineService
     assert edited.old_rule is None
     assert RuleWarning.OLD_RULE_NOT_FOUND in edited.warnings  # the old line is not in prompt_v2.txt
     assert edited.edited_by == ADMIN.id
-    audit = await service.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
+    audit = await runtime.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
     edit_entry = next(entry for entry in audit.items if entry.action == "rule_edited")
     assert edit_entry.detail["before"]["new_rule"] == NEW_WEATHER_RULE
 
@@ -248,11 +260,11 @@ async def test_reject_closes_rule_and_feedback(service: PipelineService) -> None
         await service.deploy(rule.rule_id, ADMIN)
 
 
-async def test_every_transition_is_audited(service: PipelineService) -> None:
+async def test_every_transition_is_audited(runtime: Runtime, service: PipelineService) -> None:
     rule = await approved_rule(service)
     await service.deploy(rule.rule_id, ADMIN)
     await service.rollback(rule.rule_id, ADMIN)
-    audit = await service.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
+    audit = await runtime.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
     moves = [(e.action, e.from_state, e.to_state, e.actor) for e in audit.items if e.to_state]
     assert moves == [
         ("rule_created", None, "pending", "system"),
@@ -278,12 +290,14 @@ async def test_status_counts(service: PipelineService) -> None:
 # ---------------------------------------------------------------------- crash recovery
 
 
-async def _interrupted_deploy(service: PipelineService, rules_dir: Path, *, write_file: bool) -> tuple[str, int]:
+async def _interrupted_deploy(
+    runtime: Runtime, service: PipelineService, rules_dir: Path, *, write_file: bool
+) -> tuple[str, int]:
     """Do the first steps of a deploy (claim in the DB, optionally write the file) and stop, as a crash would."""
     rule = await approved_rule(service)
-    previous, document = service.rule_files.read(rule.module_name)
+    previous, document = runtime.rule_files.read(rule.module_name)
     change = document.apply(new_rule=rule.new_rule, old_rule=rule.old_rule, entry={"rule_id": rule.rule_id})
-    deployment_id = await service.store.begin_deployment(
+    deployment_id = await runtime.store.begin_deployment(
         NewDeployment(
             rule_id=rule.rule_id,
             module_name=rule.module_name,
@@ -295,16 +309,18 @@ async def _interrupted_deploy(service: PipelineService, rules_dir: Path, *, writ
         ),
         expected=RuleStatus.APPROVED,
         target=RuleStatus.DEPLOYED,
-        now=service.clock(),
+        now=runtime.clock(),
     )
     assert deployment_id is not None
     if write_file:
-        service.rule_files.write(rule.module_name, change.content, previous, rule.rule_id)
+        runtime.rule_files.write(rule.module_name, change.content, previous, rule.rule_id)
     return rule.rule_id, deployment_id
 
 
-async def test_reconcile_completes_a_deploy_whose_file_was_written(service: PipelineService, rules_dir: Path) -> None:
-    rule_id, deployment_id = await _interrupted_deploy(service, rules_dir, write_file=True)
+async def test_reconcile_completes_a_deploy_whose_file_was_written(
+    runtime: Runtime, service: PipelineService, rules_dir: Path
+) -> None:
+    rule_id, deployment_id = await _interrupted_deploy(runtime, service, rules_dir, write_file=True)
     report = await service.reconcile()
     assert report.deployments_completed == [deployment_id]
     assert (await service.get_rule(rule_id)).status is RuleStatus.DEPLOYED
@@ -313,8 +329,10 @@ async def test_reconcile_completes_a_deploy_whose_file_was_written(service: Pipe
     assert OLD_WEATHER_RULE in read_rule_lines(rules_dir)
 
 
-async def test_reconcile_aborts_a_deploy_whose_file_was_not_written(service: PipelineService, rules_dir: Path) -> None:
-    rule_id, deployment_id = await _interrupted_deploy(service, rules_dir, write_file=False)
+async def test_reconcile_aborts_a_deploy_whose_file_was_not_written(
+    runtime: Runtime, service: PipelineService, rules_dir: Path
+) -> None:
+    rule_id, deployment_id = await _interrupted_deploy(runtime, service, rules_dir, write_file=False)
     report = await service.reconcile()
     assert report.deployments_aborted == [deployment_id]
     rule = await service.get_rule(rule_id)
@@ -324,16 +342,18 @@ async def test_reconcile_aborts_a_deploy_whose_file_was_not_written(service: Pip
     assert NEW_WEATHER_RULE in read_rule_lines(rules_dir)
 
 
-async def test_reconcile_requeues_feedback_left_processing(service: PipelineService) -> None:
+async def test_reconcile_requeues_feedback_left_processing(runtime: Runtime, service: PipelineService) -> None:
     feedback = await submit(service)
-    assert await service.store.claim_feedback(feedback.feedback_id, now=service.clock())
+    assert await runtime.store.claim_feedback(feedback.feedback_id, now=runtime.clock())
     report = await service.reconcile()
     assert report.feedback_requeued == [feedback.feedback_id]
     stored = await service.get_feedback(feedback.feedback_id)
     assert stored.status is FeedbackStatus.PENDING and "interrupted" in (stored.last_error or "")
 
 
-async def test_failed_write_leaves_rule_approved_and_file_intact(service: PipelineService, rules_dir: Path) -> None:
+async def test_failed_write_leaves_rule_approved_and_file_intact(
+    runtime: Runtime, service: PipelineService, rules_dir: Path
+) -> None:
     rule = await approved_rule(service)
     path = rules_dir / "fashion_rules.json"
     before = path.read_bytes()
@@ -345,7 +365,7 @@ async def test_failed_write_leaves_rule_approved_and_file_intact(service: Pipeli
     assert path.read_bytes() == before
     assert (await service.get_rule(rule.rule_id)).status is RuleStatus.APPROVED
     assert (await service.list_deployments()).total == 0
-    audit = await service.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
+    audit = await runtime.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
     assert "deploy_failed" in [entry.action for entry in audit.items]
 
 

@@ -65,7 +65,7 @@ async def new_card(slack: SlackSimulator, payload: dict[str, Any] | None = None)
     before = len(slack.api.calls_to("chat.postMessage"))
     feedback = await slack.service.submit(FeedbackIn(**(payload or WEATHER_FEEDBACK)), REPORTER)
     await slack.service.drain()
-    rule = await slack.service.store.get_rule_for_feedback(feedback.feedback_id)
+    rule = await slack.store.get_rule_for_feedback(feedback.feedback_id)
     assert rule is not None
     posts = await slack.api.wait_for("chat.postMessage", before + 1)
     return rule.rule_id, posts[-1]
@@ -75,7 +75,7 @@ async def posted_card(slack: SlackSimulator, rule_id: str) -> ReviewCard:
     """The card row once the app has recorded the post (the fake answers before the app writes it)."""
     deadline = time.monotonic() + 5
     while True:
-        card = await slack.service.store.get_card(rule_id)
+        card = await slack.store.get_card(rule_id)
         if card is not None and card.state == "posted":
             return card
         if time.monotonic() > deadline:
@@ -200,7 +200,7 @@ async def test_admin_review_flow_edit_approve_deploy_rollback(slack: SlackSimula
     assert len(slack.api.calls_to("chat.postMessage")) == 1
 
     # the edit is audited with before / after
-    audit = await slack.service.store.list_audit(subject_id="RUL-1001", limit=50, offset=0)
+    audit = await slack.store.list_audit(subject_id="RUL-1001", limit=50, offset=0)
     edits = [entry for entry in audit.items if entry.action == "rule_edited"]
     assert len(edits) == 1
     assert edits[0].actor == ADMIN_USER
@@ -225,6 +225,7 @@ async def test_non_admin_buttons_are_refused_and_change_nothing(slack: SlackSimu
 
     # deploy and rollback need states the non-admin cannot reach: put the rule there as the admin would
     await slack.service.approve(rule_id, ADMIN)
+    await slack.service.drain()  # its card update delivered
     await slack.click("rule_deploy", rule_id, user=OTHER_USER)
     notes = await wait_for_ephemerals(slack, OTHER_USER, 4)
     assert "Only Auto-Train admins" in notes[-1]
@@ -232,6 +233,7 @@ async def test_non_admin_buttons_are_refused_and_change_nothing(slack: SlackSimu
     assert (rules_dir / "fashion_rules.json").read_bytes() == original_file
 
     await slack.service.deploy(rule_id, ADMIN)
+    await slack.service.drain()  # its card update delivered
     updates_before = len(slack.api.calls_to("chat.update"))
     deployed_file = (rules_dir / "fashion_rules.json").read_bytes()
     await slack.click("rule_rollback", rule_id, user=OTHER_USER)
@@ -395,7 +397,7 @@ async def test_canary_button_deploys_to_the_configured_share(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://autotrain.test") as http:
-            slack = SlackSimulator(http=http, api=slack_api, service=app.state.runtime.service)
+            slack = SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)
             rule_id, post = await new_card(slack)
             await slack.click("rule_approve", rule_id)
             approved = await last_update(slack, 1)

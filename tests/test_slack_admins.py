@@ -21,7 +21,7 @@ async def test_usergroup_member_is_an_admin_and_others_are_not(
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             service = app.state.runtime.service
-            simulator = SlackSimulator(http=http, api=slack_api, service=service)
+            simulator = SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)
             rule = await approved_rule(service)
             await service.drain()
 

@@ -20,7 +20,8 @@ from autotrain.service import PipelineService
 from bot.api import create_app
 from bot.slack import blocks as slack_blocks
 from bot.slack.cards import RuleCardPublisher
-from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, bearer
+from storage.sqlite import SqliteStore
+from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, bearer, rule_of
 from tests.fakes.slack_api import FakeSlackApi, SlackCall
 from tests.slack_support import REVIEW_CHANNEL, SlackSimulator, action_ids, block_texts, ok, slack_settings
 
@@ -49,7 +50,7 @@ async def wait_until(predicate, timeout: float = 8.0, what: str = "condition") -
 async def submit_and_generate(service: PipelineService, payload: dict[str, Any]) -> str:
     feedback = await service.submit(FeedbackIn(**payload), REPORTER)
     await service.drain()
-    rule = await service.store.get_rule_for_feedback(feedback.feedback_id)
+    rule = await rule_of(service, feedback.feedback_id)
     assert rule is not None
     return rule.rule_id
 
@@ -58,6 +59,7 @@ async def submit_and_generate(service: PipelineService, payload: dict[str, Any])
 class OwnApp:
     app: FastAPI
     service: PipelineService
+    store: SqliteStore
     cards: RuleCardPublisher
 
 
@@ -69,7 +71,7 @@ async def own_app(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) -> A
     async with app.router.lifespan_context(app):
         cards = app.state.runtime.slack.deps.cards
         await cards.stop()
-        yield OwnApp(app=app, service=app.state.runtime.service, cards=cards)
+        yield OwnApp(app=app, service=app.state.runtime.service, store=app.state.runtime.store, cards=cards)
 
 
 # ---------------------------------------------------------------------- every rule gets a card
@@ -82,7 +84,7 @@ async def test_rule_from_the_api_path_gets_a_card(slack: SlackSimulator) -> None
     blocks = posts[0].params["blocks"]
     assert rule_id in blocks[0]["text"]["text"]
     assert "`chatbot`" in block_texts(blocks)  # the reporter is not a Slack user: shown as code, no mention
-    card = await slack.service.store.get_card(rule_id)
+    card = await slack.store.get_card(rule_id)
     assert card is not None
     assert card.state == "posted"
     assert card.channel == REVIEW_CHANNEL
@@ -95,7 +97,7 @@ async def test_rule_from_the_rest_api_over_http_gets_a_card(slack: SlackSimulato
     assert response.status_code == 201, response.text
     feedback_id = response.json()["feedback_id"]
     await slack.service.drain()
-    rule = await slack.service.store.get_rule_for_feedback(feedback_id)
+    rule = await slack.store.get_rule_for_feedback(feedback_id)
     assert rule is not None
     posts = card_posts(slack.api, rule.rule_id)
     assert len(posts) == 1
@@ -121,7 +123,7 @@ async def test_rate_limited_card_is_posted_after_retry_after(slack: SlackSimulat
     assert calls[1].at - calls[0].at >= 0.9  # Retry-After was respected
     posts = card_posts(slack.api, rule_id)
     assert len(posts) == 1
-    card = await slack.service.store.get_card(rule_id)
+    card = await slack.store.get_card(rule_id)
     assert card is not None
     assert card.state == "posted"
     assert card.message_ts == posts[0].response["ts"]
@@ -136,7 +138,7 @@ async def test_card_failing_past_the_client_retries_is_marked_failed_then_posted
 
     assert card_posts(slack_api, rule_id) == []
     assert all(c.status == 500 for c in slack_api.calls_to("chat.postMessage"))
-    card = await own_app.service.store.get_card(rule_id)
+    card = await own_app.store.get_card(rule_id)
     assert card is not None
     assert card.state == "failed"
     assert card.message_ts is None
@@ -147,7 +149,7 @@ async def test_card_failing_past_the_client_retries_is_marked_failed_then_posted
     assert posted == 1
     posts = card_posts(slack_api, rule_id)
     assert len(posts) == 1
-    card = await own_app.service.store.get_card(rule_id)
+    card = await own_app.store.get_card(rule_id)
     assert card is not None
     assert card.state == "posted"
     assert card.message_ts == posts[0].response["ts"]
@@ -181,7 +183,7 @@ async def test_retry_while_the_first_post_is_still_in_flight_does_not_post_twice
     await asyncio.sleep(0.1)
     await own_app.cards.retry_missing()
     await own_app.service.drain()
-    rule = await own_app.service.store.get_rule_for_feedback(feedback.feedback_id)
+    rule = await own_app.store.get_rule_for_feedback(feedback.feedback_id)
     assert rule is not None
     assert len(card_posts(slack_api, rule.rule_id)) == 1
 
@@ -195,12 +197,12 @@ async def test_background_loop_posts_a_card_that_failed(
         service: PipelineService = app.state.runtime.service
         slack_api.fail_next("chat.postMessage", status=200, error="channel_not_found")
         rule_id = await submit_and_generate(service, WEATHER_FEEDBACK)
-        card = await service.store.get_card(rule_id)
+        card = await app.state.runtime.store.get_card(rule_id)
         assert card is not None and card.state == "failed" and "channel_not_found" in (card.last_error or "")
         await wait_until(lambda: bool(card_posts(slack_api, rule_id)), what="the loop to post the card")
         await asyncio.sleep(0.5)  # a few more loop turns
         assert len(card_posts(slack_api, rule_id)) == 1
-        card = await service.store.get_card(rule_id)
+        card = await app.state.runtime.store.get_card(rule_id)
         assert card is not None and card.state == "posted"
 
 

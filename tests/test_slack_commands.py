@@ -71,8 +71,8 @@ async def pending_feedback(slack: SlackSimulator, payloads: list[dict[str, str]]
     """Feedback stored as it arrives, without the background generation of `service.submit`."""
     ids = []
     for payload in payloads:
-        feedback = await slack.service.store.create_feedback(
-            FeedbackIn(**payload), user_id=OTHER_USER, source="slack", actor_id=OTHER_USER, now=slack.service.clock()
+        feedback = await slack.store.create_feedback(
+            FeedbackIn(**payload), user_id=OTHER_USER, source="slack", actor_id=OTHER_USER, now=slack.runtime.clock()
         )
         ids.append(feedback.feedback_id)
     return ids
@@ -82,6 +82,7 @@ async def deployed_weather_rule(slack: SlackSimulator) -> str:
     rule = await approved_rule(slack.service)
     await slack.service.drain()
     await slack.service.deploy(rule.rule_id, SLACK_ADMIN)
+    await slack.service.drain()  # its card update delivered
     return rule.rule_id
 
 
@@ -182,6 +183,7 @@ async def test_rules_defaults_to_pending(slack: SlackSimulator) -> None:
     await submit(slack.service, HEIGHT_FEEDBACK)
     await slack.service.drain()
     await slack.service.approve("RUL-1002", SLACK_ADMIN)
+    await slack.service.drain()  # its card update delivered
     await slack.command("rules")
     reply = await command_reply(slack)
     assert reply["response_type"] == "ephemeral"

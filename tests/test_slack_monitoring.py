@@ -64,7 +64,7 @@ async def slack_app(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://autotrain.test") as http:
             runtime = app.state.runtime
-            yield Harness(SlackSimulator(http=http, api=api, service=runtime.service), api, runtime.monitor, clock)
+            yield Harness(SlackSimulator(http=http, api=api, runtime=runtime), api, runtime.monitor, clock)
 
 
 def posts_to(api: FakeSlackApi, channel: str) -> list[SlackCall]:
@@ -311,7 +311,7 @@ async def test_digest_goes_to_the_digest_channel_with_links_to_the_cards(
         await h.service.approve(deployed.rule_id, ADMIN)
         await h.service.deploy(deployed.rule_id, ADMIN)
         await h.service.reject(rejected.rule_id, ADMIN)
-        card = await h.service.store.get_card(deployed.rule_id)
+        card = await h.slack.store.get_card(deployed.rule_id)
         assert card is not None and card.channel == REVIEW_CHANNEL and card.message_ts
         h.clock.advance(3600)
 
@@ -404,12 +404,12 @@ async def test_digest_command_does_not_claim_a_post_that_failed(
 
 
 async def test_digest_command_without_a_digest_channel_answers_privately(slack: SlackSimulator) -> None:
-    await slack.service.store.create_feedback(
+    await slack.store.create_feedback(
         FeedbackIn(**WEATHER_FEEDBACK),
         user_id=OTHER_USER,
         source="slack",
         actor_id=OTHER_USER,
-        now=slack.service.clock(),
+        now=slack.runtime.clock(),
     )
     await slack.command("digest")
     await wait_until(lambda: slack.command_replies(), "the command's reply")

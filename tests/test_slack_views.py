@@ -64,7 +64,7 @@ def edit_values(new_rule: str | None, module: str = "fashion_rules.json", old_ru
 async def pending_rule(slack: SlackSimulator, payload: dict[str, Any] | None = None) -> str:
     feedback = await slack.service.submit(FeedbackIn(**(payload or WEATHER_FEEDBACK)), REPORTER)
     await slack.service.drain()
-    rule = await slack.service.store.get_rule_for_feedback(feedback.feedback_id)
+    rule = await slack.store.get_rule_for_feedback(feedback.feedback_id)
     assert rule is not None
     return rule.rule_id
 
@@ -182,13 +182,14 @@ async def test_edit_by_a_non_admin_is_refused_on_the_form(slack: SlackSimulator)
     assert rule.new_rule == NEW_WEATHER_RULE
     assert rule.edited_by is None
     assert slack.api.calls_to("chat.update") == []
-    audit = await slack.service.store.list_audit(subject_id=rule_id, limit=50, offset=0)
+    audit = await slack.store.list_audit(subject_id=rule_id, limit=50, offset=0)
     assert "rule_edited" not in [entry.action for entry in audit.items]
 
 
 async def test_edit_of_a_rule_no_longer_pending_is_refused(slack: SlackSimulator) -> None:
     rule_id = await pending_rule(slack)
     await slack.service.approve(rule_id, ADMIN)  # approved while the modal was open
+    await slack.service.drain()  # its card update delivered
     updates = len(slack.api.calls_to("chat.update"))
     response = await slack.submit_view(
         "rule_edit_submit", edit_values("- Một quy tắc khác hẳn"), user=ADMIN_USER, private_metadata=rule_id

@@ -141,8 +141,16 @@ async def webhook_runtime(
 
 
 async def deliveries(runtime: Runtime) -> list[dict[str, Any]]:
-    """The delivery log, oldest first."""
+    """The delivery log, oldest first, once the events recorded so far have reached it (the event outbox)."""
+    await runtime.service.drain()
     return list(reversed(await runtime.store.list_webhook_deliveries()))
+
+
+async def send_due(runtime: Runtime) -> int:
+    """One pass of the webhook dispatcher, once the events recorded so far have reached its outbox."""
+    await runtime.service.drain()
+    assert runtime.webhooks is not None
+    return await runtime.webhooks.deliver_due()
 
 
 async def generated_rule(runtime: Runtime, payload: dict[str, Any] | None = None):
@@ -180,7 +188,7 @@ async def test_rule_events_are_delivered_signed_with_the_rule(
         assert receiver.requests == []  # nothing is sent before the dispatcher runs
 
         clock.advance(7)
-        assert await runtime.webhooks.deliver_due() == 3
+        assert await send_due(runtime) == 3
 
         assert [r.headers["x-autotrain-event"] for r in receiver.requests] == [
             "rule_created",
@@ -227,7 +235,7 @@ async def test_rule_events_are_delivered_signed_with_the_rule(
 
         # delivered means done: a second pass sends nothing
         clock.advance(3600)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         assert len(receiver.requests) == 3
 
 
@@ -241,7 +249,7 @@ async def test_reject_and_rollback_are_events_too(tmp_path: Path, rules_dir: Pat
         await runtime.service.deploy(first.rule_id, ADMIN)
         await runtime.service.rollback(first.rule_id, ADMIN)
         assert runtime.webhooks is not None
-        assert await runtime.webhooks.deliver_due() == 6
+        assert await send_due(runtime) == 6
         events = [(r.json["type"], r.json["data"]["rule"]["rule_id"]) for r in receiver.requests]
         assert events == [
             ("rule_created", first.rule_id),
@@ -268,7 +276,7 @@ async def test_a_500_is_retried_with_exponential_backoff(tmp_path: Path, rules_d
         assert runtime.webhooks is not None
         rule = await generated_rule(runtime)
 
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         assert len(receiver.requests) == 1
         [delivery] = await deliveries(runtime)
         assert delivery["state"] == "pending"
@@ -279,26 +287,26 @@ async def test_a_500_is_retried_with_exponential_backoff(tmp_path: Path, rules_d
 
         # not due before its time
         clock.advance(1.9)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         assert len(receiver.requests) == 1
         assert (await deliveries(runtime))[0]["attempts"] == 1
 
         # due at its time; fails again: the next wait doubles
         clock.advance(0.1)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         assert len(receiver.requests) == 2
         [delivery] = await deliveries(runtime)
         assert (delivery["state"], delivery["attempts"], delivery["last_status"]) == ("pending", 2, 500)
         assert stored_time(delivery["next_attempt_at"]) == START + timedelta(seconds=2 + 4)
 
         clock.advance(3.5)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         assert len(receiver.requests) == 2
 
         # the receiver is back: the retry delivers
         receiver.status = 200
         clock.advance(0.5)
-        assert await runtime.webhooks.deliver_due() == 1
+        assert await send_due(runtime) == 1
         assert len(receiver.requests) == 3
         [delivery] = await deliveries(runtime)
         assert (delivery["state"], delivery["attempts"], delivery["last_status"]) == ("delivered", 3, 200)
@@ -317,7 +325,7 @@ async def test_a_500_is_retried_with_exponential_backoff(tmp_path: Path, rules_d
         assert receiver.requests[0].json["data"]["rule"]["rule_id"] == rule.rule_id
 
         clock.advance(86400)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         assert len(receiver.requests) == 3
 
 
@@ -331,7 +339,7 @@ async def test_after_max_attempts_the_delivery_fails_for_good(
         await generated_rule(runtime)
         waits = []
         for attempt in (1, 2, 3):
-            assert await runtime.webhooks.deliver_due() == 0
+            assert await send_due(runtime) == 0
             assert len(receiver.requests) == attempt
             [delivery] = await deliveries(runtime)
             assert delivery["attempts"] == attempt
@@ -353,7 +361,7 @@ async def test_after_max_attempts_the_delivery_fails_for_good(
         # failed for good: never sent again, even when the receiver is back
         receiver.status = 200
         clock.advance(7 * 86400)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         assert len(receiver.requests) == 3
         assert (await deliveries(runtime))[0]["state"] == "failed"
 
@@ -364,13 +372,13 @@ async def test_an_unreachable_receiver_is_logged_and_retried(tmp_path: Path, rul
     async with webhook_runtime(tmp_path, rules_dir, clock, (url,), webhook_max_attempts=2) as runtime:
         assert runtime.webhooks is not None
         await generated_rule(runtime)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         [delivery] = await deliveries(runtime)
         assert (delivery["state"], delivery["attempts"], delivery["last_status"]) == ("pending", 1, None)
         assert "Connect" in delivery["last_error"]
         assert stored_time(delivery["next_attempt_at"]) == START + timedelta(seconds=2)
         clock.advance(2)
-        assert await runtime.webhooks.deliver_due() == 0
+        assert await send_due(runtime) == 0
         [delivery] = await deliveries(runtime)
         assert (delivery["state"], delivery["attempts"]) == ("failed", 2)
 
@@ -385,7 +393,7 @@ async def test_the_delivery_log_shows_each_delivery_with_its_outcome(
         assert runtime.webhooks is not None
         rule = await generated_rule(runtime)
         await runtime.service.approve(rule.rule_id, ADMIN)
-        assert await runtime.webhooks.deliver_due() == 2
+        assert await send_due(runtime) == 2
         log = await runtime.store.list_webhook_deliveries()
         assert [d["id"] for d in log] == sorted((d["id"] for d in log), reverse=True)  # newest first
         outcome = {(d["event_type"], d["url"]): (d["state"], d["attempts"], d["last_status"]) for d in log}
@@ -412,7 +420,7 @@ async def test_each_url_gets_the_event(tmp_path: Path, rules_dir: Path, receiver
         assert log[0]["event_id"] == log[1]["event_id"]
         assert log[0]["id"] != log[1]["id"]
 
-        assert await runtime.webhooks.deliver_due() == 2
+        assert await send_due(runtime) == 2
         [a], [b] = first.requests, second.requests
         assert a.body == b.body
         assert a.json["data"]["rule"]["rule_id"] == rule.rule_id
@@ -438,7 +446,7 @@ async def test_alerts_fire_and_resolve_as_webhook_events(tmp_path: Path, rules_d
         resolved = await runtime.monitor.check_alerts()
         assert [(e.name, e.kind.value) for e in resolved] == [("pending_feedback", "resolved")]
 
-        assert await runtime.webhooks.deliver_due() == 4
+        assert await send_due(runtime) == 4
         alerts = [r for r in receiver.requests if r.headers["x-autotrain-event"].startswith("alert_")]
         assert [r.headers["x-autotrain-event"] for r in alerts] == ["alert_fired", "alert_resolved"]
         on, off = (r.json for r in alerts)
@@ -493,6 +501,7 @@ async def test_two_processes_on_one_database_deliver_each_event_once(
     ):
         assert one.webhooks is not None and two.webhooks is not None
         await generated_rule(one)
+        await one.service.drain()  # the event has reached the webhook outbox
         sent = await asyncio.gather(one.webhooks.deliver_due(), two.webhooks.deliver_due())
         assert sum(sent) == 1
         assert len(receiver.requests) == 1, [r.headers["x-autotrain-delivery"] for r in receiver.requests]

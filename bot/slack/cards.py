@@ -111,6 +111,7 @@ class RuleCardPublisher:
         self.store = cards
         self.clock = clock
         self.channel = settings.review_channel
+        self.canary_percent = settings.canary_percent
         self.retry_seconds = settings.card_retry_seconds
         self.home = home
         self.throttle = Throttle(settings.slack_post_rate_limit, settings.rate_limit_storage)
@@ -131,7 +132,9 @@ class RuleCardPublisher:
             latest = await self.deployments.list_deployments(rule_id=rule_id, limit=1, offset=0)
             deployment = latest.items[0] if latest.items else None
         examples = await self.rules.cluster_feedback_texts(rule_id) if rule.cluster_size > 1 else None
-        return blocks.rule_card(rule, feedback, deployment, cluster_examples=examples)
+        return blocks.rule_card(
+            rule, feedback, deployment, cluster_examples=examples, canary_percent=self.canary_percent
+        )
 
     async def post_card(self, rule_id: str) -> bool:
         """Post the card of a rule that has none; False when there is no review channel or it is taken."""

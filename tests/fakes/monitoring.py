@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from autotrain.monitoring import AlertEvent, Digest
+from autotrain.ports import RuleGenerator
 from autotrain.settings import Settings
 from bot.runtime import Runtime, open_runtime
 from tests.fakes.clock import FakeClock
@@ -32,11 +33,12 @@ async def open_monitored() -> AsyncIterator[Opener]:
     """Opens runtimes on a controlled clock, each with a RecordingSink; closes them after the test."""
     opened: list[Runtime] = []
 
-    async def opener(settings: Settings, clock: FakeClock) -> tuple[Runtime, RecordingSink]:
-        runtime = await open_runtime(settings, clock=clock)
-        opened.append(runtime)
+    async def opener(
+        settings: Settings, clock: FakeClock, generator: RuleGenerator | None = None
+    ) -> tuple[Runtime, RecordingSink]:
         sink = RecordingSink()
-        runtime.monitor.add_sink(sink)
+        runtime = await open_runtime(settings, clock=clock, generator=generator, monitoring_sinks=(sink,))
+        opened.append(runtime)
         return runtime, sink
 
     yield opener
