@@ -106,7 +106,7 @@ class DeployOutcome(StrEnum):
 
 
 class FeedbackIn(BaseModel):
-    """What a client sends to submit feedback (bounds from DESIGN.md)."""
+    """What a client sends to submit feedback (its bounds are in the README, "REST API")."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

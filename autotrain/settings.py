@@ -1,4 +1,4 @@
-"""Settings, read from the environment and a `.env` file (names in DESIGN.md, "Configuration")."""
+"""Settings, read from the environment and a `.env` file (every one is listed in the README, "Settings")."""
 
 from __future__ import annotations
 
