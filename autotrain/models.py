@@ -13,8 +13,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from autotrain.monitoring import Metrics
 
-FEEDBACK_ID_PATTERN = r"^FB-\d{4,}$"
-RULE_ID_PATTERN = r"^RUL-\d{4,}$"
 ID_OFFSET = 1000  # FB-1001 is the first feedback, RUL-1001 the first rule
 MAX_METADATA_BYTES = 4096
 MAX_RULE_LENGTH = 500
@@ -302,6 +300,7 @@ class StatusReport(BaseModel):
     generator: str
     generation: GenerationTotals
     last_deployments: list[Deployment]
+    events_undelivered: int = 0  # rule events recorded but not yet told to the review card and webhooks
     metrics: Metrics | None = None  # thresholded figures (monitoring), when a monitor is wired
 
 

@@ -74,11 +74,6 @@ class PhraseMatcher:
         return len(self.found(text))
 
 
-def contains_phrase(text: str, phrase: str) -> bool:
-    """Whole-word match of one `phrase` in `text` (see PhraseMatcher)."""
-    return PhraseMatcher([phrase]).matches(text)
-
-
 def one_line(text: str) -> str:
     return " ".join(text.split())
 

@@ -41,6 +41,11 @@ class _Snapshot:
         yield GaugeMetricFamily("autotrain_deployments", "Deployments (not rollbacks)", value=report.deployments_total)
         yield GaugeMetricFamily("autotrain_rollbacks", "Rollbacks", value=report.rollbacks_total)
         yield GaugeMetricFamily("autotrain_deployed_today", "Rules deployed today", value=report.deployed_today)
+        yield GaugeMetricFamily(
+            "autotrain_events_undelivered",
+            "Rule events not yet delivered to the review card and webhooks",
+            value=report.events_undelivered,
+        )
         generations = GaugeMetricFamily("autotrain_generations", "Generation attempts by outcome", labels=["outcome"])
         totals = report.generation
         for outcome, count in (

@@ -170,6 +170,7 @@ async def open_runtime(
         reports=store,
         deployments=store,
         generation_log=store,
+        outbox=store,
         generator_name=generator.name,
         metrics=monitor.metrics,
         clock=clock,

@@ -381,3 +381,12 @@ async def test_rollback_of_noop_keeps_a_line_that_was_there_before(service: Pipe
     assert deployed.deployment.reload_status == "skipped"
     await service.rollback(rule.rule_id, ADMIN)
     assert (rules_dir / "fashion_rules.json").read_bytes() == before
+
+
+async def test_status_counts_events_not_yet_delivered(service: PipelineService) -> None:
+    rule = await approved_rule(service)  # created and approved: two events in the outbox
+    assert (await service.status()).events_undelivered == 2
+    await service.drain()
+    assert (await service.status()).events_undelivered == 0
+    await service.deploy(rule.rule_id, ADMIN)
+    assert (await service.status()).events_undelivered == 1

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time
 from autotrain.models import FeedbackStatus, StatusReport
 from autotrain.monitoring import Metrics
 from autotrain.options import Clock, PipelineOptions
-from autotrain.ports import DeploymentStore, GenerationLog, ReportStore
+from autotrain.ports import DeploymentStore, EventOutbox, GenerationLog, ReportStore
 
 
 class StatusReports:
@@ -18,6 +18,7 @@ class StatusReports:
         reports: ReportStore,
         deployments: DeploymentStore,
         generation_log: GenerationLog,
+        outbox: EventOutbox,
         generator_name: str,
         metrics: Callable[[], Awaitable[Metrics]] | None,
         clock: Clock,
@@ -26,6 +27,7 @@ class StatusReports:
         self.reports = reports
         self.deployments = deployments
         self.generation_log = generation_log
+        self.outbox = outbox
         self.generator_name = generator_name
         self.metrics = metrics
         self.clock = clock
@@ -48,5 +50,6 @@ class StatusReports:
             generator=self.generator_name,
             generation=await self.generation_log.generation_totals(),
             last_deployments=last.items,
+            events_undelivered=await self.outbox.undelivered_event_count(),
             metrics=await self.metrics() if self.metrics else None,
         )
