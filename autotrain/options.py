@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
 from autotrain.clustering import DEFAULT_THRESHOLD
+from autotrain.settings import DEFAULT_CANARY_PERCENT
 
 Clock = Callable[[], datetime]
 
@@ -24,6 +25,6 @@ class PipelineOptions:
     auto_approve_confidence: float | None = None  # None: every rule waits for an admin
     auto_deploy: bool = False
     require_canary: bool = False
-    canary_percent: int = 10
+    canary_percent: int = DEFAULT_CANARY_PERCENT
     cluster_threshold: float | None = DEFAULT_THRESHOLD  # None: run-all does not group feedback
     record_deadline_seconds: float = 60.0  # how long a written deploy waits for a busy database to record it

@@ -1,4 +1,4 @@
-"""Who may do what, and which rule transitions exist (DESIGN.md, "Identifiers and states")."""
+"""Who may do what, and which rule transitions exist (the README, "Concepts")."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from autotrain.policy import (
     supports_canary,
 )
 
-# The state machine as DESIGN.md writes it, independent of the code's table:
+# The state machine as the README's "Concepts" writes it, independent of the code's table:
 #   rule: pending → approved → deployed → rolled_back; pending | approved → rejected.
 DESIGN_EDGES = {
     (RuleStatus.PENDING, RuleStatus.APPROVED),

@@ -23,7 +23,7 @@ from autotrain.models import (
 )
 from autotrain.monitoring import AlertAction, AlertDecision, AlertEvent, Digest, Metrics, Severity
 from autotrain.policy import RuleAction, rule_actions
-from autotrain.settings import DEFAULT_CANARY_PERCENT, Settings
+from autotrain.settings import Settings
 
 Block = dict[str, Any]
 
@@ -257,7 +257,7 @@ def rule_card(
     deployment: Deployment | None = None,
     cluster_examples: list[str] | None = None,
     *,
-    canary_percent: int = DEFAULT_CANARY_PERCENT,
+    canary_percent: int,
 ) -> tuple[str, list[Block]]:
     """The review card of one rule: (fallback text, blocks). `canary_percent` is `Settings.canary_percent`."""
     status = rule.status
