@@ -303,6 +303,8 @@ def describe(settings: Settings) -> list[str]:
         else "reload hook: off (AUTOTRAIN_RELOAD_URL not set)",
         monitoring_description(settings),
         webhook_description(settings),
+        "rule events: recorded with each change, delivered in the background to the review card and webhooks "
+        f"(a delivery holds its event {settings.event_lease_seconds:g} s)",
         "JWT secret: from AUTOTRAIN_JWT_SECRET"
         if settings.jwt_secret
         else "JWT secret: generated file beside the database (run `autotrain token --role admin` for a token)",
