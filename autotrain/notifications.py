@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from autotrain.errors import StoreBusy
 from autotrain.models import OutboxEvent, PipelineEvent
 from autotrain.options import Clock
 from autotrain.ports import DeploymentStore, EventOutbox, PipelineNotifier
@@ -103,6 +104,8 @@ class EventDispatcher:
         while True:
             try:
                 await self.deliver_ready()
+            except StoreBusy as exc:  # another process holds the database: the next turn delivers
+                log.warning("delivering events postponed: %s", exc.message)
             except Exception:
                 log.exception("delivering events failed; trying again in %ss", self.poll_seconds)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that meets a wake-up
