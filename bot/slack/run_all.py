@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -26,19 +25,14 @@ class RunAllProgress:
         self.channel = channel
         self.user_id = user_id
         self.ts: str | None = None
-        self._posting = asyncio.Lock()  # generations report concurrently: the message is posted once
         self._last = 0.0
 
     async def start(self, total: int) -> None:
-        async with self._posting:
-            if self.ts is None:
-                await self._post(f"⏳ Run-all started by <@{self.user_id}>: {total} pending feedback")
+        await self._post(f"⏳ Run-all started by <@{self.user_id}>: {total} pending feedback")
 
     async def update(self, done: int, total: int, errors: list[dict[str, str]]) -> None:
-        if self.ts is None:  # a service that reports no start: the first progress report starts the message
-            await self.start(total)
-            if done == 0:
-                return
+        if self.ts is None:  # the start message could not be posted: nothing to edit
+            return
         now = time.monotonic()
         if done < total and now - self._last < PROGRESS_INTERVAL_SECONDS:
             return
@@ -51,7 +45,7 @@ class RunAllProgress:
             log.warning("run-all progress not updated: %s", exc)
 
     async def finish(self, text: str, summary_blocks: list[blocks.Block]) -> None:
-        if self.ts is None:  # no progress was reported (the service had nothing to do): post the summary itself
+        if self.ts is None:  # no start message to replace: post the summary itself
             await self._post(text, summary_blocks)
             return
         await self.client.chat_update(channel=self.channel, ts=self.ts, text=text, blocks=summary_blocks)
