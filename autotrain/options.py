@@ -21,6 +21,7 @@ class PipelineOptions:
     auto_generate: bool = True  # a new complaint is generated in the background when it arrives
     run_all_concurrency: int = 4
     generation_wait_seconds: float = 60.0  # how long to wait for another process's generation of the same feedback
+    generation_lease_seconds: float = 60.0  # a generation's claim on its feedback, renewed every third of it
     timezone: tzinfo = UTC  # "today" in the status report
     auto_approve_confidence: float | None = None  # None: every rule waits for an admin
     auto_deploy: bool = False

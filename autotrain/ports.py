@@ -147,10 +147,17 @@ class FeedbackStore(Protocol):
         offset: int,
     ) -> Page[Feedback]: ...
 
-    async def pending_feedback_ids(self) -> list[str]: ...
+    async def pending_feedback_ids(self, *, now: datetime) -> list[str]:
+        """Pending feedback, and feedback whose generation lease expired (its process stopped)."""
+        ...
 
-    async def claim_feedback(self, feedback_id: str, *, now: datetime) -> bool:
-        """pending → processing; False when the feedback was not pending."""
+    async def claim_feedback(self, feedback_id: str, *, now: datetime, lease_seconds: float) -> bool:
+        """pending (or processing with an expired lease) → processing, leased to this generation for
+        `lease_seconds`; False when it is not pending, or another generation holds a live lease."""
+        ...
+
+    async def renew_generation_lease(self, feedback_id: str, *, now: datetime, lease_seconds: float) -> bool:
+        """The heartbeat of a generation in progress: its lease runs `lease_seconds` from now."""
         ...
 
     async def release_feedback(self, feedback_id: str, *, error: str, actor_id: str, now: datetime) -> None:
@@ -170,7 +177,8 @@ class FeedbackStore(Protocol):
         ...
 
     async def requeue_interrupted_feedback(self, *, now: datetime) -> list[str]:
-        """processing (with no rule) → pending, after a crash; returns the ids."""
+        """processing with no rule and an expired lease → pending (its process stopped); returns the ids.
+        A generation another live process is running keeps renewing its lease, so it is never requeued."""
         ...
 
 

@@ -210,6 +210,11 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM webhook_deliveries WHERE id NOT IN (SELECT MIN(id) FROM webhook_deliveries GROUP BY event_id, url);
     CREATE UNIQUE INDEX ux_webhook_deliveries_event_url ON webhook_deliveries (event_id, url);
     """,
+    # 8: a generation holds its feedback with a lease its process renews; only an expired lease is taken over
+    # (NULL: a generation claimed before leases existed, taken as expired)
+    """
+    ALTER TABLE feedbacks ADD COLUMN generation_lease_until TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

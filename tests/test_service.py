@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -344,7 +345,10 @@ async def test_reconcile_aborts_a_deploy_whose_file_was_not_written(
 
 async def test_reconcile_requeues_feedback_left_processing(runtime: Runtime, service: PipelineService) -> None:
     feedback = await submit(service)
-    assert await runtime.store.claim_feedback(feedback.feedback_id, now=runtime.clock())
+    # a generation whose process stopped five minutes ago: its one-minute lease has run out
+    assert await runtime.store.claim_feedback(
+        feedback.feedback_id, now=runtime.clock() - timedelta(minutes=5), lease_seconds=60
+    )
     report = await service.reconcile()
     assert report.feedback_requeued == [feedback.feedback_id]
     stored = await service.get_feedback(feedback.feedback_id)

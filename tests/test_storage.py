@@ -32,7 +32,7 @@ async def add_feedback(store: Store, *, now: datetime = T0, text: str | None = N
 
 async def add_rule(store: Store, *, now: datetime = T0, event: NewEvent | None = None) -> Rule:
     feedback_id = await add_feedback(store, now=now)
-    assert await store.claim_feedback(feedback_id, now=now)
+    assert await store.claim_feedback(feedback_id, now=now, lease_seconds=60)
     return await store.create_rule(
         feedback_id,
         RuleProposal(module_name="fashion_rules.json", new_rule="- r", reasoning="why", confidence=0.5),
@@ -76,7 +76,9 @@ async def test_two_connections_approving_one_rule_only_one_wins(store: Store, st
 async def test_claim_feedback_is_exclusive(store: Store, store_backend: StoreBackend) -> None:
     second = await store_backend.connect()
     feedback_id = await add_feedback(store)
-    claims = await asyncio.gather(*(each.claim_feedback(feedback_id, now=T0) for each in (store, second) * 3))
+    claims = await asyncio.gather(
+        *(each.claim_feedback(feedback_id, now=T0, lease_seconds=60) for each in (store, second) * 3)
+    )
     assert claims.count(True) == 1
 
 

@@ -111,8 +111,33 @@ class GenerateRules:
         feedback_id = feedback.feedback_id
         if feedback.status is FeedbackStatus.REJECTED:
             raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
-        if not await self.feedback.claim_feedback(feedback_id, now=self.clock()):
-            return await self._wait_for_other_generation(feedback_id)
+        if not await self._claim(feedback_id):
+            return await self._wait_for_other_generation(feedback)
+        return await self._generate_leased(feedback)
+
+    async def _claim(self, feedback_id: str) -> bool:
+        lease = self.options.generation_lease_seconds
+        return await self.feedback.claim_feedback(feedback_id, now=self.clock(), lease_seconds=lease)
+
+    async def _generate_leased(self, feedback: Feedback) -> Rule | NoRule:
+        heartbeat = asyncio.create_task(self._keep_lease(feedback.feedback_id))
+        try:
+            return await self._generate_claimed(feedback)
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_lease(self, feedback_id: str) -> None:
+        """Renew the claim while the generator works, so no other process takes the feedback for abandoned."""
+        lease = self.options.generation_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.feedback.renew_generation_lease(feedback_id, now=self.clock(), lease_seconds=lease)
+            except AutotrainError as exc:  # a busy database: the next beat tries again, well inside the lease
+                log.warning("could not renew the generation lease of %s: %s", feedback_id, exc.message)
+
+    async def _generate_claimed(self, feedback: Feedback) -> Rule | NoRule:
+        feedback_id = feedback.feedback_id
         if feedback.feedback_type is FeedbackType.PRAISE:
             await self.feedback.finish_feedback_without_rule(
                 feedback_id, reason="praise", actor_id=SYSTEM_ACTOR.id, now=self.clock()
@@ -199,10 +224,13 @@ class GenerateRules:
             log.warning("auto-deploy of %s failed: %s", rule.rule_id, exc.message)
             return await rule_or_404(self.rules, rule.rule_id)
 
-    async def _wait_for_other_generation(self, feedback_id: str) -> Rule | NoRule:
-        """Another process is generating this feedback: wait for its rule rather than make a second one."""
+    async def _wait_for_other_generation(self, claimed: Feedback) -> Rule | NoRule:
+        """Another process is generating this feedback: wait for its rule rather than make a second one. If
+        that process stops (its lease runs out), take the feedback over."""
+        feedback_id = claimed.feedback_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.generation_wait_seconds
+        next_try = loop.time() + 1.0  # a take-over is a write: try it once a second, not every poll
         while True:
             rule = await self.rules.get_rule_for_feedback(feedback_id)
             if rule is not None:
@@ -216,6 +244,10 @@ class GenerateRules:
                 )
             if feedback.status is FeedbackStatus.REJECTED:
                 raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
+            if loop.time() >= next_try:
+                if await self._claim(feedback_id):  # its lease expired: the other process is gone
+                    return await self._generate_leased(feedback)
+                next_try = loop.time() + 1.0
             if loop.time() > deadline:
                 raise GenerationInProgress(f"{feedback_id} is still being processed; try again shortly")
             await asyncio.sleep(0.1)

@@ -50,7 +50,7 @@ class RunAll:
         self, actor: Actor, on_progress: ProgressCallback | None = None, on_start: StartCallback | None = None
     ) -> RunAllSummary:
         require_permission(actor, Action.RUN_ALL)
-        feedback_ids = await self.feedback.pending_feedback_ids()
+        feedback_ids = await self.feedback.pending_feedback_ids(now=self.clock())
         if on_start is not None:
             await on_start(len(feedback_ids))
         groups = await self._group_pending(feedback_ids)

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, FeedbackType, feedback_id_for
 from autotrain.ports import Page
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.queries import FEEDBACK_SELECT, audit, count, feedback_in, feedback_row, where
+
+
+# a generation whose process stopped renewing its lease (another live process's generation is never this)
+def _abandoned(table: str = "") -> str:
+    prefix = f"{table}." if table else ""
+    return (
+        f"{prefix}status = 'processing'"
+        f" AND ({prefix}generation_lease_until IS NULL OR {prefix}generation_lease_until < :now)"
+    )
+
+
+_ABANDONED = _abandoned()
 
 
 class FeedbackMixin(SqliteConnection):
@@ -85,17 +97,21 @@ class FeedbackMixin(SqliteConnection):
             rows = await cursor.fetchall()
         return Page([feedback_row(row) for row in rows], total, limit, offset)
 
-    async def pending_feedback_ids(self) -> list[str]:
+    async def pending_feedback_ids(self, *, now: datetime) -> list[str]:
+        """Pending feedback, and feedback whose generation was abandoned (its lease expired)."""
         async with self._read() as db:
-            cursor = await db.execute("SELECT feedback_id FROM feedbacks WHERE status = 'pending' ORDER BY id")
+            cursor = await db.execute(
+                "SELECT feedback_id FROM feedbacks WHERE status = 'pending' OR (" + _ABANDONED + ") ORDER BY id",
+                {"now": ts(now)},
+            )
             return [row[0] for row in await cursor.fetchall()]
 
-    async def claim_feedback(self, feedback_id: str, *, now: datetime) -> bool:
+    async def claim_feedback(self, feedback_id: str, *, now: datetime, lease_seconds: float) -> bool:
         async with self._tx() as db:
             cursor = await db.execute(
-                "UPDATE feedbacks SET status = 'processing', updated_at = ?"
-                " WHERE feedback_id = ? AND status = 'pending'",
-                (ts(now), feedback_id),
+                "UPDATE feedbacks SET status = 'processing', updated_at = :now, generation_lease_until = :until"
+                " WHERE feedback_id = :feedback_id AND (status = 'pending' OR (" + _ABANDONED + "))",
+                {"now": ts(now), "until": ts(now + timedelta(seconds=lease_seconds)), "feedback_id": feedback_id},
             )
             if cursor.rowcount != 1:
                 return False
@@ -109,6 +125,14 @@ class FeedbackMixin(SqliteConnection):
                 to_state="processing",
             )
             return True
+
+    async def renew_generation_lease(self, feedback_id: str, *, now: datetime, lease_seconds: float) -> bool:
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "UPDATE feedbacks SET generation_lease_until = ? WHERE feedback_id = ? AND status = 'processing'",
+                (ts(now + timedelta(seconds=lease_seconds)), feedback_id),
+            )
+            return cursor.rowcount == 1
 
     async def release_feedback(self, feedback_id: str, *, error: str, actor_id: str, now: datetime) -> None:
         async with self._tx() as db:
@@ -162,7 +186,8 @@ class FeedbackMixin(SqliteConnection):
         async with self._tx() as db:
             cursor = await db.execute(
                 "SELECT f.feedback_id FROM feedbacks f LEFT JOIN generated_rules r ON r.feedback_id = f.feedback_id"
-                " WHERE f.status = 'processing' AND r.rule_id IS NULL"
+                " WHERE r.rule_id IS NULL AND (" + _abandoned("f") + ")",
+                {"now": ts(now)},
             )
             ids = [row[0] for row in await cursor.fetchall()]
             for feedback_id in ids:
