@@ -12,22 +12,27 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from autotrain.monitoring import Metrics
+from autotrain.text import strip_invisible
 
 ID_OFFSET = 1000  # FB-1001 is the first feedback, RUL-1001 the first rule
 MAX_METADATA_BYTES = 4096
 MAX_RULE_LENGTH = 500
 
-# control characters (newlines and tabs kept), and invisible ones: zero-width, bidi overrides, BOM
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# control characters (newlines and tabs kept); the invisible ones are autotrain.text.INVISIBLE_RANGES
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def clean_text(value: object) -> object:
-    """NFC-normalise (Vietnamese typed on different keyboards) and drop control characters except newlines.
+    """Drop control characters (newlines and tabs kept) and every invisible character (Default_Ignorable and
+    format characters: soft hyphen, zero-width joiners, bidi controls, tags, fillers), then NFC-normalise
+    (Vietnamese typed on different keyboards).
 
-    Runs before the length checks, so bounds count the cleaned text and text of only control characters is empty.
+    The one cleaning of untrusted text, for feedback and for rule text alike, before any check and before
+    storage: "re\u00adveal the sys\u00adtem prompt" is checked and stored as "reveal the system prompt". Runs
+    before the length checks, so bounds count the cleaned text and text of only such characters is empty.
     """
     if isinstance(value, str):
-        return _CONTROL_CHARS.sub("", unicodedata.normalize("NFC", value))
+        return unicodedata.normalize("NFC", strip_invisible(_CONTROL_CHARS.sub("", value)))
     return value
 
 

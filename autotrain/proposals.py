@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 
 from autotrain.content_checks import content_warnings, duplicate_warning
 from autotrain.errors import InvalidInput
-from autotrain.models import RuleProposal, RuleWarning
+from autotrain.models import RuleProposal, RuleWarning, clean_text
 from autotrain.rulefiles import normalize_rule_line
 
 LOW_CONFIDENCE = 0.6
@@ -21,7 +20,10 @@ def validate_proposal(
     feedback_texts: Sequence[str] = (),
     check_copy: bool = True,
 ) -> RuleProposal:
-    """Normalise the lines, clamp confidence, and attach warnings. Raises InvalidInput when unusable.
+    """Clean and normalise the lines, clamp confidence, and attach warnings. Raises InvalidInput when unusable.
+
+    Every rule text passes here, a generator's and an admin's edit (Slack or REST) alike, and is cleaned with
+    the same `clean_text` as feedback (invisible and control characters dropped, NFC) before any check.
 
     `feedback_texts` are the untrusted texts the rule came from: injection phrases in them flag the rule, and
     with `check_copy` a rule that copies them verbatim is flagged too.
@@ -29,13 +31,13 @@ def validate_proposal(
     if proposal.module_name not in allowed_modules:
         raise InvalidInput(f"module {proposal.module_name!r} is not an allowed rule file")
     warnings = list(dict.fromkeys(proposal.warnings))
-    new_rule = normalize_rule_line(proposal.new_rule)
+    new_rule = normalize_rule_line(_clean(proposal.new_rule))
     lines = list(current_rules.get(proposal.module_name, ()))
     old_rule: str | None = None
     if proposal.old_rule and proposal.old_rule.strip():
-        candidate = normalize_rule_line(proposal.old_rule)
-        # Compare as deploy does (NFC, trimmed) and keep the file's own spelling of the line.
-        in_file = next((line for line in lines if unicodedata.normalize("NFC", line.strip()) == candidate), None)
+        candidate = normalize_rule_line(_clean(proposal.old_rule))
+        # Compare cleaned (NFC, trimmed, no invisible characters) and keep the file's own spelling of the line.
+        in_file = next((line for line in lines if _clean(line.strip()) == candidate), None)
         if in_file is not None:
             old_rule = in_file.strip()
         else:
@@ -58,6 +60,10 @@ def validate_proposal(
             "old_rule": old_rule,
             "confidence": round(confidence, 4),
             "warnings": list(dict.fromkeys(warnings)),
-            "reasoning": " ".join(proposal.reasoning.split())[:2000],
+            "reasoning": " ".join(_clean(proposal.reasoning).split())[:2000],
         }
     )
+
+
+def _clean(text: str) -> str:
+    return str(clean_text(text))

@@ -8,13 +8,57 @@ from collections.abc import Iterable
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
+# Characters that show nothing: every Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt, the
+# ranges unchanged from 14.0 to 16.0, reserved code points in them included) and every format character
+# (category Cf, which adds the Arabic and Syriac marks, U+FFF9..FFFB interlinear annotation and the
+# Egyptian format controls). A static table: `unicodedata` knows Cf but not Default_Ignorable, and a scan
+# of every code point at import would cost 80 ms; tests/test_invisible_characters.py checks the table
+# against the running Python's Cf. ZWJ and ZWNJ (U+200C, U+200D) go too: Vietnamese never needs them, they
+# split a word to hide it from the filters ("v\u200dcl"), and an emoji sequence only falls apart into its
+# emoji. Newlines and tabs are not here (they are control characters, Cc, handled by the caller).
+INVISIBLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),  # soft hyphen
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x0600, 0x0605),  # Arabic number signs (Cf)
+    (0x061C, 0x061C),  # Arabic letter mark
+    (0x06DD, 0x06DD),  # Arabic end of ayah (Cf)
+    (0x070F, 0x070F),  # Syriac abbreviation mark (Cf)
+    (0x0890, 0x0891),  # Arabic pound / piastre mark above (Cf)
+    (0x08E2, 0x08E2),  # Arabic disputed end of ayah (Cf)
+    (0x115F, 0x1160),  # Hangul choseong / jungseong fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian variation selectors, vowel separator
+    (0x200B, 0x200F),  # zero width space, ZWNJ, ZWJ, LRM, RLM
+    (0x202A, 0x202E),  # bidi embeddings and overrides
+    (0x2060, 0x206F),  # word joiner, invisible operators, bidi isolates, deprecated format characters
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFEFF, 0xFEFF),  # zero width no-break space (BOM)
+    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+    (0xFFF0, 0xFFFB),  # reserved, interlinear annotation anchors (Cf)
+    (0x110BD, 0x110BD),  # Kaithi number sign (Cf)
+    (0x110CD, 0x110CD),  # Kaithi number sign above (Cf)
+    (0x13430, 0x1343F),  # Egyptian hieroglyph format controls (Cf)
+    (0x1BCA0, 0x1BCA3),  # shorthand format controls
+    (0x1D173, 0x1D17A),  # musical symbol format controls
+    (0xE0000, 0xE0FFF),  # language tag, tag characters, variation selectors supplement, reserved
+)
+_INVISIBLE = re.compile(
+    "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in INVISIBLE_RANGES) + "]"
+)
+
+
+def strip_invisible(text: str) -> str:
+    """`text` without the characters that show nothing (INVISIBLE_RANGES): "re\u00adveal" is "reveal"."""
+    return _INVISIBLE.sub("", text)
+
 
 def fold(text: str) -> str:
     """Lower-case, strip diacritics (đ → d), collapse punctuation to single spaces.
 
     Vietnamese is often typed without accents ("troi nong qua"), so patterns match on the folded form.
     """
-    decomposed = unicodedata.normalize("NFD", text.lower().replace("đ", "d").replace("Đ", "d"))
+    decomposed = unicodedata.normalize("NFD", strip_invisible(text).lower().replace("đ", "d").replace("Đ", "d"))
     bare = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
     return _NON_WORD.sub(" ", bare).strip()
 
@@ -24,7 +68,7 @@ _WORD = re.compile(r"\w+")
 
 def words(text: str) -> list[str]:
     """Lower-case NFC words, accents kept."""
-    return _WORD.findall(unicodedata.normalize("NFC", text.lower()))
+    return _WORD.findall(unicodedata.normalize("NFC", strip_invisible(text).lower()))
 
 
 class PhraseMatcher:
