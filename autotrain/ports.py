@@ -194,7 +194,8 @@ class RuleStore(Protocol):
         event: NewEvent | None = None,
     ) -> Rule:
         """Insert the rule, move its feedback processing → processed and log the successful generation
-        (`info`), in one transaction."""
+        (`info`), in one transaction. When the feedback already has a rule (another generation won a race),
+        that rule is returned and nothing is inserted: a feedback never gets two rules, nor a 500."""
         ...
 
     async def get_rule(self, rule_id: str) -> Rule | None: ...

@@ -201,3 +201,29 @@ async def test_a_call_cancelled_mid_transaction_leaves_the_store_usable(store: S
         await task
     assert (await add_rule(store)).status is RuleStatus.PENDING
     assert await store.undelivered_event_count() == 1
+
+
+async def test_a_second_rule_for_one_feedback_returns_the_first(store: Store) -> None:
+    """Two generations that both finished: the second gets the first's rule, never a unique-constraint error."""
+    feedback = await store.create_feedback(
+        FeedbackIn(**WEATHER_FEEDBACK),
+        user_id="u",
+        source="api",
+        actor_id="u",
+        now=T0,
+    )
+    assert await store.claim_feedback(feedback.feedback_id, now=T0, lease_seconds=60)
+    proposal = RuleProposal(
+        module_name="fashion_rules.json",
+        rule_type="prompt_update",
+        new_rule="- Khi trời nóng: áo thun",
+        reasoning="r",
+        confidence=0.8,
+    )
+    info = GenerationInfo(generator="heuristic")
+    first = await store.create_rule(feedback.feedback_id, proposal, info, actor_id="system", now=T0)
+    again = await store.create_rule(
+        feedback.feedback_id, proposal.model_copy(update={"new_rule": "- khác"}), info, actor_id="system", now=T0
+    )
+    assert again.rule_id == first.rule_id and again.new_rule == first.new_rule
+    assert (await store.list_rules(status=None, module_name=None, limit=10, offset=0)).total == 1

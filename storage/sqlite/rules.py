@@ -86,6 +86,12 @@ class RuleMixin(SqliteConnection):
         event: NewEvent | None = None,
     ) -> Rule:
         async with self._tx() as db:
+            existing = await db.execute("SELECT rule_id FROM generated_rules WHERE feedback_id = ?", (feedback_id,))
+            found = await existing.fetchone()
+            if found is not None:  # another generation won the race: its rule is the one (never a second)
+                rule = await rule_in(db, found[0])
+                assert rule is not None
+                return rule
             cursor = await db.execute(
                 "INSERT INTO generated_rules (feedback_id, module_name, rule_type, old_rule, new_rule, reasoning,"
                 " confidence, status, warnings, generator, model, input_tokens, output_tokens, latency_ms,"
