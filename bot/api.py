@@ -3,6 +3,7 @@ HTTP only: parse, call the service, return records. The runtime (`bot/runtime.py
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -321,6 +322,25 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
+def _malformed_interaction(body: bytes) -> str | None:
+    """Why a form-encoded interaction (`payload=<json>`) is unusable, or None (other bodies go to Bolt as is)."""
+    from urllib.parse import parse_qs
+
+    from bot.slack.listeners import malformed_reason
+
+    try:
+        fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    if "payload" not in fields:
+        return None
+    try:
+        payload = json.loads(fields["payload"][0])
+    except ValueError:
+        return "the payload is not JSON"
+    return malformed_reason(payload)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -400,9 +420,13 @@ def create_app(
             signature = request.headers.get("X-Slack-Signature", "")
             if not (timestamp.isdigit() and signature and verifier.is_valid(body, timestamp, signature)):
                 return error_response(401, "unauthorized", "invalid or missing Slack signature")
+            reason = _malformed_interaction(body)
+            if reason:  # signed, but not what Slack sends: acknowledged (Slack shows nothing), never a 500
+                log.warning("malformed Slack interaction ignored: %s", reason)
+                return Response(status_code=200)
             try:
                 return await AsyncSlackRequestHandler(get_runtime(request).slack.app).handle(request)
-            except (ValueError, AttributeError, TypeError, KeyError) as exc:  # signed, but not a Slack payload
+            except (ValueError, AttributeError, TypeError, LookupError) as exc:  # signed, but not a Slack payload
                 log.warning("unreadable Slack request: %s", exc)
                 return error_response(400, "invalid_input", "not a Slack request body")
 
