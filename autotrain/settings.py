@@ -10,6 +10,29 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ALLOWED_MODULES = ("fashion_rules.json", "prompt_v2.txt", "stylist_guidelines.md")
 DEFAULT_CANARY_PERCENT = 10
+MIN_JWT_SECRET_BYTES = 32  # HS256's key should be as long as its hash (RFC 7518, 3.2)
+
+# Optional settings: the README documents each as "unset" (or "empty: off"), and an empty value (VAR=) means
+# exactly that, as when the variable is absent: the feature is off, or its fallback is used.
+OPTIONAL_SETTINGS = (
+    "slack_bot_token",
+    "slack_signing_secret",
+    "slack_app_token",
+    "slack_api_url",
+    "anthropic_api_key",
+    "anthropic_base_url",
+    "reload_url",
+    "admin_usergroup",
+    "review_channel",
+    "alert_channel",
+    "digest_channel",
+    "jwt_secret",
+    "jwt_public_key",
+    "jwt_private_key",
+    "webhook_secret",
+    "auto_approve_confidence",
+    "cluster_threshold",
+)
 
 
 def _env(name: str) -> AliasChoices:
@@ -17,7 +40,8 @@ def _env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # errors never echo a value: a setting may be a secret (a too-short AUTOTRAIN_JWT_SECRET is still one)
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     # Slack (off unless both HTTP-mode settings are given)
     slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
@@ -96,6 +120,23 @@ class Settings(BaseSettings):
     # how long an event delivery (a card update, with Slack's own retries) holds its claim before another
     # process, or this one after a restart, may deliver it again
     event_lease_seconds: float = Field(60.0, gt=0, le=3600, validation_alias=_env("AUTOTRAIN_EVENT_LEASE_SECONDS"))
+
+    @field_validator(*OPTIONAL_SETTINGS, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"AUTOTRAIN_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes (e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`), or unset to use a generated one"
+            )
+        return value
 
     @field_validator("allowed_modules", "admins", "webhook_urls", mode="before")
     @classmethod
