@@ -28,17 +28,20 @@ modified in that work tree stays as it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import re
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 GITIGNORE_LINES = (".autotrain/", "*.tmp")
 INITIAL_MESSAGE = "Auto-Train: track the rule files"
+IGNORE_MESSAGE = "Auto-Train: ignore its working files (.autotrain/, *.tmp)"
 DEFAULT_BRANCH = "main"
 GIT_TIMEOUT_SECONDS = 60.0
 MAX_HISTORY = 10_000
@@ -73,6 +76,19 @@ def _lock_for(folder: Path) -> threading.Lock:
     key = str(folder.resolve())
     with _locks_guard:
         return _locks.setdefault(key, threading.Lock())
+
+
+@contextlib.contextmanager
+def _folder_lock(rules_dir: Path) -> Iterator[None]:
+    """flock on a file in the (ignored) .autotrain folder: one process at a time sets the repository up."""
+    folder = rules_dir / ".autotrain"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "git-setup.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class GitHistoryError(RuntimeError):
@@ -212,9 +228,12 @@ class GitRuleHistory:
         when it created it. A folder that is already a work tree (its own repo, or inside a larger repo such as
         a clone of this project) is used as it is: commits then touch only the given rule file paths. A folder
         that a larger work tree ignores gets its own repository (commits there would be refused)."""
-        with self._lock:
+        with self._lock, _folder_lock(self.rules_dir):  # two instances starting together: one creates it
             self.rules_dir.mkdir(parents=True, exist_ok=True)
-            if self._work_tree_state() != "none":
+            state = self._work_tree_state()
+            if state == "own":
+                self._ignore_own_files()
+            if state != "none":
                 return False
             self._run("init", "-q", "--template=", f"--initial-branch={DEFAULT_BRANCH}", ".")
             self._write_gitignore()
@@ -222,16 +241,36 @@ class GitRuleHistory:
             self._run("commit", "-q", "--no-verify", "--cleanup=whitespace", "-F", "-", input=INITIAL_MESSAGE.encode())
             return True
 
-    def _write_gitignore(self) -> None:
+    def _ignore_own_files(self) -> None:
+        """A repository that existed before Auto-Train gets the ignore rule for its working files too."""
+        if not self._write_gitignore():
+            return
+        self._run("add", "--", ".gitignore")
+        self._run(
+            "commit",
+            "-q",
+            "--no-verify",
+            "--cleanup=whitespace",
+            "--only",
+            "-F",
+            "-",
+            "--",
+            ".gitignore",
+            input=IGNORE_MESSAGE.encode(),
+        )
+
+    def _write_gitignore(self) -> bool:
+        """Add the lines that keep Auto-Train's own files out of the history; True when the file changed."""
         path = self.rules_dir / ".gitignore"
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
         present = {line.strip() for line in existing.splitlines()}
         missing = [line for line in GITIGNORE_LINES if line not in present]
         if not missing:
-            return
+            return False
         if existing and not existing.endswith("\n"):
             existing += "\n"
         path.write_text(existing + "".join(f"{line}\n" for line in missing), encoding="utf-8")
+        return True
 
     # --- writing -----------------------------------------------------------------------------------------
 

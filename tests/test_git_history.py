@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -451,3 +452,44 @@ def test_bad_input_and_git_errors(rules: Path) -> None:
 def test_history_of_a_folder_that_is_not_a_repository_fails_clearly(rules: Path) -> None:
     with pytest.raises(GitHistoryError, match="not a git repository"):
         GitRuleHistory(rules).history(RULES)
+
+
+def test_instances_starting_together_on_a_fresh_folder_share_one_repository(tmp_path: Path) -> None:
+    """Four processes open the history of one fresh folder at once: every one keeps history on, and the
+    repository has exactly one initial commit (a `git init` race used to turn history off in one of them)."""
+    folder = tmp_path / "fresh"
+    shutil.copytree(SHIPPED_RULES, folder, ignore=shutil.ignore_patterns(".autotrain"))
+    script = (
+        "import sys; from pathlib import Path; from bot.git_history import AsyncGitHistory; "
+        "AsyncGitHistory.open(Path(sys.argv[1])); print('history on')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(folder)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    outcomes = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, [err.decode() for _, err in outcomes]
+    assert all(out.decode().strip() == "history on" for out, _ in outcomes)
+    assert rev_count(folder) == 1
+    assert git(folder, "log", "-1", "--format=%s").stdout.strip() == "Auto-Train: track the rule files"
+    assert status(folder) == []
+
+
+def test_an_existing_repository_gets_the_ignore_rule(tmp_path: Path) -> None:
+    folder = tmp_path / "theirs"
+    shutil.copytree(SHIPPED_RULES, folder, ignore=shutil.ignore_patterns(".autotrain"))
+    git(folder, "init", "-q")
+    git(folder, "add", "-A")
+    git(folder, "commit", "-q", "-m", "our own rules repository")
+    history = GitRuleHistory(folder)
+    assert history.ensure_repo() is False  # used as it is
+    assert {".autotrain/", "*.tmp"} <= set((folder / ".gitignore").read_text().splitlines())
+    assert git(folder, "log", "-1", "--format=%s").stdout.strip().startswith("Auto-Train: ignore its working files")
+    (folder / ".autotrain").mkdir(exist_ok=True)
+    (folder / ".autotrain" / "backup.json").write_text("{}")
+    assert status(folder) == []  # Auto-Train's working files never show as changes
+    history.ensure_repo()
+    assert rev_count(folder) == 2  # a second start adds nothing
