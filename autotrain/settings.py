@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     digest_cron: str = Field("0 9 * * *", validation_alias=_env("AUTOTRAIN_DIGEST_CRON"))
     timezone: str = Field("UTC", validation_alias=_env("AUTOTRAIN_TIMEZONE"))
     feedback_rate_limit: str = Field("10/hour", validation_alias=_env("AUTOTRAIN_FEEDBACK_RATE_LIMIT"))
+    # feedback per token (its subject), whatever user_id each feedback names: one client cannot flood by
+    # inventing end users
+    token_rate_limit: str = Field("600/hour", validation_alias=_env("AUTOTRAIN_TOKEN_RATE_LIMIT"))
     rate_limit_storage: str = Field("memory://", validation_alias=_env("AUTOTRAIN_RATE_LIMIT_STORAGE"))
     claude_rate_limit: str = Field("50/minute", validation_alias=_env("AUTOTRAIN_CLAUDE_RATE_LIMIT"))
     slack_post_rate_limit: str = Field("1/second", validation_alias=_env("AUTOTRAIN_SLACK_POST_RATE_LIMIT"))
@@ -153,7 +156,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"allowed module {name!r} must be a plain file name inside the rules folder")
         return value
 
-    @field_validator("feedback_rate_limit", "claude_rate_limit", "slack_post_rate_limit")
+    @field_validator("feedback_rate_limit", "token_rate_limit", "claude_rate_limit", "slack_post_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse

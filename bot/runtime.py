@@ -238,6 +238,7 @@ async def open_runtime(
             rate_limiter=LimitsRateLimiter(settings.feedback_rate_limit, settings.rate_limit_storage),
             clock=clock,
             options=options,
+            token_rate_limiter=LimitsRateLimiter(settings.token_rate_limit, settings.rate_limit_storage),
         ),
         generation=generation,
         run_all=RunAll(

@@ -82,6 +82,7 @@ def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings
         "scheduler_enabled": False,  # tests drive the jobs themselves, with a controlled clock
         # limits are tested on their own (test_rate_limits.py); elsewhere they would only get in the way
         "feedback_rate_limit": "100000/minute",
+        "token_rate_limit": "100000/minute",
         "claude_rate_limit": "100000/minute",
         "slack_post_rate_limit": "100000/second",
         "git_history": False,  # tested in test_git_history.py and test_rollout.py; elsewhere the folder stays bare

@@ -1,4 +1,4 @@
-"""Intake: feedback in (API, Slack, CLI), limited per end user and screened by the content filter."""
+"""Intake: feedback in (API, Slack, CLI), limited per token and per end user, screened by the content filter."""
 
 from __future__ import annotations
 
@@ -22,17 +22,28 @@ class SubmitFeedback:
         rate_limiter: RateLimiter | None,
         clock: Clock,
         options: PipelineOptions,
+        token_rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.feedback = feedback
         self.generation = generation
-        self.rate_limiter = rate_limiter
+        self.rate_limiter = rate_limiter  # per end user (the body's user_id, else the actor)
+        self.token_rate_limiter = token_rate_limiter  # per actor (the token's subject), whatever user_id says
         self.clock = clock
         self.options = options
 
     async def submit(self, data: FeedbackIn, actor: Actor, *, source: str = "api") -> Feedback:
-        """Store feedback. Limited per end user; offensive feedback is stored flagged and closed, not dropped."""
+        """Store feedback. Limited per token and per end user; offensive feedback is stored flagged and closed,
+        not dropped."""
         require_permission(actor, Action.SUBMIT)
         user_id = data.user_id or actor.id
+        # the token first: a client that invents a new user_id for every feedback is still one client
+        if self.token_rate_limiter is not None:
+            decision = await self.token_rate_limiter.hit(f"token:{actor.id}")
+            if not decision.allowed:
+                raise RateLimited(
+                    f"too much feedback from the token of {actor.id}; try again in {decision.retry_after} s",
+                    retry_after=decision.retry_after,
+                )
         if self.rate_limiter is not None:
             decision = await self.rate_limiter.hit(f"feedback:{user_id}")
             if not decision.allowed:
