@@ -78,3 +78,12 @@ class StoreBusy(AutotrainError):
     """The database stayed locked (another process) past the busy timeout; nothing was changed."""
 
     code = "database_busy"
+
+
+class StoreFull(StoreBusy):
+    """The database could not grow (its disk is full, or its size limit is reached); nothing was changed.
+
+    A kind of StoreBusy: retryable once there is room again, so every edge treats it the same way (503 with
+    Retry-After, a postponed delivery), with its own code so that an operator sees what to fix."""
+
+    code = "database_full"

@@ -28,6 +28,7 @@ from autotrain.errors import (
     RuleFileInvalid,
     RuleFileWriteFailed,
     StoreBusy,
+    StoreFull,
     TransitionRefused,
 )
 from autotrain.models import (
@@ -65,6 +66,7 @@ HTTP_STATUS: dict[type[AutotrainError], int] = {
     GenerationFailed: 502,
     RuleFileWriteFailed: 503,
     RateLimited: 429,
+    StoreFull: 503,
     StoreBusy: 503,
 }
 
@@ -296,6 +298,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, StoreFull):  # someone has to free room first: not as soon as a lock
+            headers = {"Retry-After": "60"}
         elif isinstance(exc, StoreBusy):
             headers = {"Retry-After": "5"}
         return error_response(status, exc.code, exc.message, headers)

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import aiosqlite
 
-from autotrain.errors import StoreBusy
+from autotrain.errors import StoreBusy, StoreFull
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("storage.sqlite")
 
 BUSY_TIMEOUT_MS = 10_000
+SQLITE_FULL = 13  # sqlite3.SQLITE_FULL; its extended codes keep 13 in the low byte
 
 
 def ts(value: datetime) -> str:
@@ -32,8 +33,10 @@ def ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def busy(exc: sqlite3.OperationalError) -> Exception:
-    """A locked database is a clear, retryable error; any other operational error stays what it is."""
+def busy(exc: sqlite3.Error) -> Exception:
+    """A locked or full database is a clear, retryable error; any other operational error stays what it is."""
+    if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL or "database or disk is full" in str(exc):
+        return StoreFull(f"the database cannot grow (disk full or size limit reached); nothing was changed ({exc})")
     if "locked" in str(exc) or "busy" in str(exc):
         return StoreBusy(f"the database is busy (locked by another process); try again shortly ({exc})")
     return exc
