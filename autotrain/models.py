@@ -367,3 +367,4 @@ class ReconcileReport(BaseModel):
     deployments_completed: list[int]
     deployments_aborted: list[int]
     feedback_requeued: list[str]
+    commits_restored: list[int] = []  # deployments whose file change was committed to git only now

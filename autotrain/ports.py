@@ -277,6 +277,11 @@ class DeploymentStore(Protocol):
 
     async def pending_deployments(self) -> list[Deployment]: ...
 
+    async def deployments_without_commit(self, module_name: str) -> list[Deployment]:
+        """Applied changes of this file since its last committed one that have no git commit (a crash between
+        the write and the commit, or a commit that failed), oldest first."""
+        ...
+
     async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]: ...
 
 

@@ -206,14 +206,15 @@ async def open_runtime(
 
     # the use cases, and the facade the edges call
     locks = RuleFileLocks(rule_files)
-    pending = PendingDeployments(rules=store, deployments=store, rule_files=rule_files, clock=clock)
+    history = git_history(settings)
+    pending = PendingDeployments(rules=store, deployments=store, rule_files=rule_files, history=history, clock=clock)
     deploys = DeployRules(
         rules=store,
         deployments=store,
         rule_files=rule_files,
         locks=locks,
         pending=pending,
-        history=git_history(settings),
+        history=history,
         reload_hook=reload_hook,
         clock=clock,
         options=options,
@@ -272,6 +273,8 @@ async def open_runtime(
                 report.deployments_aborted,
                 report.feedback_requeued,
             )
+        if report.commits_restored:
+            log.warning("committed to git after a restart: deployments %s", report.commits_restored)
     return Runtime(
         settings=settings,
         store=store,

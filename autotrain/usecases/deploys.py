@@ -1,8 +1,8 @@
 """Deploy, canary, promote and rollback: each changes a rule file and records it, top to bottom here.
 
 The path of every change: check permission and state → take the file's lock → settle what an earlier
-crash left pending → read the file → compute the change (rulefiles) → claim the transition with a pending
-deployment row → write the file → complete the deployment (its event recorded in the same transaction) →
+crash left pending (and commit what it wrote but never committed) → read the file → compute the change
+(rulefiles) → claim the transition with a pending deployment row → write the file → complete the deployment (its event recorded in the same transaction) →
 git commit → tell the chatbot to reload → record the reload (which releases the event) → wake the
 dispatcher. Nothing here waits for Slack or a webhook: those get the event from the outbox.
 """
@@ -20,6 +20,7 @@ from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
 from autotrain.ports import DeploymentStore, NewDeployment, ReloadHook, ReloadResult, RuleHistory, RuleStore
 from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry
+from autotrain.usecases.commits import commit_change
 from autotrain.usecases.locks import RuleFileLocks
 from autotrain.usecases.lookup import refuse_changed, rule_or_404
 from autotrain.usecases.reconcile import PendingDeployments
@@ -64,6 +65,7 @@ class DeployRules:
         check_rollout(rule, rollout_percent)
         async with self.locks.hold(rule.module_name):
             await self.pending.settle(rule.module_name)  # one left stuck by a busy database or a crash
+            await self.pending.commit_uncommitted(rule.module_name)  # so this commit holds only this change
             rule = await rule_or_404(self.rules, rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
             previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
@@ -109,6 +111,7 @@ class DeployRules:
         _check_canary(rule)
         async with self.locks.hold(rule.module_name):
             await self.pending.settle(rule.module_name)
+            await self.pending.commit_uncommitted(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
             _check_canary(rule)
             previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
@@ -134,6 +137,7 @@ class DeployRules:
         check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
         async with self.locks.hold(rule.module_name):
             await self.pending.settle(rule.module_name)
+            await self.pending.commit_uncommitted(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
             original = await self.deployments.active_deployment_for_rule(rule_id)
@@ -243,7 +247,7 @@ class DeployRules:
             )
         )
         if change.touches_file and self.history is not None:
-            deployment = await self._commit(rule, actor, deployment)
+            deployment = await self._commit(rule, deployment)
         return deployment
 
     async def _until_recorded(self, record: Callable[[], Awaitable[T]]) -> T:
@@ -258,19 +262,11 @@ class DeployRules:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _commit(self, rule: Rule, actor: Actor, deployment: Deployment) -> Deployment:
-        """One git commit per change of a rule file (still under the file's lock, so it holds only this one).
-        A failed commit is logged: the deploy itself has happened."""
+    async def _commit(self, rule: Rule, deployment: Deployment) -> Deployment:
+        """Still under the file's lock, so the commit holds only this change."""
         assert self.history is not None
-        try:
-            sha = await self.history.commit(rule.module_name, author=actor.id, message=commit_message(rule, deployment))
-        except Exception as exc:
-            log.error("git commit of %s for %s failed: %s", rule.module_name, rule.rule_id, exc)
-            return deployment
-        if sha is None:
-            return deployment
-        await self.deployments.set_deployment_commit(deployment.deployment_id, sha)
-        return deployment.model_copy(update={"commit_sha": sha})
+        sha = await commit_change(self.history, self.deployments, rule, deployment)
+        return deployment if sha is None else deployment.model_copy(update={"commit_sha": sha})
 
     async def _after_write(self, rule_id: str, deployment: Deployment) -> DeployResult:
         """Tell the chatbot (when the file changed), record the outcome, and let the event go."""
@@ -291,21 +287,6 @@ class DeployRules:
         except Exception as exc:  # the file is written; a failed reload is recorded, not raised
             log.warning("reload after %s failed: %s", deployment.rule_id, exc)
             return ReloadResult("failed", f"{type(exc).__name__}: {exc}")
-
-
-def commit_message(rule: Rule, deployment: Deployment) -> str:
-    if deployment.rollback_of is not None:
-        verb = "Roll back"
-    elif deployment.outcome is DeployOutcome.PROMOTED:
-        verb = "Promote to 100 %:"
-    elif deployment.outcome is DeployOutcome.CANARY:
-        verb = f"Canary {deployment.rollout_percent} %:"
-    else:
-        verb = "Deploy"
-    message = f"{verb} {rule.rule_id} ({rule.feedback_id}): {rule.new_rule}"
-    if rule.old_rule:
-        message += f"\n\nReplaces: {rule.old_rule}"
-    return message
 
 
 def _check_canary(rule: Rule) -> None:

@@ -2,7 +2,9 @@
 
 - a pending deployment whose change is in the file is completed; one whose change is not is aborted
   (the rule returns to approved, or to deployed for a rollback);
-- feedback left `processing` with no rule goes back to pending.
+- feedback left `processing` with no rule and an expired generation lease goes back to pending;
+- a file change that was written but never committed to git (a crash between the two) is committed, under
+  its own rule and author.
 
 Each file's pending deployments are settled under that file's lock, so a deploy that another process has
 under way is waited for, never mistaken for an interrupted one.
@@ -17,8 +19,9 @@ from autotrain.errors import InvalidInput, RuleFileInvalid
 from autotrain.models import Deployment, ReconcileReport
 from autotrain.options import Clock
 from autotrain.policy import SYSTEM_ACTOR
-from autotrain.ports import DeploymentStore, FeedbackStore, RuleStore
+from autotrain.ports import DeploymentStore, FeedbackStore, RuleHistory, RuleStore
 from autotrain.rulefiles import RuleFiles, content_version, normalize_rule_line
+from autotrain.usecases.commits import commit_change
 from autotrain.usecases.locks import RuleFileLocks
 
 log = logging.getLogger("autotrain.reconcile")
@@ -27,11 +30,40 @@ log = logging.getLogger("autotrain.reconcile")
 class PendingDeployments:
     """Completes or aborts the pending deployments of one file; call with the file's lock held."""
 
-    def __init__(self, *, rules: RuleStore, deployments: DeploymentStore, rule_files: RuleFiles, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        rules: RuleStore,
+        deployments: DeploymentStore,
+        rule_files: RuleFiles,
+        history: RuleHistory | None,
+        clock: Clock,
+    ) -> None:
         self.rules = rules
         self.deployments = deployments
         self.rule_files = rule_files
+        self.history = history
         self.clock = clock
+
+    async def commit_uncommitted(self, module_name: str) -> list[int]:
+        """Commit what was written but never committed (a crash between the two): the file as it is, under
+        the newest such change's rule and author, the earlier ones named in the message. So the next deploy's
+        commit never carries another rule's change."""
+        if self.history is None:
+            return []
+        missing = await self.deployments.deployments_without_commit(module_name)
+        if not missing:
+            return []
+        last = missing[-1]
+        rule = await self.rules.get_rule(last.rule_id)
+        if rule is None:
+            return []
+        sha = await commit_change(self.history, self.deployments, rule, last, also=missing[:-1])
+        if sha is None:
+            return []
+        restored = [d.deployment_id for d in missing]
+        log.warning("committed %s to git after an interruption: deployments %s", module_name, restored)
+        return restored
 
     async def settle(self, module_name: str) -> tuple[list[int], list[int]]:
         completed: list[int] = []
@@ -110,8 +142,17 @@ class Reconcile:
                 continue
             completed += done
             aborted += undone
+        committed: list[int] = []
+        for module_name in self.rule_files.allowed_modules:
+            async with self.locks.hold(module_name):
+                committed += await self.pending.commit_uncommitted(module_name)
         requeued = await self.feedback.requeue_interrupted_feedback(now=self.clock())
         removed = await asyncio.to_thread(self.rule_files.tidy)
         if removed:
             log.info("removed %d temporary rule files left by an interrupted write", removed)
-        return ReconcileReport(deployments_completed=completed, deployments_aborted=aborted, feedback_requeued=requeued)
+        return ReconcileReport(
+            deployments_completed=completed,
+            deployments_aborted=aborted,
+            feedback_requeued=requeued,
+            commits_restored=committed,
+        )

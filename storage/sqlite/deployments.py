@@ -158,6 +158,17 @@ class DeploymentMixin(SqliteConnection):
             cursor = await db.execute("SELECT * FROM deployments WHERE state = 'pending' ORDER BY id")
             return [deployment_row(row) for row in await cursor.fetchall()]
 
+    async def deployments_without_commit(self, module_name: str) -> list[Deployment]:
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT * FROM deployments WHERE module_name = :module AND state = 'applied'"
+                " AND commit_sha IS NULL AND version_after != version_before"
+                " AND id > COALESCE((SELECT MAX(id) FROM deployments WHERE module_name = :module"
+                " AND commit_sha IS NOT NULL), 0) ORDER BY id",
+                {"module": module_name},
+            )
+            return [deployment_row(row) for row in await cursor.fetchall()]
+
     async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]:
         condition, args = where(("rule_id", rule_id))
         condition = f"{condition} {'AND' if condition else 'WHERE'} state = 'applied'"
