@@ -30,14 +30,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+
+log = logging.getLogger("autotrain.git")
 
 GITIGNORE_LINES = (".autotrain/", "*.tmp")
 INITIAL_MESSAGE = "Auto-Train: track the rule files"
@@ -427,6 +431,7 @@ def _parse_commit(sha: str, body: bytes, files: tuple[str, ...]) -> Commit:
 
 
 INDEX_LOCK_RETRIES = 5
+STALE_LOCK_SECONDS = 60.0
 
 
 class AsyncGitHistory:
@@ -463,7 +468,26 @@ class AsyncGitHistory:
                 return commit.sha if commit else None
             except GitHistoryError as exc:
                 # another process (the CLI, a second serve) is committing in this repository right now
-                if "index.lock" not in str(exc) or attempt == INDEX_LOCK_RETRIES - 1:
+                if "index.lock" not in str(exc):
+                    raise
+                if self._clear_stale_lock():
+                    continue
+                if attempt == INDEX_LOCK_RETRIES - 1:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
         return None
+
+    def _clear_stale_lock(self) -> bool:
+        """A git process that died leaves .git/index.lock behind, and every later commit fails. A commit takes
+        milliseconds: a lock older than STALE_LOCK_SECONDS belongs to no live process, and is removed."""
+        lock = self.history.rules_dir / ".git" / "index.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age < STALE_LOCK_SECONDS:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        log.warning("removed a stale git lock (%s, %.0f s old) left by a git process that stopped", lock, age)
+        return True

@@ -91,3 +91,25 @@ async def test_the_next_deploy_commits_the_earlier_change_under_its_own_rule(tmp
         assert not any(first.new_rule in line for line in added)
     finally:
         await runtime.close()
+
+
+async def test_a_stale_git_lock_is_cleared_and_the_deploy_committed(tmp_path: Path, rules_dir: Path) -> None:
+    """A git process that died left .git/index.lock: every later commit failed, forever, seen only in the log."""
+    import os
+    import time
+
+    settings = make_settings(tmp_path, rules_dir, git_history=True)
+    runtime = await open_runtime(settings)
+    try:
+        rule = await approved_rule(runtime.service, WEATHER_FEEDBACK)
+        lock = rules_dir / ".git" / "index.lock"
+        lock.write_text("")
+        ten_minutes_ago = time.time() - 600
+        os.utime(lock, (ten_minutes_ago, ten_minutes_ago))
+        deployed = await runtime.service.deploy(rule.rule_id, ADMIN)
+        assert deployed.deployment.commit_sha is not None
+        assert not lock.exists()
+        assert dirty(rules_dir) == []
+        assert git_log(rules_dir)[0][1].startswith(f"Deploy {rule.rule_id} ")
+    finally:
+        await runtime.close()
