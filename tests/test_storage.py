@@ -227,3 +227,30 @@ async def test_a_second_rule_for_one_feedback_returns_the_first(store: Store) ->
     )
     assert again.rule_id == first.rule_id and again.new_rule == first.new_rule
     assert (await store.list_rules(status=None, module_name=None, limit=10, offset=0)).total == 1
+
+
+def test_instances_opening_a_fresh_database_together_all_start(tmp_path: Path) -> None:
+    """Six processes open one new database file at once (WAL switch, migrations): every one starts."""
+    import subprocess
+    import sys
+
+    database = tmp_path / "fresh.db"
+    script = (
+        "import asyncio, sys; from storage.sqlite import SqliteStore\n"
+        "async def main():\n"
+        "    store = SqliteStore(sys.argv[1]); await store.open(); print(await store.schema_version())\n"
+        "    await store.close()\n"
+        "asyncio.run(main())"
+    )
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin:/bin"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(database)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    outcomes = [process.communicate(timeout=60) for process in processes]
+    assert [p.returncode for p in processes] == [0] * 6, [err.decode()[-300:] for _, err in outcomes]
+    assert {out.decode().strip() for out, _ in outcomes} == {str(SCHEMA_VERSION)}
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -70,10 +70,30 @@ class SqliteConnection:
         self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=timeout_ms / 1000)
         self._db.row_factory = aiosqlite.Row
         await self._db.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._use_wal(timeout_ms / 1000)
         await self._db.execute("PRAGMA synchronous = NORMAL")
         await self._db.execute("PRAGMA foreign_keys = ON")
         await self._migrate()
+
+    async def _use_wal(self, timeout_seconds: float) -> None:
+        """Switch the file to WAL (persistent: a file already in WAL needs nothing). The switch takes an
+        exclusive lock without waiting on the busy timeout, so a second instance starting at the same moment
+        retries it instead of exiting with "database is locked"."""
+        db = self._connection()
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
+        delay = 0.01
+        while True:
+            cursor = await db.execute("PRAGMA journal_mode")
+            row = await cursor.fetchone()
+            if row is not None and str(row[0]).lower() == "wal":
+                return
+            try:
+                await db.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise busy(exc) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     async def close(self) -> None:
         if self._db is not None:
