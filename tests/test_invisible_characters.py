@@ -39,10 +39,11 @@ DERIVED_DEFAULT_IGNORABLE = (
     (0xE0000, 0xE0FFF),
 )
 
-# one of each kind: soft hyphen, Mongolian vowel separator, Hangul filler, tag space, interlinear anchor,
-# ZWJ, ZWNJ, combining grapheme joiner, variation selector 16, a reserved default-ignorable, LRM, word joiner
-HIDERS = ["\u00ad", "\u180e", "\u3164", "\U000e0020", "\ufff9", "\u200d", "\u200c", "\u034f", "\ufe0f", "\u2065"]
-HIDERS += ["\u200e", "\u2060"]
+# invisible characters that got through before issue 11: soft hyphen, Mongolian vowel separator, Hangul
+# filler, tag space, interlinear anchor, combining grapheme joiner, variation selector 16, Arabic letter mark,
+# halfwidth Hangul filler, a musical format control
+HIDERS = ["\u00ad", "\u180e", "\u3164", "\U000e0020", "\ufff9", "\u034f", "\ufe0f", "\u061c", "\uffa0"]
+HIDERS += ["\U0001d173"]
 
 
 def _removed(code_point: int) -> bool:
