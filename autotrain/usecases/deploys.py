@@ -2,9 +2,10 @@
 
 The path of every change: check permission and state → take the file's lock → settle what an earlier
 crash left pending (and commit what it wrote but never committed) → read the file → compute the change
-(rulefiles) → claim the transition with a pending deployment row → write the file → complete the deployment (its event recorded in the same transaction) →
-git commit → tell the chatbot to reload → record the reload (which releases the event) → wake the
-dispatcher. Nothing here waits for Slack or a webhook: those get the event from the outbox.
+(rulefiles) → claim the transition with a pending deployment row → write the file → complete the
+deployment (its event recorded in the same transaction) → git commit → tell the chatbot to reload →
+record the reload (which releases the event) → wake the dispatcher. Nothing here waits for Slack or a
+webhook: those get the event from the outbox.
 """
 
 from __future__ import annotations
