@@ -81,6 +81,9 @@ def main() -> None:
                 api.delay("chat.update", args.delay)
                 api.delay("chat.postMessage", args.delay)
                 slow = measure(http, api, args.rounds, args.rounds)
+                api.delay("chat.update", 0)
+                api.delay("chat.postMessage", 0)
+                time.sleep(args.delay + 1)  # let the server finish the slow calls it has in flight before it stops
     finally:
         api.stop()
         shutil.rmtree(workdir, ignore_errors=True)
