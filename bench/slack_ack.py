@@ -110,7 +110,7 @@ async def run(requests: int) -> tuple[dict[str, list[float]], dict[str, list[flo
             _env_file=None,
             database_url=f"sqlite:///{workdir / 'bench.db'}",
             rules_dir=workdir / "rules",
-            jwt_secret="bench-secret",
+            jwt_secret="bench-secret-for-autotrain-0123456789abcdef",
             slack_bot_token=BOT_TOKEN,
             slack_signing_secret=SIGNING_SECRET,
             slack_api_url=api.base_url,
