@@ -80,6 +80,7 @@ async def run(feedbacks: int, latency: float, concurrency: int) -> tuple[float, 
         run_all_concurrency=concurrency,
         cluster_threshold=None,  # the 500 feedbacks are alike on purpose: measure 500 generations, not 1
         feedback_rate_limit="1000000/hour",
+        token_rate_limit="1000000/hour",
         claude_rate_limit="1000000/minute",
         git_history=False,
     )

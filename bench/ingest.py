@@ -79,6 +79,7 @@ def main() -> int:
         # Ingestion is limited per user in production; the benchmark measures the pipeline, not the limiter
         # (a short window keeps the moving window small).
         AUTOTRAIN_FEEDBACK_RATE_LIMIT="1000000/second",
+        AUTOTRAIN_TOKEN_RATE_LIMIT="1000000/second",
         **dict(kv.split("=", 1) for kv in os.environ.get("BENCH_ENV", "").split() if "=" in kv),
     )
     try:

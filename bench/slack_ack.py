@@ -118,6 +118,7 @@ async def run(requests: int) -> tuple[dict[str, list[float]], dict[str, list[flo
             admins=(ADMIN_USER,),
             # the benchmark measures acks, not the limiter or the per-channel posting pace
             feedback_rate_limit="1000000/hour",
+            token_rate_limit="1000000/hour",
             slack_post_rate_limit="1000000/second",
             scheduler_enabled=False,
             git_history=False,

@@ -68,6 +68,7 @@ def main() -> None:
             AUTOTRAIN_GIT="false",
             AUTOTRAIN_AUTO_GENERATE="false",
             AUTOTRAIN_FEEDBACK_RATE_LIMIT="1000000/hour",
+            AUTOTRAIN_TOKEN_RATE_LIMIT="1000000/hour",
             AUTOTRAIN_SLACK_POST_RATE_LIMIT="1000000/second",
             SLACK_BOT_TOKEN="xoxb-bench",
             SLACK_SIGNING_SECRET="bench-signing-secret",
