@@ -28,6 +28,7 @@ from autotrain.models import MAX_RULE_LENGTH, DeployOutcome
 from autotrain.text import one_line
 
 RULE_PREFIX = "- "
+BOM = "\ufeff"  # a byte-order mark some editors put first: kept, never taken for part of the first line
 STATE_DIR = ".autotrain"  # locks and backups, inside the rules folder
 
 
@@ -58,6 +59,7 @@ class RuleChange:
     content: bytes
     outcome: DeployOutcome
     detail: dict[str, Any] = field(default_factory=dict)
+    keep_base: bytes | None = None  # a base the change derives from, to keep before the file is written
 
     @property
     def touches_file(self) -> bool:
@@ -74,8 +76,11 @@ class RuleDocument(Protocol):
     def revert(self, *, new_rule: str, change: dict[str, Any], keep_new: bool, restore_old: bool) -> RuleChange: ...
 
 
-def _same(a: str, b: str) -> bool:
+def same_rule(a: str, b: str) -> bool:
     return unicodedata.normalize("NFC", a.strip()) == unicodedata.normalize("NFC", b.strip())
+
+
+_same = same_rule
 
 
 def render_rules_json(data: dict[str, Any]) -> str:
@@ -91,13 +96,17 @@ def render_rules_json(data: dict[str, Any]) -> str:
 class JsonRuleDocument:
     """`{"version": N, "rules": [{"rule": "- ...", "added_from": ..., "rule_id": ...}, ...]}`."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], bom: bool = False) -> None:
         self.data = data
+        self.bom = bom
 
     @classmethod
     def parse(cls, content: bytes) -> JsonRuleDocument:
+        bom = content.startswith(BOM.encode())
+        if bom:
+            content = content[len(BOM.encode()) :]
         if not content.strip():
-            return cls({"version": 0, "rules": []})
+            return cls({"version": 0, "rules": []}, bom)
         try:
             data = json.loads(content.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -110,7 +119,7 @@ class JsonRuleDocument:
         for index, entry in enumerate(data["rules"]):
             if not isinstance(entry, dict) or not isinstance(entry.get("rule"), str):
                 raise RuleFileInvalid(f'rules[{index}] must be an object with a "rule" string')
-        return cls(data)
+        return cls(data, bom)
 
     def rule_lines(self) -> list[str]:
         return [entry["rule"] for entry in self.data["rules"]]
@@ -123,7 +132,7 @@ class JsonRuleDocument:
 
     def _dump(self, data: dict[str, Any]) -> bytes:
         data["version"] = int(data.get("version", 0)) + 1
-        return render_rules_json(data).encode("utf-8")
+        return (BOM if self.bom else "").encode() + render_rules_json(data).encode("utf-8")
 
     def apply(
         self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any], rollout_percent: int = 100
@@ -198,8 +207,9 @@ class JsonRuleDocument:
 class LineRuleDocument:
     """Text or Markdown: rules are the lines starting with "- "; every other line stays exactly as it is."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], bom: bool = False) -> None:
         self.lines = lines  # each with its own line ending
+        self.bom = bom  # the text started with a byte-order mark (not part of `lines`)
 
     @classmethod
     def parse(cls, content: bytes) -> LineRuleDocument:
@@ -209,14 +219,19 @@ class LineRuleDocument:
             raise RuleFileInvalid(f"not valid UTF-8: {exc}") from exc
         if "\x00" in text:
             raise RuleFileInvalid("contains NUL bytes")
-        return cls(text.splitlines(keepends=True))
+        bom = text.startswith(BOM)
+        return cls((text[len(BOM) :] if bom else text).splitlines(keepends=True), bom)
 
-    def _newline(self) -> str:
+    def newline(self) -> str:
         return "\r\n" if self.lines and self.lines[0].endswith("\r\n") else "\n"
 
+    _newline = newline
+
     @staticmethod
-    def _is_rule(line: str) -> bool:
+    def is_rule(line: str) -> bool:
         return line.startswith(RULE_PREFIX)
+
+    _is_rule = is_rule
 
     def rule_lines(self) -> list[str]:
         return [line.rstrip("\r\n").strip() for line in self.lines if self._is_rule(line)]
@@ -227,9 +242,8 @@ class LineRuleDocument:
                 return index
         return None
 
-    @staticmethod
-    def _dump(lines: list[str]) -> bytes:
-        return "".join(lines).encode("utf-8")
+    def _dump(self, lines: list[str]) -> bytes:
+        return ((BOM if self.bom else "") + "".join(lines)).encode("utf-8")
 
     def apply(
         self, *, new_rule: str, old_rule: str | None, entry: dict[str, Any], rollout_percent: int = 100
@@ -385,6 +399,42 @@ class RuleFiles:
         finally:
             os.close(handle)
 
+    def base_path(self, module_name: str, version: str) -> Path:
+        self.path_for(module_name)
+        return self.rules_dir / STATE_DIR / "bases" / module_name / f"{version}.base"
+
+    def keep_base(self, module_name: str, content: bytes) -> str:
+        """Keep a file's base (what it was before Auto-Train's first active change), by its content version."""
+        version = content_version(content)
+        path = self.base_path(module_name, version)
+        try:
+            if path.exists() and path.read_bytes() == content:
+                return version
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as tmp:
+                    tmp.write(content)
+                    tmp.flush()
+                    os.fsync(tmp.fileno())
+                os.replace(tmp_name, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+                raise
+        except OSError as exc:
+            raise RuleFileWriteFailed(
+                f"could not keep the base of {module_name} ({exc.strerror or exc}); the file was left unchanged"
+            ) from exc
+        return version
+
+    def read_base(self, module_name: str, version: str) -> bytes | None:
+        try:
+            content = self.base_path(module_name, version).read_bytes()
+        except OSError:
+            return None
+        return content if content_version(content) == version else None
+
     def backup_dir(self, module_name: str) -> Path:
         return self.rules_dir / STATE_DIR / "backups" / module_name
 
@@ -397,8 +447,11 @@ class RuleFiles:
         try:
             backup = self._backup(module_name, previous, label)
             self.rules_dir.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                # a symlinked rule file: its target is replaced (the link stays a link), from the target's folder
+                path = path.resolve()
             mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{module_name}.", suffix=".tmp", dir=self.rules_dir)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{module_name}.", suffix=".tmp", dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as tmp:
                     tmp.write(content)
@@ -410,7 +463,7 @@ class RuleFiles:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
                 raise
-            _fsync_dir(self.rules_dir)
+            _fsync_dir(path.parent)
         except OSError as exc:
             raise RuleFileWriteFailed(
                 f"could not write {module_name} ({exc.strerror or exc}); the file was left unchanged"
