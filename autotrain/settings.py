@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     # how long an event delivery (a card update, with Slack's own retries) holds its claim before another
     # process, or this one after a restart, may deliver it again
     event_lease_seconds: float = Field(60.0, gt=0, le=3600, validation_alias=_env("AUTOTRAIN_EVENT_LEASE_SECONDS"))
+    # `autotrain serve`: open connections at most (the oldest still sending its request is closed for a new one),
+    # and how long a request's headers, and then its whole body, may take to arrive (408 after)
+    max_connections: int = Field(500, ge=1, le=1_000_000, validation_alias=_env("AUTOTRAIN_MAX_CONNECTIONS"))
+    read_timeout_seconds: float = Field(10.0, gt=0, le=3600, validation_alias=_env("AUTOTRAIN_READ_TIMEOUT_SECONDS"))
 
     @field_validator(*OPTIONAL_SETTINGS, mode="before")
     @classmethod

@@ -3,6 +3,7 @@ HTTP only: parse, call the service, return records. The runtime (`bot/runtime.py
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -117,11 +118,14 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 class BodySizeLimit:
-    """Answer 413 to a request body over the limit before the app reads it."""
+    """Answer 413 to a request body over the limit before the app reads it, and 408 (closing the connection)
+    to one that has not wholly arrived `read_timeout` seconds after its headers: a slow client cannot hold a
+    request open (the headers' own timeout is in `bot/http_limits.py`)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, read_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -136,8 +140,20 @@ class BodySizeLimit:
         chunks: list[bytes] = []
         size = 0
         more = True
+        deadline = None if self.read_timeout is None else asyncio.get_running_loop().time() + self.read_timeout
         while more:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                too_slow = error_response(
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {self.read_timeout:g} s",
+                    headers={"Connection": "close"},
+                )
+                await too_slow(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -434,5 +450,5 @@ def create_app(
                 log.warning("unreadable Slack request: %s", exc)
                 return error_response(400, "invalid_input", "not a Slack request body")
 
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, read_timeout=settings.read_timeout_seconds)
     return app

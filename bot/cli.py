@@ -119,10 +119,23 @@ def serve(settings: Settings, host: str, port: int, log_level: str) -> int:
     import uvicorn
 
     from bot.api import create_app
+    from bot.http_limits import BACKLOG, fit_open_file_limit, limited_protocol
+    from bot.log_limits import limit_repeated_logs
 
+    max_connections = fit_open_file_limit(settings.max_connections)
     log.info("Auto-Train serving on http://%s:%d (API under /autotrain, docs at /docs)", host, port)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
-    return 0
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=limited_protocol(settings.read_timeout_seconds, max_connections),
+        backlog=BACKLOG,  # also asyncio's accept batch: small, so a burst cannot overrun the open-file limit
+    )
+    limit_repeated_logs()  # after Config, which sets up uvicorn's loggers; before the server logs anything
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE
 
 
 async def _run_all(settings: Settings, actor_id: str) -> int:

@@ -307,6 +307,8 @@ def describe(settings: Settings) -> list[str]:
         else "reload hook: off (AUTOTRAIN_RELOAD_URL not set)",
         monitoring_description(settings),
         webhook_description(settings),
+        f"HTTP: at most {settings.max_connections} connections; a request's headers, then its body, within "
+        f"{settings.read_timeout_seconds:g} s each (408 after)",
         "rule events: recorded with each change, delivered in the background to the review card and webhooks "
         f"(a delivery holds its event {settings.event_lease_seconds:g} s)",
         "JWT secret: from AUTOTRAIN_JWT_SECRET"

@@ -32,10 +32,23 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serving(
-    workdir: Path, env: dict[str, str], *, log_level: str = "info", startup_seconds: float = 30
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    log_level: str = "info",
+    startup_seconds: float = 30,
+    open_files: int | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start `autotrain serve` in `workdir` (its log in workdir/serve.log), wait for /healthz, stop it after."""
+    """Start `autotrain serve` in `workdir` (its log in workdir/serve.log), wait for /healthz, stop it after.
+    `open_files`: the server's open-file limit (soft and hard RLIMIT_NOFILE)."""
     port = free_port()
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with open(workdir / "serve.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "serve", "--port", str(port), "--log-level", log_level],
@@ -43,6 +56,7 @@ def serving(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=limit_open_files if open_files is not None else None,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
