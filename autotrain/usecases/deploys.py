@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from autotrain.errors import AutotrainError, CanaryUnsupported, StoreBusy, TransitionRefused
@@ -21,9 +20,10 @@ from autotrain.models import Deployment, DeployOutcome, DeployResult, EventKind,
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
 from autotrain.ports import DeploymentStore, NewDeployment, ReloadHook, ReloadResult, RuleHistory, RuleStore
-from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry, same_rule
-from autotrain.ruleset import APPENDED, CANARY, NOOP, PROMOTED_CANARY, REPLACED, ActiveChange, derivation
+from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry
+from autotrain.ruleset import APPENDED, CANARY, NOOP, PROMOTED_CANARY, REPLACED, ActiveChange
 from autotrain.usecases.commits import commit_change
+from autotrain.usecases.file_models import FileModels, derive_content, removed_entry
 from autotrain.usecases.locks import RuleFileLocks
 from autotrain.usecases.lookup import refuse_changed, rule_or_404
 from autotrain.usecases.reconcile import PendingDeployments
@@ -38,19 +38,6 @@ _DEPLOY_OUTCOMES = {
     PROMOTED_CANARY: DeployOutcome.PROMOTED,
     NOOP: DeployOutcome.NOOP,
 }
-
-
-@dataclass(frozen=True)
-class FileModel:
-    """A rule file as its base plus its active changes (autotrain/ruleset.py), read from the deployments."""
-
-    base: bytes
-    changes: list[ActiveChange]
-    orders: dict[str, int]  # rule id -> the id of its first deployment (the order of the changes)
-
-    def ref(self) -> dict[str, Any]:
-        """Every change names its base by content version; the base itself is kept under .autotrain/bases/."""
-        return {"base": content_version(self.base)}
 
 
 class DeployRules:
@@ -78,6 +65,7 @@ class DeployRules:
         self.clock = clock
         self.options = options
         self.wake = wake
+        self.models = FileModels(rules=rules, deployments=deployments, rule_files=rule_files)
 
     # ------------------------------------------------------------------ the four changes
 
@@ -96,14 +84,16 @@ class DeployRules:
             entry = deploy_entry(
                 rule_id=rule.rule_id, feedback_id=rule.feedback_id, confidence=rule.confidence, deployed_at=self.clock()
             )
-            model = await self._file_model(rule.module_name, previous, document)
+            model = await self.models.load(rule.module_name, previous, document)
             if model is not None:
                 new = ActiveChange(rule.rule_id, rule.new_rule, rule.old_rule, rollout_percent, entry)
-                content, outcomes, changed = _derive(model, [*model.changes, new], rule.module_name, document, previous)
+                content, outcomes, changed = derive_content(
+                    model, [*model.changes, new], rule.module_name, document, previous
+                )
                 outcome = outcomes[-1]
                 detail: dict[str, Any] = {"outcome": outcome, "ruleset": {**model.ref(), "spec": new.to_detail()}}
-                if outcome == REPLACED:  # what a rollback on a hand-edited file puts back (_revert_in_place)
-                    detail["removed"] = _removed(document, rule.old_rule)
+                if outcome == REPLACED:  # what a rollback on a hand-edited file puts back (FileModels.revert_in_place)
+                    detail["removed"] = removed_entry(document, rule.old_rule)
                 detail["changed"] = changed
                 change = RuleChange(content, _DEPLOY_OUTCOMES[outcome], detail, keep_base=model.base)
             else:
@@ -147,11 +137,11 @@ class DeployRules:
             previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
             if not isinstance(document, JsonRuleDocument):
                 raise CanaryUnsupported(f"{rule.module_name} is not a JSON rule file")
-            model = await self._file_model(rule.module_name, previous, document)
+            model = await self.models.load(rule.module_name, previous, document)
             mine = [c for c in model.changes if c.rule_id == rule.rule_id] if model is not None else []
             if model is not None and mine:
                 changes = [c.promoted() if c.rule_id == rule.rule_id else c for c in model.changes]
-                content, outcomes, changed = _derive(model, changes, rule.module_name, document, previous)
+                content, outcomes, changed = derive_content(model, changes, rule.module_name, document, previous)
                 spec = mine[0].promoted().to_detail()
                 detail = {
                     "outcome": outcomes[changes.index(mine[0].promoted())],
@@ -160,7 +150,7 @@ class DeployRules:
                     "ruleset": {**model.ref(), "spec": spec, "order": model.orders[rule.rule_id]},
                 }
                 if detail["outcome"] == REPLACED:
-                    detail["removed"] = _removed(document, rule.old_rule)
+                    detail["removed"] = removed_entry(document, rule.old_rule)
                 promoted = RuleChange(content, DeployOutcome.PROMOTED, detail)
             else:
                 promoted = document.promote(new_rule=rule.new_rule)
@@ -191,14 +181,14 @@ class DeployRules:
             if original is None:
                 raise TransitionRefused(f"{rule_id} has no deployment to roll back")
             previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
-            model = await self._file_model(rule.module_name, previous, document)
+            model = await self.models.load(rule.module_name, previous, document)
             if model is not None and any(c.rule_id == rule_id for c in model.changes):
                 remaining = [c for c in model.changes if c.rule_id != rule_id]
-                content, _, changed = _derive(model, remaining, rule.module_name, document, previous)
+                content, _, changed = derive_content(model, remaining, rule.module_name, document, previous)
                 detail = {"outcome": "reverted", "changed": changed}
                 change = RuleChange(content, DeployOutcome.REVERTED, detail)
             else:
-                change = await self._revert_in_place(rule, document, original)
+                change = await self.models.revert_in_place(rule, document, original)
             deployment = await self._write_change(
                 rule,
                 actor,
@@ -212,69 +202,6 @@ class DeployRules:
         return await self._after_write(rule_id, deployment)
 
     # ------------------------------------------------------------------ the steps they share
-
-    async def _file_model(self, module_name: str, current: bytes, document: Any) -> FileModel | None:
-        """The file as base + active changes, when every active deployment of it recorded its change and the
-        file is what they derive. None otherwise: deployments from before the model, or a hand edit. A hand
-        edit is adopted: the file stays as the human left it, and changes are applied and reverted on it line
-        by line until none is active; the next deploy then takes the file as its new base."""
-        specs: list[tuple[int, ActiveChange, dict[str, Any], int]] = []
-        for deployed in await self.deployments.deployed_rules(module_name):
-            deployment = await self.deployments.active_deployment_for_rule(deployed.rule_id)
-            ruleset = deployment.change.get("ruleset") if deployment is not None else None
-            if deployment is None or not isinstance(ruleset, dict) or "spec" not in ruleset:
-                return None
-            order = int(ruleset.get("order", deployment.deployment_id))
-            specs.append((order, ActiveChange.from_detail(ruleset["spec"]), ruleset, deployment.deployment_id))
-        if not specs:
-            return FileModel(current, [], {})
-        specs.sort(key=lambda item: item[0])
-        base_versions = {str(r.get("base")) for _, _, r, _ in specs}
-        if len(base_versions) != 1:
-            return None
-        base = await asyncio.to_thread(self.rule_files.read_base, module_name, base_versions.pop())
-        if base is None:
-            return None
-        model = FileModel(base, [c for _, c, _, _ in specs], {c.rule_id: o for o, c, _, _ in specs})
-        if derivation(model.base, model.changes, module_name, version=_version(document)).content != current:
-            log.warning("%s is not what its deploys derive (edited by hand?): adopted as it is", module_name)
-            return None
-        return model
-
-    async def _revert_in_place(self, rule: Rule, document: Any, original: Deployment) -> RuleChange:
-        """The rollback of a change made before the model (or on a hand-edited file): on the file as it is."""
-        others = [r for r in await self.deployments.deployed_rules(rule.module_name) if r.rule_id != rule.rule_id]
-        # an old line stays out only when another deployed rule actually removed it (not merely named it)
-        removed_by_other = False
-        for other in others:
-            if rule.old_rule and other.old_rule == rule.old_rule:
-                theirs = await self.deployments.active_deployment_for_rule(other.rule_id)
-                removed_by_other = removed_by_other or (
-                    theirs is not None and theirs.change.get("outcome") == "replaced"
-                )
-        return document.revert(
-            new_rule=rule.new_rule,
-            change=await self._effective_change(original),
-            keep_new=any(other.new_rule == rule.new_rule for other in others),
-            restore_old=not removed_by_other,
-        )
-
-    async def _effective_change(self, deployment: Deployment) -> dict[str, Any]:
-        """The file change a rollback undoes. A no-op deploy rode on a line another rule wrote; when that rule
-        was rolled back first (the line stayed for this one), undoing this one undoes that rule's change."""
-        change = deployment.change
-        for _ in range(100):  # a chain of no-ops is short; the bound only guards against a cycle
-            provider_id = change.get("provided_by") if change.get("outcome") == "noop" else None
-            if not provider_id:
-                return change
-            provider = await self.rules.get_rule(provider_id)
-            if provider is None or provider.status is not RuleStatus.ROLLED_BACK:
-                return change
-            provider_deployment = await self.deployments.active_deployment_for_rule(provider_id)
-            if provider_deployment is None:
-                return change
-            change = provider_deployment.change
-        return change
 
     async def _write_change(
         self,
@@ -383,32 +310,6 @@ class DeployRules:
         except Exception as exc:  # the file is written; a failed reload is recorded, not raised
             log.warning("reload after %s failed: %s", deployment.rule_id, exc)
             return ReloadResult("failed", f"{type(exc).__name__}: {exc}")
-
-
-def _removed(document: Any, old_rule: str | None) -> Any:
-    """The entry (JSON) or line (text) a replace takes out, as the in-place revert expects it."""
-    if isinstance(document, JsonRuleDocument):
-        return next((dict(e) for e in document.data["rules"] if old_rule and same_rule(e["rule"], old_rule)), None)
-    lines = getattr(document, "lines", [])
-    return next((line for line in lines if old_rule and line.startswith("- ") and same_rule(line, old_rule)), None)
-
-
-def _version(document: Any) -> int | None:
-    """A JSON file's "version" counter (bumped by every write, so not part of what is derived)."""
-    return int(document.data.get("version", 0)) if isinstance(document, JsonRuleDocument) else None
-
-
-def _derive(
-    model: FileModel, changes: list[ActiveChange], module_name: str, document: Any, previous: bytes
-) -> tuple[bytes, list[str], bool]:
-    """The file these changes derive, its version bumped when it differs from `previous` (and whether it does)."""
-    version = _version(document)
-    same = derivation(model.base, changes, module_name, version=version)
-    if same.content == previous:
-        return previous, same.outcomes, False
-    if version is None:
-        return same.content, same.outcomes, True
-    return derivation(model.base, changes, module_name, version=version + 1).content, same.outcomes, True
 
 
 def _check_canary(rule: Rule) -> None:
