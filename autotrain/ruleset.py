@@ -86,10 +86,17 @@ def derivation(
 
 
 def with_version(content: bytes, version: int) -> bytes:
-    """A JSON file with another "version" value, every other byte kept (unchanged if it has no version key)."""
+    """A JSON file with another "version" value, every other byte kept. A file without the key (an empty
+    one, say) gets it as soon as the counter is above 0, so the counter never goes back."""
     data = json.loads(content.decode("utf-8-sig") or "{}")
-    if not isinstance(data, dict) or "version" not in data:
+    if not isinstance(data, dict):
         return content
+    if "version" not in data:
+        if version == 0:
+            return content
+        data = {"version": version, "rules": data.get("rules", []), **data}
+        bom = content.startswith(BOM.encode())
+        return (BOM.encode() if bom else b"") + render_rules_json(data).encode("utf-8")
     pattern = re.compile(rb'^(\s*(?:\xef\xbb\xbf)?\s*\{\s*"version"\s*:\s*)-?\d+')
     replaced, count = pattern.subn(lambda m: m.group(1) + str(version).encode(), content, count=1)
     if count == 1 and json.loads(replaced.decode("utf-8-sig")).get("version") == version:

@@ -127,6 +127,14 @@ def without_version(content: bytes, *, json_file: bool) -> bytes:
     return with_version(content, 0) if json_file else content
 
 
+def _content_of(content: bytes) -> tuple[bool, object]:
+    """A JSON file's BOM and data without its "version" counter."""
+    data = json.loads(content.decode("utf-8-sig") or '{"rules": []}')
+    if isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key != "version"}
+    return content.startswith(BOM.encode("utf-8")), data
+
+
 # ---------------------------------------------------------------------- bases
 
 
@@ -143,10 +151,14 @@ def bases(draw: st.DrawFn) -> tuple[str, bytes, list[Line]]:
     bom = BOM if draw(st.booleans()) else ""
     if json_file:
         entries = [{"rule": text, **({"added_from": "seed"} if i % 2 else {})} for i, text in enumerate(picked)]
-        # Always with a "version" key, as the shipped file: on a base without one (an empty file, say) the last
-        # rollback writes the base back without it, and the counter restarts (reported to ruleset.py's owner).
         data = {"version": draw(st.integers(0, 3)), "rules": entries}
-        layout = draw(st.sampled_from(["shipped", "indented", "version_last"]))
+        # also a file without a "version" key, or empty: the counter must still never go back
+        layout = draw(st.sampled_from(["shipped", "indented", "version_last", "no_version", "empty"]))
+        if layout == "empty":
+            return JSON_FILE, bom.encode("utf-8"), []
+        if layout == "no_version":
+            body = json.dumps({"rules": entries}, ensure_ascii=False, indent=2) + "\n"
+            return JSON_FILE, (bom + body).encode("utf-8"), [Line(text) for text in picked]
         if layout == "shipped":
             body = "".join(
                 ["{\n", f'  "version": {data["version"]},\n', '  "rules": [\n']
@@ -186,7 +198,10 @@ class RuleFileMachine(RuleBasedStateMachine):
         self.counter = 0
 
     def same(self, a: bytes, b: bytes) -> bool:
-        return without_version(a, json_file=self.json_file) == without_version(b, json_file=self.json_file)
+        if without_version(a, json_file=self.json_file) == without_version(b, json_file=self.json_file):
+            return True
+        # a base without a "version" key gets one once the counter is above 0: the same file otherwise
+        return self.json_file and _content_of(a) == _content_of(b)
 
     # the writes, as deploys.py makes them (_derive): the version is bumped when the content changes
 
