@@ -144,3 +144,64 @@ async def test_a_symlinked_rule_file_stays_a_link(service: PipelineService, rule
     await service.rollback(a.rule_id, ADMIN)
     assert (rules_dir / RULES).is_symlink()
     assert json.loads(target.read_bytes())["rules"] == json.loads(original)["rules"]
+
+
+# ---------------------------------------------------------------------- sequence 5: files as people leave them
+
+
+async def test_5_a_line_present_twice_comes_back_twice(service: PipelineService, rules_dir: Path) -> None:
+    path = rules_dir / RULES
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["rules"].append({"rule": OLD_WEATHER_RULE})  # a copy a person pasted in
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    before = read_rule_lines(rules_dir)
+    assert before.count(OLD_WEATHER_RULE) == 2
+    a = await rule_with(service, 1, LINE_A)
+    await service.deploy(a.rule_id, ADMIN)
+    after_deploy = read_rule_lines(rules_dir)
+    assert LINE_A in after_deploy and after_deploy.count(LINE_A) == 1
+    await service.rollback(a.rule_id, ADMIN)
+    assert read_rule_lines(rules_dir) == before
+
+
+async def test_5_a_byte_order_mark_before_the_first_rule(service: PipelineService, rules_dir: Path) -> None:
+    path = rules_dir / RULES
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    before = without_version_bom(path)
+    a = await rule_with(service, 1, LINE_A)
+    await service.deploy(a.rule_id, ADMIN)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert LINE_A in [e["rule"] for e in without_version_bom(path)["rules"]]
+    assert OLD_WEATHER_RULE not in [e["rule"] for e in without_version_bom(path)["rules"]]
+    await service.rollback(a.rule_id, ADMIN)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert without_version_bom(path) == before
+
+
+def without_version_bom(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8-sig"))
+    data.pop("version", None)
+    return data
+
+
+async def test_5_two_rules_on_one_line_of_a_text_file_give_the_file_back(
+    service: PipelineService, rules_dir: Path
+) -> None:
+    """The same overlap as sequence 1, on a line-format file (every other line kept byte for byte)."""
+    module = "prompt_v2.txt"
+    path = rules_dir / module
+    original = path.read_bytes()
+    existing = next(line for line in original.decode("utf-8").splitlines() if line.startswith("- "))
+    rules = []
+    for n, line in enumerate((LINE_A, LINE_B), start=1):
+        feedback = await submit(service, {**WEATHER_FEEDBACK, "feedback_text": f"Góp ý số {n}: trời nóng"})
+        rule = await service.generate(feedback.feedback_id, REPORTER)
+        await service.edit(rule.rule_id, ADMIN, new_rule=line, module_name=module, old_rule=existing)
+        rules.append(await service.approve(rule.rule_id, ADMIN))
+    for rule in rules:
+        await service.deploy(rule.rule_id, ADMIN)
+    lines = read_rule_lines(rules_dir, module)
+    assert existing not in lines and LINE_A in lines and LINE_B in lines
+    await service.rollback(rules[0].rule_id, ADMIN)
+    await service.rollback(rules[1].rule_id, ADMIN)
+    assert path.read_bytes() == original
