@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from autotrain.models import FeedbackIn
+from autotrain.models import FeedbackIn, Rule, RuleStatus, RuleType
 from autotrain.policy import Actor, Role
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
@@ -125,6 +126,26 @@ async def rule_of(service: PipelineService, feedback_id: str):
     """The rule answering this feedback (generated from it, or attached to it), or None."""
     feedback = await service.get_feedback(feedback_id)
     return await service.get_rule(feedback.rule_id) if feedback.rule_id else None
+
+
+def a_rule(status: RuleStatus, module_name: str = "fashion_rules.json", rollout_percent: int | None = None) -> Rule:
+    """A rule record as the store returns it, for tests of what a rule's state allows (no database)."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return Rule(
+        rule_id="RUL-1001",
+        feedback_id="FB-1001",
+        module_name=module_name,
+        rule_type=RuleType.PROMPT_UPDATE,
+        old_rule=None,
+        new_rule="- a rule",
+        reasoning="why",
+        confidence=0.8,
+        status=status,
+        generator="heuristic",
+        created_at=now,
+        updated_at=now,
+        rollout_percent=rollout_percent,
+    )
 
 
 def read_rule_lines(rules_dir: Path, module_name: str = "fashion_rules.json") -> list[str]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 
 import pytest
 
 from autotrain.errors import CanaryUnsupported, InvalidInput, PermissionDenied, TransitionRefused
-from autotrain.models import Rule, RuleStatus, RuleType
+from autotrain.models import RuleStatus
 from autotrain.policy import (
     RULE_TRANSITIONS,
     SYSTEM_ACTOR,
@@ -24,6 +23,7 @@ from autotrain.policy import (
     rule_can,
     supports_canary,
 )
+from tests.conftest import a_rule
 
 # The state machine as the README's "Concepts" writes it, independent of the code's table:
 #   rule: pending → approved → deployed → rolled_back; pending | approved → rejected.
@@ -149,26 +149,6 @@ def test_system_actor_is_the_system_role() -> None:
 
 
 # ---------------------------------------------------------------------- what a rule allows next (the card's buttons)
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def a_rule(status: RuleStatus, module_name: str = "fashion_rules.json", rollout_percent: int | None = None) -> Rule:
-    return Rule(
-        rule_id="RUL-1001",
-        feedback_id="FB-1001",
-        module_name=module_name,
-        rule_type=RuleType.PROMPT_UPDATE,
-        old_rule=None,
-        new_rule="- a rule",
-        reasoning="why",
-        confidence=0.8,
-        status=status,
-        generator="heuristic",
-        created_at=NOW,
-        updated_at=NOW,
-        rollout_percent=rollout_percent,
-    )
 
 
 @pytest.mark.parametrize(

@@ -7,21 +7,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
-from autotrain.models import FeedbackIn, Rule, RuleStatus, RuleType
+from autotrain.models import FeedbackIn, RuleStatus
 from autotrain.policy import Role, RuleAction, rule_actions
 from autotrain.service import PipelineService
 from bot.api import create_app
 from bot.slack import blocks as slack_blocks
 from bot.slack.cards import RuleCardPublisher
 from storage.sqlite import SqliteStore
-from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, bearer, rule_of
+from tests.conftest import ADMIN, HEIGHT_FEEDBACK, REPORTER, WEATHER_FEEDBACK, a_rule, bearer, rule_of
 from tests.fakes.slack_api import FakeSlackApi, SlackCall
 from tests.slack_support import REVIEW_CHANNEL, SlackSimulator, action_ids, block_texts, ok, slack_settings
 
@@ -275,25 +274,6 @@ async def test_card_survives_an_ai_response_that_is_all_special_characters(slack
 
 
 # ---------------------------------------------------------------------- the buttons are the policy's
-
-
-def a_rule(status: RuleStatus, module_name: str, rollout_percent: int | None = None) -> Rule:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    return Rule(
-        rule_id="RUL-1001",
-        feedback_id="FB-1001",
-        module_name=module_name,
-        rule_type=RuleType.PROMPT_UPDATE,
-        old_rule=None,
-        new_rule="- a rule",
-        reasoning="why",
-        confidence=0.8,
-        status=status,
-        generator="heuristic",
-        created_at=now,
-        updated_at=now,
-        rollout_percent=rollout_percent,
-    )
 
 
 @pytest.mark.parametrize("module_name", ["fashion_rules.json", "prompt_v2.txt", "stylist_guidelines.md"])

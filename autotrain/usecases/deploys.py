@@ -76,8 +76,7 @@ class DeployRules:
         check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
         check_rollout(rule, rollout_percent)
         async with self.locks.hold(rule.module_name):
-            await self.pending.settle(rule.module_name)  # one left stuck by a busy database or a crash
-            await self.pending.commit_uncommitted(rule.module_name)  # so this commit holds only this change
+            await self._catch_up(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
             previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
@@ -130,8 +129,7 @@ class DeployRules:
         rule = await rule_or_404(self.rules, rule_id)
         _check_canary(rule)
         async with self.locks.hold(rule.module_name):
-            await self.pending.settle(rule.module_name)
-            await self.pending.commit_uncommitted(rule.module_name)
+            await self._catch_up(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
             _check_canary(rule)
             previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
@@ -173,8 +171,7 @@ class DeployRules:
         rule = await rule_or_404(self.rules, rule_id)
         check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
         async with self.locks.hold(rule.module_name):
-            await self.pending.settle(rule.module_name)
-            await self.pending.commit_uncommitted(rule.module_name)
+            await self._catch_up(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
             original = await self.deployments.active_deployment_for_rule(rule_id)
@@ -202,6 +199,12 @@ class DeployRules:
         return await self._after_write(rule_id, deployment)
 
     # ------------------------------------------------------------------ the steps they share
+
+    async def _catch_up(self, module_name: str) -> None:
+        """Under the file's lock, before a change: settle a deployment left pending (a busy database or a
+        crash), and commit a change written but never committed, so this change's commit holds only it."""
+        await self.pending.settle(module_name)
+        await self.pending.commit_uncommitted(module_name)
 
     async def _write_change(
         self,
