@@ -69,6 +69,8 @@ class EventDispatcher:
     async def deliver_ready(self) -> int:
         async with self._pass:
             delivered = 0
+            if not await self.outbox.undelivered_event_count():
+                return 0  # an idle poll reads; it never takes the write lock another process may need
             while True:
                 events = await self.outbox.claim_events(
                     holder=self.holder, now=self.clock(), lease_seconds=self.lease_seconds, limit=self.batch
