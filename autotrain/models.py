@@ -243,6 +243,7 @@ class Deployment(BaseModel):
     reload_error: str | None = None
     rollout_percent: int | None = None
     commit_sha: str | None = None  # the git commit of this change in the rules folder
+    commit_error: str | None = None  # why it is not in git history yet (None once committed)
     change: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -292,6 +293,8 @@ class PipelineCounts(BaseModel):
     deployments_total: int  # applied deployments, rollbacks not counted
     deployed_since: int  # of those, applied at or after the `since` asked for
     rollbacks_total: int
+    uncommitted_deployments: int = 0  # applied changes whose git commit failed (and none has included since)
+    last_commit_error: str | None = None  # the newest of their errors
 
 
 class StatusReport(BaseModel):
@@ -306,6 +309,9 @@ class StatusReport(BaseModel):
     generation: GenerationTotals
     last_deployments: list[Deployment]
     events_undelivered: int = 0  # rule events recorded but not yet told to the review card and webhooks
+    git_history: bool = False  # commits kept in the rules folder
+    uncommitted_deployments: int = 0  # rule-file changes not in git history yet (their commit failed)
+    last_commit_error: str | None = None  # why, for the newest of them
     metrics: Metrics | None = None  # thresholded figures (monitoring), when a monitor is wired
 
 

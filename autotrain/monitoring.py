@@ -52,6 +52,7 @@ class Metrics(BaseModel):
     approvals_in_window: int
     approval_seconds_avg: float | None
     approval_seconds_p90: float | None
+    uncommitted_deployments: int = 0  # rule-file changes whose git commit failed
 
 
 class MetricsData(BaseModel):
@@ -68,6 +69,7 @@ class MetricsData(BaseModel):
     generation_failures: int
     deployed_today: int
     approval_seconds: list[float]  # creation to approval, of each rule approved in the approval window
+    uncommitted_deployments: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,17 @@ ALERTS: tuple[AlertDefinition, ...] = (
         show=_hours,
         advice="Rules wait too long for review: look at the pending rules.",
         action=AlertAction.SHOW_PENDING_RULES,
+    ),
+    AlertDefinition(
+        name="git_history",
+        severity=Severity.WARNING,
+        title="Rule-file changes missing from git history",
+        value=lambda m: float(m.uncommitted_deployments),
+        threshold=lambda t: 0.0,  # any: the rules folder's history has a gap until they are committed
+        show=_count,
+        advice="Their git commit failed (see the error in /autotrain status, usually a left-over .git/index.lock)."
+        " The files are deployed; the next change of the file, or the next start, commits them once git works.",
+        action=AlertAction.SHOW_STATUS,
     ),
 )
 
@@ -411,6 +424,7 @@ class Monitor:
             approvals_in_window=len(approvals),
             approval_seconds_avg=average(approvals),
             approval_seconds_p90=percentile(approvals, 0.9),
+            uncommitted_deployments=data.uncommitted_deployments,
         )
 
     async def check_alerts(self) -> list[AlertEvent]:

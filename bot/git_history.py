@@ -473,9 +473,21 @@ class AsyncGitHistory:
                 if self._clear_stale_lock():
                     continue
                 if attempt == INDEX_LOCK_RETRIES - 1:
-                    raise
+                    raise GitHistoryError(self._lock_held()) from exc
                 await asyncio.sleep(0.2 * (attempt + 1))
         return None
+
+    def _lock_held(self) -> str:
+        lock = self.history.rules_dir / ".git" / "index.lock"
+        try:
+            age = f"{time.time() - lock.stat().st_mtime:.0f} s old"
+        except FileNotFoundError:
+            age = "gone now"
+        return (
+            f"git is locked: {lock} exists ({age}). Another git process holds it, or one stopped without removing"
+            f" it; Auto-Train removes it once it is {STALE_LOCK_SECONDS:.0f} s old and commits this change with"
+            " the next change of the file (or at the next start)"
+        )
 
     def _clear_stale_lock(self) -> bool:
         """A git process that died leaves .git/index.lock behind, and every later commit fails. A commit takes

@@ -46,6 +46,11 @@ class _Snapshot:
             "Rule events not yet delivered to the review card and webhooks",
             value=report.events_undelivered,
         )
+        yield GaugeMetricFamily(
+            "autotrain_deployments_uncommitted",
+            "Rule-file changes whose git commit failed (a gap in the rules folder's history)",
+            value=report.uncommitted_deployments,
+        )
         generations = GaugeMetricFamily("autotrain_generations", "Generation attempts by outcome", labels=["outcome"])
         totals = report.generation
         for outcome, count in (

@@ -166,6 +166,7 @@ async def open_runtime(
         holder=holder,
         sinks=sinks,
     )
+    history = git_history(settings)
     reports = StatusReports(
         reports=store,
         deployments=store,
@@ -175,6 +176,7 @@ async def open_runtime(
         metrics=monitor.metrics,
         clock=clock,
         options=options,
+        git_history=history is not None,
     )
     cards = home = None
     notifiers: list[PipelineNotifier] = []
@@ -206,7 +208,6 @@ async def open_runtime(
 
     # the use cases, and the facade the edges call
     locks = RuleFileLocks(rule_files)
-    history = git_history(settings)
     pending = PendingDeployments(rules=store, deployments=store, rule_files=rule_files, history=history, clock=clock)
     deploys = DeployRules(
         rules=store,

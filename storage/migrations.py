@@ -215,6 +215,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE feedbacks ADD COLUMN generation_lease_until TEXT;
     """,
+    # 9: why a change is not in git history yet (its commit failed: a git lock, a broken repository); cleared
+    # when a later commit includes it
+    """
+    ALTER TABLE deployments ADD COLUMN commit_error TEXT;
+    CREATE INDEX ix_deployments_commit_error ON deployments (id) WHERE commit_error IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

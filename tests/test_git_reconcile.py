@@ -113,3 +113,53 @@ async def test_a_stale_git_lock_is_cleared_and_the_deploy_committed(tmp_path: Pa
         assert git_log(rules_dir)[0][1].startswith(f"Deploy {rule.rule_id} ")
     finally:
         await runtime.close()
+
+
+async def test_a_held_git_lock_is_shown_in_status_on_the_card_and_as_an_alert(
+    tmp_path: Path, rules_dir: Path
+) -> None:
+    """A commit that cannot happen is no longer visible only in the log: the deployment keeps the reason, and
+    /status, /metrics, the rule's card and the git_history alert show it until a later commit includes it."""
+    from bot.slack import blocks
+    from tests.fakes.monitoring import RecordingSink
+
+    sink = RecordingSink()
+    settings = make_settings(tmp_path, rules_dir, git_history=True)
+    runtime = await open_runtime(settings, monitoring_sinks=(sink,))
+    try:
+        rule = await approved_rule(runtime.service, WEATHER_FEEDBACK)
+        lock = rules_dir / ".git" / "index.lock"
+        lock.write_text("")  # fresh: another git process may hold it, so it is not removed
+        deployed = await runtime.service.deploy(rule.rule_id, ADMIN)
+        assert deployed.deployment.commit_sha is None
+        [stored] = (await runtime.service.list_deployments(rule_id=rule.rule_id)).items
+        assert stored.commit_error is not None and "git is locked" in stored.commit_error
+        assert str(lock) in stored.commit_error
+
+        status = await runtime.service.status()
+        assert status.git_history and status.uncommitted_deployments == 1
+        assert status.last_commit_error == stored.commit_error
+        status_text = str(blocks.status_blocks(status))
+        assert "1 deployed change(s) not committed yet" in status_text and "git is locked" in status_text
+
+        _, card = blocks.rule_card(
+            await runtime.service.get_rule(rule.rule_id), None, stored, canary_percent=settings.canary_percent
+        )
+        assert "Not in git history yet: git is locked" in str(card)
+
+        [fired] = [e for e in await runtime.monitor.check_alerts() if e.name == "git_history"]
+        assert (fired.kind.value, fired.value) == ("fired", 1.0)
+        assert [e.name for e in sink.alerts] == ["git_history"]
+
+        lock.unlink()  # the other git process is done: the next change of the file commits both
+        second = await approved_rule(runtime.service, HEIGHT_FEEDBACK)
+        again = await runtime.service.deploy(second.rule_id, ADMIN)
+        assert again.deployment.commit_sha is not None
+        [first] = (await runtime.service.list_deployments(rule_id=rule.rule_id)).items
+        assert first.commit_sha is not None and first.commit_error is None
+        status = await runtime.service.status()
+        assert status.uncommitted_deployments == 0 and status.last_commit_error is None
+        [resolved] = [e for e in await runtime.monitor.check_alerts() if e.name == "git_history"]
+        assert resolved.kind.value == "resolved"
+    finally:
+        await runtime.close()

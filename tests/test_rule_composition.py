@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autotrain.models import DeployOutcome, RuleStatus
 from autotrain.service import PipelineService
+from bot.slack.blocks import rule_card
 from tests.conftest import ADMIN, OLD_WEATHER_RULE, REPORTER, WEATHER_FEEDBACK, read_rule_lines, submit
 
 RULES = "fashion_rules.json"
@@ -99,7 +100,14 @@ async def test_4_a_full_deploy_of_a_canary_line_takes_it_to_every_user(
     b = await rule_with(service, 2, LINE_A)
     await service.deploy(a.rule_id, ADMIN, rollout_percent=10)
     full = await service.deploy(b.rule_id, ADMIN)
-    assert full.deployment.outcome is DeployOutcome.PROMOTED
+    # the canary is promoted (its own deployment), and b rides on its line
+    assert full.deployment.outcome is DeployOutcome.NOOP
+    assert full.deployment.change["promoted_canaries"] == [a.rule_id]
+    promoted = await service.get_rule(a.rule_id)
+    assert promoted.rollout_percent == 100 and not promoted.canary  # the database says what the file does
+    assert full.rule.rollout_percent == 100
+    _, card = rule_card(full.rule, None, full.deployment, canary_percent=10)
+    assert f"already a canary of {a.rule_id}: that canary now reaches every user" in str(card)
     [held] = [entry for entry in entries(rules_dir) if entry["rule"] == LINE_A]
     assert "rollout_percent" not in held  # what "rollout_percent: 100" says is what the file does
     assert OLD_WEATHER_RULE not in read_rule_lines(rules_dir)
@@ -121,13 +129,17 @@ async def test_a_hand_edit_is_adopted_and_the_model_starts_again_from_it(
     data = json.loads(path.read_text(encoding="utf-8"))
     data["rules"].append({"rule": "- Viết tay: một quy tắc thêm bằng tay"})
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    await service.rollback(a.rule_id, ADMIN)  # on the file as the human left it
+    rolled = await service.rollback(a.rule_id, ADMIN)  # on the file as the human left it
+    assert rolled.deployment.change["hand_edited"] is True
+    _, card = rule_card(rolled.rule, None, rolled.deployment, canary_percent=10)
+    assert "edited by hand since Auto-Train last changed it: the edit was kept" in str(card)
     lines = read_rule_lines(rules_dir)
     assert "- Viết tay: một quy tắc thêm bằng tay" in lines and LINE_A not in lines
     assert OLD_WEATHER_RULE in lines
     hand_made = path.read_bytes()
     b = await rule_with(service, 2, LINE_B)
-    await service.deploy(b.rule_id, ADMIN)  # no change active: the hand-edited file is the new base
+    deployed = await service.deploy(b.rule_id, ADMIN)  # no change active: the hand-edited file is the new base
+    assert "hand_edited" not in deployed.deployment.change
     await service.rollback(b.rule_id, ADMIN)
     assert json.loads(path.read_bytes())["rules"] == json.loads(hand_made)["rules"]
 

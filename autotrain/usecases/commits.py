@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
+from autotrain.errors import StoreBusy
 from autotrain.models import Deployment, DeployOutcome, Rule
 from autotrain.ports import DeploymentStore, RuleHistory
 
@@ -46,6 +48,10 @@ async def commit_change(
         sha = await history.commit(deployment.module_name, author=deployment.deployed_by, message=message)
     except Exception as exc:
         log.error("git commit of %s for %s failed: %s", deployment.module_name, rule.rule_id, exc)
+        error = str(exc) or type(exc).__name__
+        with contextlib.suppress(StoreBusy):  # the next catch-up commits it anyway; the error is only shown
+            for each in (*also, deployment):
+                await deployments.set_deployment_commit_error(each.deployment_id, error[:500])
         return None
     if sha is not None:
         for each in (*also, deployment):

@@ -20,10 +20,10 @@ from autotrain.models import Deployment, DeployOutcome, DeployResult, EventKind,
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
 from autotrain.ports import DeploymentStore, NewDeployment, ReloadHook, ReloadResult, RuleHistory, RuleStore
-from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry
+from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry, same_rule
 from autotrain.ruleset import APPENDED, CANARY, NOOP, PROMOTED_CANARY, REPLACED, ActiveChange
 from autotrain.usecases.commits import commit_change
-from autotrain.usecases.file_models import FileModels, derive_content, removed_entry
+from autotrain.usecases.file_models import FileModel, FileModels, HandEdited, derive_content, removed_entry
 from autotrain.usecases.locks import RuleFileLocks
 from autotrain.usecases.lookup import refuse_changed, rule_or_404
 from autotrain.usecases.reconcile import PendingDeployments
@@ -75,15 +75,24 @@ class DeployRules:
         rule = await rule_or_404(self.rules, rule_id)
         check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
         check_rollout(rule, rollout_percent)
+        promotions: list[Deployment] = []
         async with self.locks.hold(rule.module_name):
             await self._catch_up(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
-            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
+            previous, document, model, hand_edited = await self._read(rule.module_name)
+            if model is not None and rollout_percent >= 100:
+                # A full deploy of a line a canary holds takes that canary to every user: promote it first (its
+                # own change, event and commit), and this deploy rides on its line.
+                for held in [
+                    c for c in model.changes if c.rollout_percent < 100 and same_rule(c.new_rule, rule.new_rule)
+                ]:
+                    canary = await rule_or_404(self.rules, held.rule_id)
+                    promotions.append(await self._promote(canary, actor, previous, document, model))
+                    previous, document, model, hand_edited = await self._read(rule.module_name)
             entry = deploy_entry(
                 rule_id=rule.rule_id, feedback_id=rule.feedback_id, confidence=rule.confidence, deployed_at=self.clock()
             )
-            model = await self.models.load(rule.module_name, previous, document)
             if model is not None:
                 new = ActiveChange(rule.rule_id, rule.new_rule, rule.old_rule, rollout_percent, entry)
                 content, outcomes, changed = derive_content(
@@ -106,6 +115,10 @@ class DeployRules:
                 deployed = await self.deployments.deployed_rules(rule.module_name)
                 provider = next((r for r in deployed if r.new_rule == rule.new_rule), None)
                 change.detail["provided_by"] = provider.rule_id if provider else None
+            if promotions:
+                change.detail["promoted_canaries"] = [d.rule_id for d in promotions]
+            if hand_edited:
+                change.detail["hand_edited"] = True
             deployment = await self._write_change(
                 rule,
                 actor,
@@ -117,6 +130,8 @@ class DeployRules:
                 rollback_of=None,
                 rollout_percent=rollout_percent,
             )
+        for promotion in promotions:
+            await self._after_write(promotion.rule_id, promotion)
         return await self._after_write(rule_id, deployment)
 
     async def canary(self, rule_id: str, actor: Actor) -> DeployResult:
@@ -132,38 +147,52 @@ class DeployRules:
             await self._catch_up(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
             _check_canary(rule)
-            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
-            if not isinstance(document, JsonRuleDocument):
-                raise CanaryUnsupported(f"{rule.module_name} is not a JSON rule file")
-            model = await self.models.load(rule.module_name, previous, document)
-            mine = [c for c in model.changes if c.rule_id == rule.rule_id] if model is not None else []
-            if model is not None and mine:
-                changes = [c.promoted() if c.rule_id == rule.rule_id else c for c in model.changes]
-                content, outcomes, changed = derive_content(model, changes, rule.module_name, document, previous)
-                spec = mine[0].promoted().to_detail()
-                detail = {
-                    "outcome": outcomes[changes.index(mine[0].promoted())],
-                    "promoted": True,
-                    "changed": changed,
-                    "ruleset": {**model.ref(), "spec": spec, "order": model.orders[rule.rule_id]},
-                }
-                if detail["outcome"] == REPLACED:
-                    detail["removed"] = removed_entry(document, rule.old_rule)
-                promoted = RuleChange(content, DeployOutcome.PROMOTED, detail)
-            else:
-                promoted = document.promote(new_rule=rule.new_rule)
-            deployment = await self._write_change(
-                rule,
-                actor,
-                previous=previous,
-                change=promoted,
-                expected=RuleStatus.DEPLOYED,
-                target=RuleStatus.DEPLOYED,
-                event=EventKind.RULE_PROMOTED,
-                rollback_of=None,
-                rollout_percent=100,
-            )
+            previous, document, model, hand_edited = await self._read(rule.module_name)
+            deployment = await self._promote(rule, actor, previous, document, model, hand_edited=hand_edited)
         return await self._after_write(rule_id, deployment)
+
+    async def _promote(
+        self,
+        rule: Rule,
+        actor: Actor,
+        previous: bytes,
+        document: Any,
+        model: FileModel | None,
+        *,
+        hand_edited: bool = False,
+    ) -> Deployment:
+        """Write and record the promote of a canary (call with the file's lock)."""
+        if not isinstance(document, JsonRuleDocument):
+            raise CanaryUnsupported(f"{rule.module_name} is not a JSON rule file")
+        mine = [c for c in model.changes if c.rule_id == rule.rule_id] if model is not None else []
+        if model is not None and mine:
+            changes = [c.promoted() if c.rule_id == rule.rule_id else c for c in model.changes]
+            content, outcomes, changed = derive_content(model, changes, rule.module_name, document, previous)
+            spec = mine[0].promoted().to_detail()
+            detail = {
+                "outcome": outcomes[changes.index(mine[0].promoted())],
+                "promoted": True,
+                "changed": changed,
+                "ruleset": {**model.ref(), "spec": spec, "order": model.orders[rule.rule_id]},
+            }
+            if detail["outcome"] == REPLACED:
+                detail["removed"] = removed_entry(document, rule.old_rule)
+            promoted = RuleChange(content, DeployOutcome.PROMOTED, detail)
+        else:
+            promoted = document.promote(new_rule=rule.new_rule)
+        if hand_edited:
+            promoted.detail["hand_edited"] = True
+        return await self._write_change(
+            rule,
+            actor,
+            previous=previous,
+            change=promoted,
+            expected=RuleStatus.DEPLOYED,
+            target=RuleStatus.DEPLOYED,
+            event=EventKind.RULE_PROMOTED,
+            rollback_of=None,
+            rollout_percent=100,
+        )
 
     async def rollback(self, rule_id: str, actor: Actor) -> DeployResult:
         """Revert this rule's change on the current file; later deploys stay."""
@@ -177,8 +206,7 @@ class DeployRules:
             original = await self.deployments.active_deployment_for_rule(rule_id)
             if original is None:
                 raise TransitionRefused(f"{rule_id} has no deployment to roll back")
-            previous, document = await asyncio.to_thread(self.rule_files.read, rule.module_name)
-            model = await self.models.load(rule.module_name, previous, document)
+            previous, document, model, hand_edited = await self._read(rule.module_name)
             if model is not None and any(c.rule_id == rule_id for c in model.changes):
                 remaining = [c for c in model.changes if c.rule_id != rule_id]
                 content, _, changed = derive_content(model, remaining, rule.module_name, document, previous)
@@ -186,6 +214,8 @@ class DeployRules:
                 change = RuleChange(content, DeployOutcome.REVERTED, detail)
             else:
                 change = await self.models.revert_in_place(rule, document, original)
+            if hand_edited:
+                change.detail["hand_edited"] = True
             deployment = await self._write_change(
                 rule,
                 actor,
@@ -199,6 +229,15 @@ class DeployRules:
         return await self._after_write(rule_id, deployment)
 
     # ------------------------------------------------------------------ the steps they share
+
+    async def _read(self, module_name: str) -> tuple[bytes, Any, FileModel | None, bool]:
+        """The file's bytes, its parsed document, its model (None: changed in place), and whether it was
+        edited by hand since Auto-Train last wrote it (then it is adopted as it is; the card says so)."""
+        previous, document = await asyncio.to_thread(self.rule_files.read, module_name)
+        model = await self.models.load(module_name, previous, document)
+        if isinstance(model, HandEdited):
+            return previous, document, None, True
+        return previous, document, model, False
 
     async def _catch_up(self, module_name: str) -> None:
         """Under the file's lock, before a change: settle a deployment left pending (a busy database or a

@@ -29,6 +29,11 @@ class FileModel:
         return {"base": content_version(self.base)}
 
 
+@dataclass(frozen=True)
+class HandEdited:
+    """The file is not what its deploys derive: someone edited it since Auto-Train last changed it."""
+
+
 class FileModels:
     """Reads the model of a file from its deployments (and the base kept beside it)."""
 
@@ -37,9 +42,9 @@ class FileModels:
         self.deployments = deployments
         self.rule_files = rule_files
 
-    async def load(self, module_name: str, current: bytes, document: Any) -> FileModel | None:
+    async def load(self, module_name: str, current: bytes, document: Any) -> FileModel | HandEdited | None:
         """The file as base + active changes, when every active deployment of it recorded its change and the
-        file is what they derive. None otherwise: deployments from before the model, or a hand edit. A hand
+        file is what they derive; HandEdited when it is not; None for deployments from before the model. A hand
         edit is adopted: the file stays as the human left it, and changes are applied and reverted on it line
         by line until none is active; the next deploy then takes the file as its new base."""
         specs: list[tuple[int, ActiveChange, dict[str, Any], int]] = []
@@ -62,7 +67,7 @@ class FileModels:
         model = FileModel(base, [c for _, c, _, _ in specs], {c.rule_id: o for o, c, _, _ in specs})
         if derivation(model.base, model.changes, module_name, version=file_version(document)).content != current:
             log.warning("%s is not what its deploys derive (edited by hand?): adopted as it is", module_name)
-            return None
+            return HandEdited()
         return model
 
     async def revert_in_place(self, rule: Rule, document: Any, original: Deployment) -> RuleChange:

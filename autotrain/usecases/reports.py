@@ -23,6 +23,7 @@ class StatusReports:
         metrics: Callable[[], Awaitable[Metrics]] | None,
         clock: Clock,
         options: PipelineOptions,
+        git_history: bool = False,
     ) -> None:
         self.reports = reports
         self.deployments = deployments
@@ -32,6 +33,7 @@ class StatusReports:
         self.metrics = metrics
         self.clock = clock
         self.options = options
+        self.git_history = git_history
 
     async def status(self) -> StatusReport:
         zone = self.options.timezone
@@ -52,4 +54,7 @@ class StatusReports:
             last_deployments=last.items,
             events_undelivered=await self.outbox.undelivered_event_count(),
             metrics=await self.metrics() if self.metrics else None,
+            git_history=self.git_history,
+            uncommitted_deployments=counts.uncommitted_deployments,
+            last_commit_error=counts.last_commit_error,
         )

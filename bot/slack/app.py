@@ -10,12 +10,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.monitoring import Monitor
@@ -23,9 +27,28 @@ from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.slack.cards import HomeTabs, RuleCardPublisher
 from bot.slack.deps import AdminDirectory, SlackDeps
-from bot.slack.listeners import register_listeners
+from bot.slack.listeners import malformed_reason, register_listeners
 
 log = logging.getLogger("autotrain.slack")
+
+
+class ScreenedSocketModeHandler(AsyncSocketModeHandler):
+    """Socket Mode's counterpart of the check the HTTP route (`bot/api.py`) makes before Bolt: an interaction
+    envelope whose payload `malformed_reason` rejects is acknowledged and goes no further.
+
+    It has to come before Bolt, not in a Bolt middleware: Bolt reads the payload while it builds the request
+    (`"id" in payload["channel"]`), and its listener matchers and error handler index `actions[0]` and
+    `user["id"]`, so such a payload fails before, or outside, anything registered on the app. An envelope that
+    is not acknowledged is sent again by Slack."""
+
+    async def handle(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        if req.type == "interactive":  # what arrives over HTTP as a form-encoded `payload=<json>`
+            reason = malformed_reason(req.payload)
+            if reason:
+                log.warning("malformed Slack interaction ignored: %s", reason)
+                await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+                return
+        await super().handle(client, req)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -44,10 +67,9 @@ class SlackBot:
         Slack being unreachable never keeps the REST API from serving."""
         self.deps.cards.start()
         if self.settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
             assert self.settings.slack_app_token is not None
-            self.socket_handler = AsyncSocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value())
+            token = self.settings.slack_app_token.get_secret_value()
+            self.socket_handler = ScreenedSocketModeHandler(self.app, token)
             self.connecting = asyncio.create_task(self.connect_socket_mode())
 
     async def connect_socket_mode(self, first_delay: float = 1.0, max_delay: float = 60.0) -> None:

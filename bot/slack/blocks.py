@@ -248,6 +248,19 @@ def rule_history(rule: Rule, deployment: Deployment | None) -> list[str]:
             f"`{escape(deployment.module_name)}` {deployment.version_before} → {deployment.version_after}"
             f" ({deployment.outcome.value}{', ' + reload if reload else ''}{commit})"
         )
+        if deployment.change.get("hand_edited"):
+            lines.append(
+                "✋ The file had been edited by hand since Auto-Train last changed it: the edit was kept, and only"
+                " this rule's line was changed."
+            )
+        promoted = deployment.change.get("promoted_canaries") or []
+        if promoted:
+            lines.append(
+                f"⏫ The line was already a canary of {', '.join(map(str, promoted))}: that canary now reaches every"
+                " user."
+            )
+        if deployment.commit_error and not deployment.commit_sha:
+            lines.append(f"⚠️ Not in git history yet: {escaped(deployment.commit_error, 400)}")
     return lines
 
 
@@ -434,6 +447,16 @@ def status_blocks(report: StatusReport) -> list[Block]:
         ),
         section(generation_line(report)),
     ]
+    if report.uncommitted_deployments:
+        error = f"\n> {escaped(report.last_commit_error, 600)}" if report.last_commit_error else ""
+        blocks.append(
+            section(
+                f"⚠️ *Git history* {report.uncommitted_deployments} deployed change(s) not committed yet: the files"
+                f" are changed, their commit failed.{error}"
+            )
+        )
+    elif not report.git_history:
+        blocks.append(context("Git history is off: rule-file changes are not committed."))
     if report.metrics is not None:
         blocks.append(section(metrics_line(report.metrics)))
     if report.last_deployments:

@@ -137,7 +137,15 @@ class DeploymentMixin(SqliteConnection):
 
     async def set_deployment_commit(self, deployment_id: int, commit_sha: str) -> None:
         async with self._tx() as db:
-            await db.execute("UPDATE deployments SET commit_sha = ? WHERE id = ?", (commit_sha, deployment_id))
+            await db.execute(
+                "UPDATE deployments SET commit_sha = ?, commit_error = NULL WHERE id = ?", (commit_sha, deployment_id)
+            )
+
+    async def set_deployment_commit_error(self, deployment_id: int, error: str) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE deployments SET commit_error = ? WHERE id = ? AND commit_sha IS NULL", (error, deployment_id)
+            )
 
     async def get_deployment(self, deployment_id: int) -> Deployment | None:
         async with self._read() as db:

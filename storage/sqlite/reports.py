@@ -14,6 +14,7 @@ from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.queries import count, grouped, where
 
 _APPLIED = "SELECT COUNT(*) FROM deployments WHERE state = 'applied'"
+_UNCOMMITTED = "FROM deployments WHERE state = 'applied' AND commit_sha IS NULL AND commit_error IS NOT NULL"
 _OLDEST_PENDING = "SELECT feedback_id, created_at FROM feedbacks WHERE status = 'pending' ORDER BY id LIMIT 1"
 
 
@@ -52,6 +53,9 @@ class ReportMixin(SqliteConnection):
             deployments_total = await count(db, f"{_APPLIED} AND rollback_of IS NULL", ())
             rollbacks_total = await count(db, f"{_APPLIED} AND rollback_of IS NOT NULL", ())
             deployed_since = await count(db, f"{_APPLIED} AND rollback_of IS NULL AND deployed_at >= ?", (ts(since),))
+            uncommitted = await count(db, f"SELECT COUNT(*) {_UNCOMMITTED}", ())
+            cursor = await db.execute(f"SELECT commit_error {_UNCOMMITTED} ORDER BY id DESC LIMIT 1")
+            last_error = await cursor.fetchone()
         return PipelineCounts(
             feedback_by_status=feedback_by_status,
             feedback_by_type=feedback_by_type,
@@ -59,6 +63,8 @@ class ReportMixin(SqliteConnection):
             deployments_total=deployments_total,
             deployed_since=deployed_since,
             rollbacks_total=rollbacks_total,
+            uncommitted_deployments=uncommitted,
+            last_commit_error=last_error[0] if last_error else None,
         )
 
     async def list_audit(self, *, subject_id: str | None, limit: int, offset: int) -> Page[AuditEntry]:
@@ -103,6 +109,7 @@ class ReportMixin(SqliteConnection):
                 (ts(day_start), ts(now)),
             )
             approvals = await _approval_seconds(db, ts(approval_window_start), ts(now))
+            uncommitted = await count(db, f"SELECT COUNT(*) {_UNCOMMITTED}", ())
         return MetricsData(
             pending_feedback=feedback_by_status[FeedbackStatus.PENDING.value],
             oldest_pending_feedback_id=oldest[0] if oldest else None,
@@ -115,6 +122,7 @@ class ReportMixin(SqliteConnection):
             generation_failures=int(row[1]),
             deployed_today=deployed_today,
             approval_seconds=approvals,
+            uncommitted_deployments=uncommitted,
         )
 
     async def digest_data(self, *, start: datetime, end: datetime) -> DigestData:
