@@ -435,6 +435,18 @@ class RuleFiles:
             return None
         return content if content_version(content) == version else None
 
+    def prune_bases(self, module_name: str, keep: set[str]) -> int:
+        """Remove the kept bases of a file that no active or pending change derives from (call with the file's
+        lock). Returns how many were removed."""
+        folder = self.rules_dir / STATE_DIR / "bases" / module_name
+        removed = 0
+        for base in folder.glob("*.base") if folder.is_dir() else ():
+            if base.stem not in keep:
+                with contextlib.suppress(OSError):
+                    base.unlink()
+                    removed += 1
+        return removed
+
     def backup_dir(self, module_name: str) -> Path:
         return self.rules_dir / STATE_DIR / "backups" / module_name
 

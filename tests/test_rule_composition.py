@@ -217,3 +217,22 @@ async def test_5_two_rules_on_one_line_of_a_text_file_give_the_file_back(
     await service.rollback(rules[0].rule_id, ADMIN)
     await service.rollback(rules[1].rule_id, ADMIN)
     assert path.read_bytes() == original
+
+
+async def test_kept_bases_no_active_change_derives_from_are_pruned_at_start(
+    service: PipelineService, rules_dir: Path
+) -> None:
+    bases = rules_dir / ".autotrain" / "bases" / RULES
+    a = await rule_with(service, 1, LINE_A)
+    await service.deploy(a.rule_id, ADMIN)
+    await service.rollback(a.rule_id, ADMIN)
+    b = await rule_with(service, 2, LINE_B)
+    await service.deploy(b.rule_id, ADMIN)  # its base is the file after a's rollback (another version)
+    assert len(list(bases.glob("*.base"))) == 2
+    await service.reconcile()
+    [kept] = bases.glob("*.base")
+    await service.rollback(b.rule_id, ADMIN)  # still derivable from the kept base
+    assert OLD_WEATHER_RULE in read_rule_lines(rules_dir)
+    await service.reconcile()
+    assert list(bases.glob("*.base")) == []
+    assert kept.name.endswith(".base")

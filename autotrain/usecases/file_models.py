@@ -130,3 +130,17 @@ def derive_content(
     if version is None:
         return same.content, same.outcomes, True
     return derivation(model.base, changes, module_name, version=version + 1).content, same.outcomes, True
+
+
+async def bases_in_use(deployments: DeploymentStore, module_name: str) -> set[str]:
+    """The base versions a file's active and pending changes derive from (those bases must be kept)."""
+    found = [
+        await deployments.active_deployment_for_rule(r.rule_id) for r in await deployments.deployed_rules(module_name)
+    ]
+    found += [d for d in await deployments.pending_deployments() if d.module_name == module_name]
+    bases = set()
+    for deployment in found:
+        ruleset = deployment.change.get("ruleset") if deployment is not None else None
+        if isinstance(ruleset, dict) and ruleset.get("base"):
+            bases.add(str(ruleset["base"]))
+    return bases

@@ -22,6 +22,7 @@ from autotrain.policy import SYSTEM_ACTOR
 from autotrain.ports import DeploymentStore, FeedbackStore, RuleHistory, RuleStore
 from autotrain.rulefiles import RuleFiles, content_version, normalize_rule_line
 from autotrain.usecases.commits import commit_change
+from autotrain.usecases.file_models import bases_in_use
 from autotrain.usecases.locks import RuleFileLocks
 
 log = logging.getLogger("autotrain.reconcile")
@@ -143,9 +144,14 @@ class Reconcile:
             completed += done
             aborted += undone
         committed: list[int] = []
+        pruned = 0
         for module_name in self.rule_files.allowed_modules:
             async with self.locks.hold(module_name):
                 committed += await self.pending.commit_uncommitted(module_name)
+                keep = await bases_in_use(self.deployments, module_name)
+                pruned += await asyncio.to_thread(self.rule_files.prune_bases, module_name, keep)
+        if pruned:
+            log.info("removed %d kept rule-file bases no active change derives from any more", pruned)
         requeued = await self.feedback.requeue_interrupted_feedback(now=self.clock())
         removed = await asyncio.to_thread(self.rule_files.tidy)
         if removed:
