@@ -84,6 +84,8 @@ class RuleWarning(StrEnum):
     CONTAINS_CODE = "contains_code"
     CONTAINS_SECRET = "contains_secret"
     COPIED_FEEDBACK = "copied_feedback"
+    EXISTING_RULE_NOT_FOLLOWED = "existing_rule_not_followed"  # the complaint is about a line already there
+    RECURRENCE_OF_DEPLOYED_RULE = "recurrence_of_deployed_rule"  # a deployed rule did not prevent it
 
 
 # A rule carrying any of these is suspicious: shown as such on its card and never approved automatically.

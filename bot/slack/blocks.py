@@ -56,6 +56,9 @@ WARNING_TEXT = {
     RuleWarning.CONTAINS_CODE: "The rule contains something that looks like code or markup.",
     RuleWarning.CONTAINS_SECRET: "The rule contains something that looks like a password or key.",
     RuleWarning.COPIED_FEEDBACK: "The rule copies the customer's feedback word for word.",
+    RuleWarning.EXISTING_RULE_NOT_FOLLOWED: "The complaint is about a rule already in the file that the bot did not"
+    " follow: a prompt change may not be the fix.",
+    RuleWarning.RECURRENCE_OF_DEPLOYED_RULE: "The same complaint came back after a rule for it was deployed.",
 }
 
 HELP_TEXT = (
