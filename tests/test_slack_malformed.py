@@ -74,6 +74,9 @@ BLOCK_ACTIONS = {
     "no user": block_actions(user=None),
     "user without id": block_actions(user={"name": "x"}),
     "user not an object": block_actions(user="UADMIN"),
+    # Bolt reads `"id" in channel` while it builds the request, before any middleware or listener
+    "channel not an object": block_actions(channel=7),
+    "container not an object": block_actions(container=REVIEW_CHANNEL),
 }
 
 VIEWS = {

@@ -4,16 +4,23 @@ its URL handed out by the fake Web API's apps.connections.open) and handles what
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiohttp import WSMsgType, web
+from fastapi import FastAPI
 
 from bot.api import create_app
 from tests.fakes.slack_api import FakeSlackApi
-from tests.slack_support import ADMIN_USER, slack_settings
+from tests.slack_support import ADMIN_USER, BOT_TOKEN, REVIEW_CHANNEL, slack_settings
+from tests.test_slack_malformed import BLOCK_ACTIONS, VIEWS, block_actions
 
 
 class FakeSocketModeServer:
@@ -23,6 +30,7 @@ class FakeSocketModeServer:
         self.acks: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
         self.acked = asyncio.Event()
+        self._new_ack = asyncio.Condition()
         self._socket: web.WebSocketResponse | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -53,7 +61,21 @@ class FakeSocketModeServer:
             if message.type == WSMsgType.TEXT:
                 self.acks.append(json.loads(message.data))
                 self.acked.set()
+                async with self._new_ack:
+                    self._new_ack.notify_all()
         return socket
+
+    async def ack_of(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The ack the app sent for this envelope (fails when none comes within `timeout`)."""
+
+        def found() -> dict[str, Any] | None:
+            return next((ack for ack in self.acks if ack.get("envelope_id") == envelope_id), None)
+
+        async with asyncio.timeout(timeout), self._new_ack:
+            await self._new_ack.wait_for(lambda: found() is not None)
+        ack = found()
+        assert ack is not None
+        return ack
 
     async def send(self, envelope: dict[str, Any]) -> None:
         assert self._socket is not None
@@ -113,3 +135,68 @@ async def test_server_serves_the_api_while_socket_mode_cannot_connect(
             assert (await http.get("/healthz")).json() == {"status": "ok"}
         await slack_api.wait_for("apps.connections.open")
     slack_api.violations.clear()  # the refused connection is what this test wanted
+
+
+@dataclass
+class SocketSlack:
+    """The whole server in Socket Mode, connected to the fake Socket Mode server."""
+
+    server: FakeSocketModeServer
+    api: FakeSlackApi
+    app: FastAPI
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    async def interaction(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send an interaction envelope, as Slack does; the app's ack for it."""
+        envelope_id = f"env-{next(self._ids)}"
+        await self.server.send(
+            {"envelope_id": envelope_id, "type": "interactive", "accepts_response_payload": False, "payload": payload}
+        )
+        return await self.server.ack_of(envelope_id)
+
+
+@pytest.fixture
+async def socket_slack(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) -> AsyncIterator[SocketSlack]:
+    server = FakeSocketModeServer()
+    await server.start()
+    slack_api.socket_mode_url = server.url
+    settings = slack_settings(tmp_path, rules_dir, slack_api, slack_signing_secret=None, slack_app_token="xapp-test")
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            await asyncio.wait_for(server.connected.wait(), 10)
+            yield SocketSlack(server=server, api=slack_api, app=app)
+    finally:
+        await server.stop()
+
+
+MALFORMED = {**BLOCK_ACTIONS, **VIEWS}
+
+
+@pytest.mark.parametrize("payload", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_interactions_are_acknowledged_over_socket_mode(
+    socket_slack: SocketSlack, payload: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 in Socket Mode: the same check as over HTTP; the envelope is acked, nothing is logged as an error,
+    and the next, well-formed click is answered as usual."""
+    caplog.set_level(logging.INFO)
+    ack = await socket_slack.interaction(payload)
+    assert ack == {"envelope_id": "env-1"}
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("malformed Slack interaction")]
+    # the shape check lets real payloads through: a click on an unknown rule gets the polite private reply
+    ack = await socket_slack.interaction(block_actions())
+    assert ack == {"envelope_id": "env-2"}
+    [reply] = await socket_slack.api.wait_for("chat.postEphemeral")
+    assert reply.token == BOT_TOKEN
+    assert reply.params == {
+        "channel": REVIEW_CHANNEL,
+        "user": ADMIN_USER,
+        "text": "🤷 no rule RUL-1001.",
+        "team_id": "T0001",
+    }
+    # the malformed envelope itself made no call: the click's reply is the only message
+    assert [c.method for c in socket_slack.api.calls if c.method.startswith(("chat.", "views.", "response_url"))] == [
+        "chat.postEphemeral"
+    ]
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not problems, [r.getMessage() for r in problems]
