@@ -11,7 +11,7 @@ from autotrain.generators.patterns import (
     MODULE_KEYWORDS,
     HeuristicPattern,
 )
-from autotrain.models import Feedback, FeedbackType, GenerationInfo, RuleProposal
+from autotrain.models import Feedback, FeedbackType, GenerationInfo, Rule, RuleProposal
 from autotrain.ports import GenerationResult
 from autotrain.text import PhraseMatcher, looks_vietnamese, shorten
 
@@ -41,7 +41,9 @@ class HeuristicRuleGenerator:
             if module_name in self.allowed_modules
         ]
 
-    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
+    async def generate(
+        self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]], *, recurrence: Rule | None = None
+    ) -> GenerationResult:
         started = time.perf_counter()
         proposal = self.propose(feedback)
         latency_ms = int((time.perf_counter() - started) * 1000)
