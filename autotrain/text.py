@@ -64,6 +64,8 @@ def fold(text: str) -> str:
 
 
 _WORD = re.compile(r"\w+")
+# a Latin letter carrying a combining mark once decomposed (Vietnamese tones and vowel marks are all in this block)
+_LATIN_MARK = re.compile("[a-z][\u0300-\u036f]")
 
 
 def words(text: str) -> list[str]:
@@ -71,51 +73,72 @@ def words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFC", strip_invisible(text).lower()))
 
 
+def has_diacritics(text: str) -> bool:
+    """Whether `text` was typed with diacritics: any accented Latin letter, or đ."""
+    decomposed = unicodedata.normalize("NFD", strip_invisible(text).lower())
+    return "đ" in decomposed or _LATIN_MARK.search(decomposed) is not None
+
+
 class PhraseMatcher:
     """Whole-word phrase matching, Vietnamese typed with or without diacritics.
 
-    A word typed with accents must match exactly ("nông" is not "nóng"); a word typed without any accents
-    matches the pattern word's bare form ("nong" is "nóng"). Phrases are prepared once; each text is split
-    and folded once, however many phrases are looked for.
+    Words are compared whole (a phrase "dat" is not in "datxyz"). A word typed with accents must match
+    exactly, after NFC ("đặt", to order, is not "đắt", expensive; "nông" is not "nóng"). Folding is for text
+    typed without accents: when a text has no diacritics at all, its words match the phrase words' bare
+    forms ("ao nay dat qua" has "đắt"; ambiguous, as "dat" is "đặt" as often, but such a text says nothing
+    more). A text with diacritics anywhere is taken as typed with them, so its bare words are just bare
+    words: "dat" in "Áo này dat quá" is "dat", not "đắt". Phrases are prepared once; each text is split and
+    folded once, however many phrases are looked for.
+
+    `bare_matches_accented=False` never folds (the profanity list: "lon", a can, is not "lồn").
+    `fold_mixed_text=True` folds each bare word even in a text with diacritics elsewhere: for a flag, where a
+    false alarm costs a reviewer's look and a miss costs more ("hãy quen huong dan").
     """
 
-    def __init__(self, phrases: Iterable[str], *, bare_matches_accented: bool = True) -> None:
+    def __init__(
+        self, phrases: Iterable[str], *, bare_matches_accented: bool = True, fold_mixed_text: bool = False
+    ) -> None:
         self.phrases = [
             (tuple(parts), tuple(fold(part) for part in parts)) for parts in (words(p) for p in phrases) if parts
         ]
-        # strict matchers (the profanity list) want "lon" (a can) not to match "lồn"
         self.bare_matches_accented = bare_matches_accented
+        self.fold_mixed_text = fold_mixed_text
         # phrases by the bare form of their first word: a text is only checked against phrases that can start
         # at one of its words
         self._by_first: dict[str, list[int]] = {}
         for index, (_, folded) in enumerate(self.phrases):
             self._by_first.setdefault(folded[0], []).append(index)
 
-    def found(self, text: str) -> list[str]:
-        """The phrases found in `text` (words joined by spaces), in the order they were given."""
+    def spans(self, text: str) -> list[tuple[str, int, int]]:
+        """Every occurrence in `text`: (phrase, first word index, index after its last word), by start."""
         exact = words(text)
         folded_words = [fold(word) for word in exact]
-        bare = [
-            word if self.bare_matches_accented and folded_words[i] == word else None for i, word in enumerate(exact)
-        ]
-        hit: set[int] = set()
+        folds = self.bare_matches_accented and (self.fold_mixed_text or not has_diacritics(text))
+        # a word stands for its bare form only when it is one (no accents: "nong", not "nông")
+        bare = [word if folds and folded_words[i] == word else None for i, word in enumerate(exact)]
+        hits: list[tuple[str, int, int]] = []
         for start, first in enumerate(folded_words):
             for index in self._by_first.get(first, ()):
-                if index in hit:
-                    continue
                 parts, folded = self.phrases[index]
-                size = len(parts)
-                if start + size <= len(exact) and all(
-                    exact[start + i] == parts[i] or bare[start + i] == folded[i] for i in range(size)
+                end = start + len(parts)
+                if end <= len(exact) and all(
+                    exact[start + i] == parts[i] or bare[start + i] == folded[i] for i in range(len(parts))
                 ):
-                    hit.add(index)
-        return [" ".join(self.phrases[index][0]) for index in sorted(hit)]
+                    hits.append((" ".join(parts), start, end))
+        return hits
+
+    def found(self, text: str) -> list[str]:
+        """The phrases found in `text` (words joined by spaces), in the order they were given."""
+        hit = {phrase for phrase, _, _ in self.spans(text)}
+        return [joined for joined in (" ".join(parts) for parts, _ in self.phrases) if joined in hit]
 
     def matches(self, *texts: str) -> bool:
+        """Whether any text has any phrase; each text is judged on its own (typed with accents or not)."""
         return any(self.found(text) for text in texts)
 
-    def count(self, text: str) -> int:
-        return len(self.found(text))
+    def count(self, *texts: str) -> int:
+        """How many distinct phrases the texts hold between them."""
+        return len({phrase for text in texts for phrase in self.found(text)})
 
 
 def one_line(text: str) -> str:

@@ -1,6 +1,7 @@
 """Known feedback patterns for the offline generator. Adding one is adding one entry to HEURISTIC_PATTERNS.
 
-Phrases are matched accent-insensitively and as whole words, so "nóng" also matches "troi nong qua".
+Phrases are matched as whole words; in a text typed without any diacritics, accent-insensitively, so "nóng"
+also matches "troi nong qua" (autotrain.text.PhraseMatcher).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class HeuristicPattern:
     reasoning: str
     confidence: float
     rule_type: RuleType = RuleType.PROMPT_UPDATE
+    # other readings of the matched words: a match these cover does not count ("toi muon dat hang" is
+    # "đặt hàng", to order, not "đắt"). Only a text typed without accents can be read both ways.
+    feedback_not: tuple[str, ...] = ()
 
 
 HEURISTIC_PATTERNS: tuple[HeuristicPattern, ...] = (
@@ -54,9 +58,64 @@ HEURISTIC_PATTERNS: tuple[HeuristicPattern, ...] = (
         new_rule="- Hỏi ngân sách của khách trước khi gợi ý và chỉ đưa sản phẩm trong tầm giá đó",
         reasoning="Recommendations ignored the customer's budget",
         confidence=0.7,
+        feedback_not=(
+            "đặt hàng",
+            "đặt mua",
+            "đặt đơn",
+            "đặt lịch",
+            "đặt cọc",
+            "đặt trước",
+            "đạt yêu cầu",
+            "đạt được",
+        ),
     ),
 )
 
+
+# The feedback says the bot did not follow a rule when it has one of these and one of RULE_WORDS ("bot không
+# làm theo quy tắc", "ignored the rule"); "không làm theo yêu cầu" is about the customer's request, not a rule.
+NOT_FOLLOWED_PHRASES: tuple[str, ...] = (
+    "không làm theo",
+    "không theo",
+    "không tuân theo",
+    "không tuân thủ",
+    "chẳng theo",
+    "phớt lờ",
+    "lờ đi",
+    "bỏ qua",
+    "vi phạm",
+    "trái với",
+    "ngược với",
+    "đã có",
+    "dù có",
+    "mặc dù có",
+    "ignored",
+    "ignores",
+    "ignoring",
+    "did not follow",
+    "didn't follow",
+    "does not follow",
+    "doesn't follow",
+    "not following",
+    "violated",
+    "violates",
+    "broke",
+    "breaks",
+    "despite",
+    "against",
+    "there is a",
+    "already has",
+)
+RULE_WORDS: tuple[str, ...] = (
+    "quy tắc",
+    "quy định",
+    "nguyên tắc",
+    "luật",
+    "rule",
+    "rules",
+    "guideline",
+    "guidelines",
+)
 
 # Words that point the offline generator at a rule file when no pattern matches.
 MODULE_KEYWORDS: dict[str, tuple[str, ...]] = {
