@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from autotrain.text import fold
@@ -39,6 +39,11 @@ NGRAM_SIZES = (3, 4, 5)
 # high because a false merge (one rule for two different problems, one of them lost) costs more than a false
 # split (two near-duplicate rules, which issue 7's near-duplicate check is there to flag).
 DEFAULT_THRESHOLD = 0.40
+
+
+def complaint_text(feedback_text: str, query: str) -> str:
+    """What two feedbacks are compared on: the complaint, and the question it answers."""
+    return f"{feedback_text} {query}"
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,28 @@ def ngrams(text: str) -> Counter[str]:
     return grams
 
 
-def _idf(documents: Sequence[Counter[str]]) -> dict[str, float]:
-    total = len(documents)
-    frequency: Counter[str] = Counter()
-    for grams in documents:
-        frequency.update(grams.keys())
-    return {gram: math.log((1 + total) / (1 + count)) + 1.0 for gram, count in frequency.items()}
+@dataclass(frozen=True)
+class DocumentFrequencies:
+    """In how many stored feedbacks each gram occurs, out of `documents`: the corpus the weights come from.
+
+    Kept by the store as feedback arrives, so a pair of texts gets the same similarity whatever else is in
+    the batch (run-all) or under review (intake)."""
+
+    documents: int
+    counts: Mapping[str, int]
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> DocumentFrequencies:
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(ngrams(text).keys())
+        return cls(len(texts), counts)
+
+    def idf(self) -> tuple[dict[str, float], float]:
+        """Smoothed IDF of every known gram, and of a gram no document has (df = 0)."""
+        total = self.documents
+        idf = {gram: math.log((1 + total) / (1 + count)) + 1.0 for gram, count in self.counts.items()}
+        return idf, math.log(1 + total) + 1.0
 
 
 def _unit_vector(grams: Counter[str], idf: dict[str, float], unseen_idf: float) -> dict[str, float]:
@@ -95,22 +116,43 @@ def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
     return sum(a[gram] * b[gram] for gram in a.keys() & b.keys())
 
 
-def _vectors(texts: Sequence[str], corpus: Sequence[str] | None = None) -> list[dict[str, float]]:
-    grams = [ngrams(text) for text in texts]
-    idf_source = grams if corpus is None else [ngrams(text) for text in corpus]
-    idf = _idf(idf_source)
-    unseen_idf = math.log(1 + len(idf_source)) + 1.0  # a gram no document has: df = 0
-    return [_unit_vector(counts, idf, unseen_idf) for counts in grams]
+def _vectors(texts: Sequence[str], frequencies: DocumentFrequencies | None = None) -> list[dict[str, float]]:
+    idf, unseen_idf = (frequencies or DocumentFrequencies.of(texts)).idf()
+    return [_unit_vector(ngrams(text), idf, unseen_idf) for text in texts]
 
 
-def similarity(a: str, b: str, corpus: Sequence[str] | None = None) -> float:
+def similarity(a: str, b: str, corpus: Sequence[str] | DocumentFrequencies | None = None) -> float:
     """Cosine of the two texts' TF-IDF vectors, in [0, 1].
 
-    IDF comes from `corpus` when given (grams it lacks get the highest weight), otherwise from the pair
-    itself. A text with no letters or digits has no vector and is similar to nothing (0.0), itself included.
+    IDF comes from `corpus` when given (texts, or the store's document frequencies; grams it lacks get the
+    highest weight), otherwise from the pair itself. A text with no letters or digits has no vector and is
+    similar to nothing (0.0), itself included.
     """
-    left, right = _vectors([a, b], corpus)
+    frequencies = DocumentFrequencies.of(corpus) if isinstance(corpus, Sequence) else corpus
+    left, right = _vectors([a, b], frequencies)
     return min(1.0, max(0.0, _cosine(left, right)))
+
+
+def best_match(
+    text: str,
+    candidates: Sequence[tuple[str, Sequence[str]]],
+    frequencies: DocumentFrequencies,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> tuple[str, float] | None:
+    """The candidate (key, its texts) whose nearest text is most similar to `text`, when that similarity
+    reaches `threshold` — single link, as cluster_feedback joins — or None."""
+    idf, unseen_idf = frequencies.idf()
+    vector = _unit_vector(ngrams(text), idf, unseen_idf)
+    if not vector:
+        return None
+    best: tuple[str, float] | None = None
+    for key, texts in candidates:
+        for other in texts:
+            score = _cosine(vector, _unit_vector(ngrams(other), idf, unseen_idf))
+            if score >= threshold and (best is None or score > best[1]):
+                best = (key, score)
+    return best
 
 
 class _UnionFind:
@@ -134,16 +176,22 @@ class _UnionFind:
                 self.parent[root_a] = root_b
 
 
-def cluster_feedback(items: Sequence[FeedbackText], *, threshold: float = DEFAULT_THRESHOLD) -> list[Cluster]:
+def cluster_feedback(
+    items: Sequence[FeedbackText],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    frequencies: DocumentFrequencies | None = None,
+) -> list[Cluster]:
     """Group near-duplicate feedback: character n-gram (3–5 grams over the folded text, with word boundaries
     padded) TF-IDF vectors, cosine similarity, single-link agglomeration above `threshold` (union-find).
     Every item is in exactly one cluster; clusters are ordered by their first item's position.
 
-    IDF is computed over `items`, so a word every complaint shares ("bot", "gợi ý") counts for little. Two
+    IDF comes from `frequencies` (the stored corpus) when given, else from `items`; either way a word every
+    complaint shares ("bot", "gợi ý") counts for little. Two
     items join when their cosine is at least `threshold`; a text with nothing to compare (empty, only
     punctuation) stays alone.
     """
-    vectors = _vectors([item.text for item in items])
+    vectors = _vectors([item.text for item in items], frequencies)
     groups = _UnionFind(len(vectors))
     for i, left in enumerate(vectors):
         if not left:

@@ -63,7 +63,7 @@ COPY_MIN_CHARS = 40  # a verbatim run this long from the feedback is a copy, not
 NEAR_DUPLICATE_RATIO = 0.88
 
 
-_INJECTION = PhraseMatcher(INJECTION_PHRASES)
+_INJECTION = PhraseMatcher(INJECTION_PHRASES, fold_mixed_text=True)  # a flag: a false alarm costs a look
 # "ignore your previous instructions", "bỏ qua tất cả các hướng dẫn trước": a verb, a few words, an object
 # (matched on the folded text: lower case, no accents, punctuation as spaces)
 _INJECTION_SHAPE = re.compile(

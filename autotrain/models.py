@@ -150,6 +150,7 @@ class Feedback(BaseModel):
     last_error: str | None = None
     flags: list[str] = Field(default_factory=list)  # e.g. "offensive" (content filter)
     rule_id: str | None = None
+    recurrence_of: str | None = None  # the deployed rule whose complaint this is again
     created_at: datetime
     updated_at: datetime
 
@@ -218,7 +219,8 @@ class Rule(BaseModel):
     rolled_back_by: str | None = None
     rolled_back_at: datetime | None = None
     rollout_percent: int | None = None  # while deployed: 100, or a canary's share of users
-    cluster_size: int = 1  # feedbacks this rule answers (run-all groups near-duplicates)
+    cluster_size: int = 1  # feedbacks this rule answers (the same complaint is attached to one rule)
+    recurrences: int = 0  # feedbacks with the same complaint after it was deployed
 
     @property
     def canary(self) -> bool:
@@ -326,6 +328,7 @@ class EventKind(StrEnum):
     RULE_ROLLED_BACK = "rule_rolled_back"
     RULE_PROMOTED = "rule_promoted"
     RULE_GROUPED = "rule_grouped"  # more feedback attached to it (a cluster)
+    RULE_RECURRED = "rule_recurred"  # its complaint came back after it was deployed
 
 
 class NewEvent(BaseModel):

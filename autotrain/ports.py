@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from autotrain.clustering import DocumentFrequencies
 from autotrain.models import (
     AuditEntry,
     Deployment,
@@ -55,7 +56,9 @@ class RuleGenerator(Protocol):
     name: str
     quotes_feedback: bool  # True when its rules quote the feedback on purpose (no copy check then)
 
-    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult: ...
+    async def generate(
+        self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]], *, recurrence: Rule | None = None
+    ) -> GenerationResult: ...
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,10 @@ class FeedbackStore(Protocol):
         now: datetime,
         flags: tuple[str, ...] = (),
         closed_because: str | None = None,
+        settled: bool = False,
     ) -> Feedback:
-        """Store feedback as pending; or, with `closed_because`, stored already rejected (never dropped)."""
+        """Store feedback as pending; with `closed_because`, already rejected (never dropped); `settled`:
+        already processed (praise: counted, no rule)."""
         ...
 
     async def get_feedback(self, feedback_id: str) -> Feedback | None: ...
@@ -179,6 +184,33 @@ class FeedbackStore(Protocol):
     async def requeue_interrupted_feedback(self, *, now: datetime) -> list[str]:
         """processing with no rule and an expired lease → pending (its process stopped); returns the ids.
         A generation another live process is running keeps renewing its lease, so it is never requeued."""
+        ...
+
+
+@dataclass(frozen=True)
+class ComplaintCandidate:
+    """A rule a new feedback may be the same complaint as: the rule, its feedback's type, and the complaint
+    texts (clustering.complaint_text) of its newest feedbacks."""
+
+    rule: Rule
+    feedback_type: FeedbackType
+    texts: list[str]
+
+
+class ComplaintStore(Protocol):
+    """The complaint corpus (document frequencies over all stored feedback) and the rules to compare with."""
+
+    async def document_frequencies(self, texts: Sequence[str]) -> DocumentFrequencies:
+        """The corpus's document frequencies of the n-grams of these texts (and the number of documents)."""
+        ...
+
+    async def complaint_candidates(self, statuses: Sequence[RuleStatus]) -> list[ComplaintCandidate]: ...
+
+    async def mark_recurrence(
+        self, feedback_id: str, rule_id: str, *, actor_id: str, now: datetime, event: NewEvent | None = None
+    ) -> Rule | None:
+        """Record the feedback as a recurrence of deployed rule `rule_id`; the rule after, or None when the
+        feedback was already marked."""
         ...
 
 
@@ -414,6 +446,7 @@ class EventOutbox(Protocol):
 
 class Store(
     FeedbackStore,
+    ComplaintStore,
     RuleStore,
     DeploymentStore,
     ReviewCardStore,

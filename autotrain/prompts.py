@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autotrain.models import Feedback
+from autotrain.models import Feedback, Rule
 
 SYSTEM_PROMPT = """\
 You maintain the prompt rules of a fashion-stylist chatbot that talks with customers in Vietnamese.
@@ -65,7 +65,9 @@ def _fence(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def build_user_message(feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> str:
+def build_user_message(
+    feedback: Feedback, current_rules: Mapping[str, Sequence[str]], recurrence: Rule | None = None
+) -> str:
     files = "\n".join(
         # rule lines are ours (reviewed by admins) and are shown raw, so that old_rule can quote them exactly
         f'<file name="{name}">\n' + ("\n".join(lines) or "(no rules yet)") + "\n</file>"
@@ -78,5 +80,14 @@ def build_user_message(feedback: Feedback, current_rules: Mapping[str, Sequence[
         f"<bot_response>{_fence(feedback.ai_response)}</bot_response>\n"
         f"<feedback_text>{_fence(feedback.feedback_text)}</feedback_text>\n"
         "</feedback>\n\n"
-        "Suggest a prompt rule to prevent this issue, as described in your instructions."
+        + (
+            f'<recurrence rule_id="{recurrence.rule_id}" file="{recurrence.module_name}">\n'
+            f"This same complaint came back after this rule was deployed, so the rule did not prevent it:\n"
+            f"{recurrence.new_rule}\n"
+            "Propose a change that would: replace that line (old_rule) with a clearer or stronger one, or decline"
+            " if a prompt rule cannot fix it.\n</recurrence>\n\n"
+            if recurrence is not None
+            else ""
+        )
+        + "Suggest a prompt rule to prevent this issue, as described in your instructions."
     )

@@ -314,7 +314,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
-        elif isinstance(exc, StoreFull):  # someone has to free room first: not as soon as a lock
+        elif isinstance(exc, StoreFull | RuleFileWriteFailed):  # room has to be freed first: not as soon as a lock
             headers = {"Retry-After": "60"}
         elif isinstance(exc, StoreBusy):
             headers = {"Retry-After": "5"}

@@ -24,7 +24,7 @@ import pydantic
 from anthropic import AsyncAnthropic
 
 from autotrain.errors import GenerationFailed
-from autotrain.models import Feedback, GenerationInfo, RuleProposal, RuleType
+from autotrain.models import Feedback, GenerationInfo, Rule, RuleProposal, RuleType
 from autotrain.ports import GenerationResult
 from autotrain.prompts import SYSTEM_PROMPT, RuleAnswer, build_user_message, unfence
 from autotrain.settings import Settings
@@ -72,8 +72,10 @@ class ClaudeRuleGenerator:
             throttle=Throttle(settings.claude_rate_limit, settings.rate_limit_storage),
         )
 
-    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
-        message = build_user_message(feedback, current_rules)
+    async def generate(
+        self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]], *, recurrence: Rule | None = None
+    ) -> GenerationResult:
+        message = build_user_message(feedback, current_rules, recurrence)
         input_tokens = output_tokens = 0
         requests = 0
         started = time.perf_counter()

@@ -20,6 +20,7 @@ from autotrain.ports import PipelineNotifier, RuleGenerator, RuleHistory
 from autotrain.rulefiles import RuleFiles
 from autotrain.service import PipelineService, Readers
 from autotrain.settings import Settings
+from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
 from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.intake import SubmitFeedback
@@ -228,6 +229,7 @@ async def open_runtime(
         generator=generator,
         rule_files=rule_files,
         deploys=deploys,
+        complaints=Complaints(complaints=store, options=options),
         clock=clock,
         options=options,
         wake=events.wake,
@@ -244,7 +246,13 @@ async def open_runtime(
         ),
         generation=generation,
         run_all=RunAll(
-            feedback=store, rules=store, generation=generation, clock=clock, options=options, wake=events.wake
+            feedback=store,
+            rules=store,
+            complaints=store,
+            generation=generation,
+            clock=clock,
+            options=options,
+            wake=events.wake,
         ),
         review=ReviewRules(rules=store, feedback=store, rule_files=rule_files, clock=clock, wake=events.wake),
         deploys=deploys,

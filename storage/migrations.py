@@ -221,6 +221,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deployments ADD COLUMN commit_error TEXT;
     CREATE INDEX ix_deployments_commit_error ON deployments (id) WHERE commit_error IS NOT NULL;
     """,
+    # 10: one complaint, one card. The document frequency of every n-gram over all stored feedback (the row
+    # with gram '' holds the number of documents), so similarity does not shift with the batch; the deployed
+    # rule a feedback is a recurrence of; how often a rule's complaint came back.
+    """
+    CREATE TABLE complaint_grams (
+        gram TEXT PRIMARY KEY,
+        df   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE feedbacks ADD COLUMN recurrence_of TEXT;
+    CREATE INDEX ix_feedbacks_recurrence ON feedbacks (recurrence_of, created_at) WHERE recurrence_of IS NOT NULL;
+    ALTER TABLE generated_rules ADD COLUMN recurrences INTEGER NOT NULL DEFAULT 0;
+    -- an empty database starts counting at once; one with feedback is counted once, in Python, on first use
+    INSERT INTO complaint_grams (gram, df) SELECT '', 0 WHERE NOT EXISTS (SELECT 1 FROM feedbacks);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

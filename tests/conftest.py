@@ -87,6 +87,9 @@ def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings
         "claude_rate_limit": "100000/minute",
         "slack_post_rate_limit": "100000/second",
         "git_history": False,  # tested in test_git_history.py and test_rollout.py; elsewhere the folder stays bare
+        # one complaint, one rule: tested on its own (test_one_complaint_one_card.py, test_run_all_clustering.py);
+        # elsewhere a test may make several rules from one feedback text
+        "cluster_threshold": None,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

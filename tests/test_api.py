@@ -269,15 +269,16 @@ async def test_run_all_skips_praise_and_leaves_processed_feedback_alone(
     client: httpx.AsyncClient, admin_headers: Headers
 ) -> None:
     await pending_rule(client, admin_headers)  # FB-1001 already has RUL-1001
-    praise_id = await submit(client, admin_headers, PRAISE_FEEDBACK)
+    praise_id = await submit(client, admin_headers, PRAISE_FEEDBACK)  # processed at once: never in the backlog
+    assert (await get_feedback(client, admin_headers, praise_id))["status"] == "processed"
     height_id = await submit(client, admin_headers, HEIGHT_FEEDBACK)
     response = await client.post("/autotrain/run-all", headers=admin_headers)
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "total": 2,
-        "processed": 2,
+        "total": 1,
+        "processed": 1,
         "rules_created": ["RUL-1002"],
-        "skipped": [praise_id],
+        "skipped": [],
         "errors": [],
         "clusters": [],
     }
@@ -806,8 +807,9 @@ async def test_feedback_pagination(client: httpx.AsyncClient, admin_headers: Hea
 async def test_feedback_filters(client: httpx.AsyncClient, admin_headers: Headers) -> None:
     await submit(client, admin_headers, WEATHER_FEEDBACK)  # FB-1001, bug → processed
     await submit(client, admin_headers, HEIGHT_FEEDBACK)  # FB-1002, bug, pending
-    await submit(client, admin_headers, PRAISE_FEEDBACK)  # FB-1003, praise, pending
+    await submit(client, admin_headers, PRAISE_FEEDBACK)  # FB-1003, praise, processed at once
     await submit(client, admin_headers, with_(feedback_type="suggestion"))  # FB-1004
+    await submit(client, admin_headers, with_(feedback_type="suggestion", feedback_text="Thêm gợi ý phụ kiện"))
     assert (await client.post("/autotrain/generate/FB-1001", headers=admin_headers)).status_code == 200
 
     async def ids(query: str) -> tuple[list[str], int]:
@@ -816,14 +818,14 @@ async def test_feedback_filters(client: httpx.AsyncClient, admin_headers: Header
         body = response.json()
         return [item["feedback_id"] for item in body["items"]], body["total"]
 
-    assert await ids("status=processed") == (["FB-1001"], 1)
-    assert await ids("status=pending") == (["FB-1002", "FB-1003", "FB-1004"], 3)
+    assert await ids("status=processed") == (["FB-1001", "FB-1003"], 2)
+    assert await ids("status=pending") == (["FB-1002", "FB-1004", "FB-1005"], 3)
     assert await ids("status=rejected") == ([], 0)
     assert await ids("feedback_type=bug") == (["FB-1001", "FB-1002"], 2)
     assert await ids("feedback_type=praise") == (["FB-1003"], 1)
-    assert await ids("feedback_type=suggestion") == (["FB-1004"], 1)
+    assert await ids("feedback_type=suggestion") == (["FB-1004", "FB-1005"], 2)
     assert await ids("status=pending&feedback_type=bug") == (["FB-1002"], 1)
-    assert await ids("status=pending&limit=1&offset=1") == (["FB-1003"], 3)
+    assert await ids("status=pending&limit=1&offset=1") == (["FB-1004"], 3)
 
 
 async def test_rule_filters(client: httpx.AsyncClient, admin_headers: Headers) -> None:
@@ -864,18 +866,22 @@ async def test_corrupt_rule_file_is_never_overwritten(
     assert (await deployments(client, admin_headers))["total"] == 1
 
 
-async def test_redeploying_an_existing_line_is_a_noop(
+async def test_the_same_complaint_after_a_deploy_strengthens_the_line(
     client: httpx.AsyncClient, admin_headers: Headers, rules_dir: Path
 ) -> None:
+    """Not a copy of the deployed line (a no-op): that line, made more explicit, replacing it."""
     first = await deployed_rule(client, admin_headers, WEATHER_FEEDBACK)
-    after_first = rules_file(rules_dir).read_bytes()
     second = await approved_rule(client, admin_headers, with_(feedback_text="Nóng thế mà còn gợi ý áo khoác"))
     assert second != first
+    rule = await get_rule(client, admin_headers, second)
+    assert rule["old_rule"] == NEW_WEATHER_RULE
+    assert rule["new_rule"] != NEW_WEATHER_RULE and NEW_WEATHER_RULE[2:] in rule["new_rule"]
+    assert "existing_rule_not_followed" in rule["warnings"] and "duplicate" not in rule["warnings"]
     response = await client.post(f"/autotrain/rules/{second}/deploy", headers=admin_headers)
     assert response.status_code == 200, response.text
-    assert response.json()["deployment"]["outcome"] == "noop"
-    assert rules_file(rules_dir).read_bytes() == after_first
-    assert read_rule_lines(rules_dir).count(NEW_WEATHER_RULE) == 1
+    assert response.json()["deployment"]["outcome"] == "replaced"
+    lines = read_rule_lines(rules_dir)
+    assert NEW_WEATHER_RULE not in lines and lines.count(rule["new_rule"]) == 1
 
 
 # ---------------------------------------------------------------------- chatbot reload hook

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from autotrain.models import Feedback, FeedbackIn, FeedbackStatus
+from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, Rule
 from autotrain.options import utcnow
 from autotrain.ports import GenerationResult
 from bot.runtime import build_generator, open_runtime
@@ -27,7 +27,9 @@ class GatedGenerator:
         self.started = asyncio.Event()
         self.calls = 0
 
-    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
+    async def generate(
+        self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]], *, recurrence: Rule | None = None
+    ) -> GenerationResult:
         self.calls += 1
         self.started.set()
         await self.gate.wait()
@@ -101,6 +103,7 @@ async def test_a_long_generation_keeps_renewing_its_lease(tmp_path: Path, rules_
 
     from autotrain.options import PipelineOptions
     from autotrain.rulefiles import RuleFiles
+    from autotrain.usecases.complaints import Complaints
     from autotrain.usecases.deploys import DeployRules
     from autotrain.usecases.generation import GenerateRules
     from autotrain.usecases.locks import RuleFileLocks
@@ -134,6 +137,7 @@ async def test_a_long_generation_keeps_renewing_its_lease(tmp_path: Path, rules_
             generator=generator,
             rule_files=rule_files,
             deploys=deploys,
+            complaints=Complaints(complaints=store, options=options),
             clock=utcnow,
             options=options,
             wake=lambda: None,

@@ -115,9 +115,7 @@ async def test_a_stale_git_lock_is_cleared_and_the_deploy_committed(tmp_path: Pa
         await runtime.close()
 
 
-async def test_a_held_git_lock_is_shown_in_status_on_the_card_and_as_an_alert(
-    tmp_path: Path, rules_dir: Path
-) -> None:
+async def test_a_held_git_lock_is_shown_in_status_on_the_card_and_as_an_alert(tmp_path: Path, rules_dir: Path) -> None:
     """A commit that cannot happen is no longer visible only in the log: the deployment keeps the reason, and
     /status, /metrics, the rule's card and the git_history alert show it until a later commit includes it."""
     from bot.slack import blocks

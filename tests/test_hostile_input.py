@@ -331,6 +331,16 @@ async def flagged_as_injection(world: World, response: httpx.Response) -> None:
     assert rule["status"] == "pending"  # stored for an admin to read, never auto-approved
 
 
+async def declined_as_injection(world: World, response: httpx.Response) -> None:
+    """No pattern matches: the offline generator would have to quote the feedback, so it declines."""
+    feedback_id = response.json()["feedback_id"]
+    generated = await world.http.post(f"/autotrain/generate/{feedback_id}", headers=admin())
+    assert generated.status_code == 409, generated.text
+    assert "declined" in generated.text and "possible_injection" in generated.text
+    fetched = await world.http.get(f"/autotrain/feedback/{feedback_id}", headers=admin())
+    assert fetched.json()["status"] == "rejected" and fetched.json()["rule_id"] is None
+
+
 def strings(node: Any) -> list[str]:
     if isinstance(node, dict):
         return [s for value in node.values() for s in strings(value)]
@@ -468,12 +478,26 @@ CASES: list[Case] = [
     # what users type that targets Slack or the model
     Case(
         "mrkdwn-injection-card",
-        post_json(feedback(feedback_text=f"Bot sai: {MRKDWN}")),
+        # a known complaint, so that a rule (and its card) comes of it: a draft would decline to quote the link
+        post_json(feedback(feedback_text=f"Đắt quá, bot sai: {MRKDWN}")),
         201,
         stores=1,
         check=card_is_escaped,
     ),
-    Case("prompt-injection", post_json(feedback(feedback_text=INJECTION)), 201, stores=1, check=flagged_as_injection),
+    Case(
+        "prompt-injection",
+        post_json(feedback(feedback_text=f"Đắt quá. {INJECTION}")),
+        201,
+        stores=1,
+        check=flagged_as_injection,
+    ),
+    Case(
+        "prompt-injection-alone",
+        post_json(feedback(feedback_text=INJECTION)),
+        201,
+        stores=1,
+        check=declined_as_injection,
+    ),
     Case(
         "slack-form-feedback_text-4001",
         slack_feedback_form(feedback_text="x" * 4001),

@@ -68,7 +68,8 @@ async def served(tmp_path: Path, rules_dir: Path, clock: FakeClock, **overrides:
 
 async def seed(service: PipelineService, clock: FakeClock, store: SqliteStore) -> None:
     """Day one: five feedbacks, one rule approved after 2 h and deployed. Day two: a rule approved after 30 min
-    and deployed, one left pending, one generation that failed. The clock ends on day two at 10:00."""
+    and deployed, one left pending, one generation that failed (praise is processed when it arrives). The clock
+    ends on day two at 10:00."""
     clock.now = DAY_ONE
     weather = await submit(service, WEATHER_FEEDBACK)
     height = await submit(service, HEIGHT_FEEDBACK)
@@ -179,8 +180,8 @@ async def test_metrics_match_the_database(tmp_path: Path, rules_dir: Path) -> No
         feedback = db_groups(database, "SELECT status, COUNT(*) FROM feedbacks GROUP BY status")
         for status in ("pending", "processing", "processed", "rejected"):
             assert value(samples, "autotrain_feedback", status=status) == feedback.get(status, 0), status
-        assert feedback == {"pending": 2, "processed": 3}
-        assert value(samples, "autotrain_feedback_pending") == feedback["pending"] == 2
+        assert feedback == {"pending": 1, "processed": 4}  # praise is processed when it arrives
+        assert value(samples, "autotrain_feedback_pending") == feedback["pending"] == 1
 
         by_type = db_groups(database, "SELECT feedback_type, COUNT(*) FROM feedbacks GROUP BY feedback_type")
         assert by_type == {"bug": 3, "suggestion": 1, "praise": 1}
@@ -225,7 +226,7 @@ async def test_status_shows_the_same_figures(tmp_path: Path, rules_dir: Path) ->
         status = response.json()
         metrics = status["metrics"]
         assert metrics is not None
-        assert metrics["pending_feedback"] == value(samples, "autotrain_feedback_pending") == 2
+        assert metrics["pending_feedback"] == value(samples, "autotrain_feedback_pending") == 1
         assert metrics["generation_error_rate"] == pytest.approx(value(samples, "autotrain_generation_error_rate"))
         assert metrics["generation_attempts_in_window"] == 3
         assert metrics["generation_failures_in_window"] == 1
@@ -238,7 +239,7 @@ async def test_status_shows_the_same_figures(tmp_path: Path, rules_dir: Path) ->
         assert metrics["pending_rules"] == 1
         assert metrics["approval_seconds_avg"] == pytest.approx(value(samples, "autotrain_approval_seconds_avg"))
         assert metrics["approval_seconds_p90"] == pytest.approx(value(samples, "autotrain_approval_seconds_p90"))
-        assert metrics["oldest_pending_feedback_id"] == "FB-1004"
+        assert metrics["oldest_pending_feedback_id"] == "FB-1005"
 
 
 async def test_metrics_are_read_from_the_database_at_each_scrape(tmp_path: Path, rules_dir: Path) -> None:
@@ -253,8 +254,8 @@ async def test_metrics_are_read_from_the_database_at_each_scrape(tmp_path: Path,
         before = (await scrape(app.http, bearer(Role.ADMIN))).text
         await submit(app.service, WAITING_FEEDBACK)
         after = parse((await scrape(app.http, bearer(Role.ADMIN))).text)
-        assert value(after, "autotrain_feedback_pending") == 3
-        assert value(after, "autotrain_feedback", status="pending") == 3
+        assert value(after, "autotrain_feedback_pending") == 2
+        assert value(after, "autotrain_feedback", status="pending") == 2
         assert value(after, "autotrain_feedback_by_type", type="bug") == 4
     async with served(tmp_path, rules_dir, clock) as restarted:
         again = parse((await scrape(restarted.http, bearer(Role.ADMIN))).text)

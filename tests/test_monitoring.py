@@ -42,7 +42,9 @@ class FailingGenerator:
 
     name = "failing"
 
-    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
+    async def generate(
+        self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]], *, recurrence: Rule | None = None
+    ) -> GenerationResult:
         raise ConnectionError("upstream unavailable")
 
 
@@ -518,11 +520,11 @@ async def test_metrics_pending_counts_and_oldest_pending(
 
     metrics = await runtime.monitor.metrics()
     assert metrics.at == T0 + timedelta(hours=4)
-    assert metrics.pending_feedback == 2
+    assert metrics.pending_feedback == 1  # the praise (ids[3]) was processed when it arrived
     assert metrics.oldest_pending_feedback_id == ids[2] == "FB-1003"
     assert metrics.oldest_pending_at == T0 + timedelta(hours=2)
     assert metrics.pending_rules == 1
-    assert metrics.feedback_by_status == {"pending": 2, "processing": 0, "processed": 1, "rejected": 1}
+    assert metrics.feedback_by_status == {"pending": 1, "processing": 0, "processed": 2, "rejected": 1}
     assert metrics.feedback_by_type == {"bug": 2, "suggestion": 1, "praise": 1}
     assert metrics.rules_by_status["pending"] == 1
     assert metrics.rules_by_status["rejected"] == 1

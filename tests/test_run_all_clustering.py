@@ -18,11 +18,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from autotrain.clustering import DEFAULT_THRESHOLD
 from autotrain.errors import GenerationFailed
 from autotrain.generators.heuristic import HeuristicRuleGenerator
-from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, GenerationInfo, RuleStatus
+from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, GenerationInfo, Rule, RuleStatus
 from autotrain.ports import GenerationResult
 from autotrain.service import PipelineService
+from autotrain.settings import Settings
 from bot.api import create_app
 from bot.runtime import Runtime, build_generator, open_runtime
 from tests.conftest import ADMIN, REPORTER, make_settings
@@ -71,11 +73,17 @@ async def submit_fixture(service: PipelineService) -> dict[str, str]:
 
 
 @pytest.fixture
+def settings(tmp_path: Path, rules_dir: Path) -> Settings:
+    """Grouping on, as it is by default (tests/conftest.py turns it off for the other tests)."""
+    return make_settings(tmp_path, rules_dir, cluster_threshold=DEFAULT_THRESHOLD)
+
+
+@pytest.fixture
 async def open_heuristic(tmp_path: Path, rules_dir: Path) -> AsyncIterator[Any]:
     opened: list[Runtime] = []
 
     async def opener(**overrides: Any) -> Runtime:
-        settings = make_settings(tmp_path, rules_dir, **overrides)
+        settings = make_settings(tmp_path, rules_dir, **{"cluster_threshold": DEFAULT_THRESHOLD, **overrides})
         runtime = await open_runtime(settings, generator=SwitchableGenerator(build_generator(settings)))
         assert runtime.generator.name == "heuristic"
         opened.append(runtime)
@@ -193,13 +201,16 @@ async def test_praise_is_never_clustered(open_heuristic: Any) -> None:
         REPORTER,
     )
 
+    for praised in (p1, p2, p3):  # processed when it arrives: never pending, never attached to anything
+        assert praised.status is FeedbackStatus.PROCESSED and praised.rule_id is None
     summary = await service.run_all(ADMIN)
 
     assert summary.clusters == []
-    assert summary.skipped == sorted([p1.feedback_id, p2.feedback_id, p3.feedback_id])
+    assert summary.skipped == []
+    assert summary.total == 1
     assert len(summary.rules_created) == 1
     assert summary.errors == []
-    assert summary.processed == summary.total == 4
+    assert summary.processed == summary.total
     for feedback in (p1, p2, p3):
         stored = await service.get_feedback(feedback.feedback_id)
         assert stored.status is FeedbackStatus.PROCESSED
@@ -243,11 +254,13 @@ class FailsFor(HeuristicRuleGenerator):
         self.failing = failing
         self.asked: list[str] = []
 
-    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
+    async def generate(
+        self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]], *, recurrence: Rule | None = None
+    ) -> GenerationResult:
         self.asked.append(feedback.feedback_id)
         if feedback.feedback_id in self.failing:
             raise GenerationFailed("the generator is unavailable", info=GenerationInfo(generator=self.name))
-        return await super().generate(feedback, current_rules)
+        return await super().generate(feedback, current_rules, recurrence=recurrence)
 
 
 async def test_a_failed_generation_leaves_the_whole_group_pending(open_heuristic: Any) -> None:
@@ -306,7 +319,9 @@ async def test_a_failed_generation_leaves_the_whole_group_pending(open_heuristic
 
 @pytest.fixture
 async def slack_app(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) -> AsyncIterator[FastAPI]:
-    app = create_app(slack_settings(tmp_path, rules_dir, slack_api, auto_generate=False))
+    app = create_app(
+        slack_settings(tmp_path, rules_dir, slack_api, auto_generate=False, cluster_threshold=DEFAULT_THRESHOLD)
+    )
     async with app.router.lifespan_context(app):
         yield app
 

@@ -244,7 +244,8 @@ async def test_card_with_markup_heavy_text_still_shows_the_feedback(slack: Slack
     payload = {
         "query": "<b>áo</b> & <i>quần</i> " * 80,
         "ai_response": ("<p>Áo khoác &amp; quần <br/> <a href='x'>xem</a></p>\n" * 200)[:8000],
-        "feedback_text": "Bot trả lời toàn mã HTML, không đọc được. " * 20,
+        # a known complaint (the price pattern): a draft would decline to quote markup
+        "feedback_text": "Đắt quá. " + "Bot trả lời toàn mã HTML, không đọc được. " * 20,
         "feedback_type": "bug",
     }
     rule_id = await submit_and_generate(slack.service, payload)

@@ -172,7 +172,7 @@ async def test_status_shows_the_counts(slack: SlackSimulator) -> None:
     assert reply["response_type"] == "ephemeral"
     assert reply["blocks"], "status answers with blocks"
     text = all_text(reply)
-    assert "*Feedback* pending *1* · processing *0* · processed *1*" in text  # praise is not generated
+    assert "*Feedback* pending *0* · processing *0* · processed *2*" in text  # praise: processed at once, no rule
     assert "bug *1*" in text and "praise *1*" in text
     assert "*Rules* pending *1* · approved *0*" in text  # RUL-1001 waits for review
     assert "0 in all" in text

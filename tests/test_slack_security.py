@@ -195,7 +195,10 @@ def strings(node: Any) -> list[str]:
 
 
 async def test_user_text_on_a_card_is_escaped(slack: SlackSimulator) -> None:
-    response = await slack.submit_feedback(query=f"hỏi {EVIL}", feedback_text=f"Bot sai: {EVIL}", ai_response=EVIL)
+    # a known complaint (the price pattern), so a rule and its card come of it: a draft would decline to quote it
+    response = await slack.submit_feedback(
+        query=f"hỏi {EVIL}", feedback_text=f"Đắt quá, bot sai: {EVIL}", ai_response=EVIL
+    )
     assert response.status_code == 200
     posts = await slack.api.wait_for("chat.postMessage")
     card = posts[0].params

@@ -73,7 +73,8 @@ class DeployRules:
         """Deploy to every user, or (rollout_percent below 100, JSON rule files only) as a canary."""
         require_permission(actor, Action.DEPLOY)
         rule = await rule_or_404(self.rules, rule_id)
-        check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
+        if not await self._left_pending(rule_id):
+            check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
         check_rollout(rule, rollout_percent)
         promotions: list[Deployment] = []
         async with self.locks.hold(rule.module_name):
@@ -142,7 +143,8 @@ class DeployRules:
         """Take a canary to every user: the rule it replaces goes for everyone."""
         require_permission(actor, Action.DEPLOY)
         rule = await rule_or_404(self.rules, rule_id)
-        _check_canary(rule)
+        if not await self._left_pending(rule_id):
+            _check_canary(rule)
         async with self.locks.hold(rule.module_name):
             await self._catch_up(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
@@ -198,7 +200,8 @@ class DeployRules:
         """Revert this rule's change on the current file; later deploys stay."""
         require_permission(actor, Action.ROLLBACK)
         rule = await rule_or_404(self.rules, rule_id)
-        check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
+        if not await self._left_pending(rule_id):
+            check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
         async with self.locks.hold(rule.module_name):
             await self._catch_up(rule.module_name)
             rule = await rule_or_404(self.rules, rule_id)
@@ -238,6 +241,11 @@ class DeployRules:
         if isinstance(model, HandEdited):
             return previous, document, None, True
         return previous, document, model, False
+
+    async def _left_pending(self, rule_id: str) -> bool:
+        """A change of this rule left pending (its outcome could not be recorded: a full disk, a crash): the
+        rule's status is not the truth yet, so the early refusal waits for the catch-up under the lock."""
+        return any(d.rule_id == rule_id for d in await self.deployments.pending_deployments())
 
     async def _catch_up(self, module_name: str) -> None:
         """Under the file's lock, before a change: settle a deployment left pending (a busy database or a
@@ -295,12 +303,18 @@ class DeployRules:
                     )
             except BaseException as exc:
                 error = exc.message if isinstance(exc, AutotrainError) else repr(exc)
-                await self._until_recorded(
-                    lambda: self.deployments.abort_deployment(
+                try:  # once: the file was not written, so a row left pending is safe (the catch-up aborts it)
+                    await self.deployments.abort_deployment(
                         deployment_id, error=error, actor_id=actor.id, now=self.clock()
                     )
-                )
-                raise
+                except StoreBusy as unrecorded:
+                    log.warning(
+                        "%s: the abort of deployment %s is not recorded yet: %s",
+                        rule.rule_id,
+                        deployment_id,
+                        unrecorded.message,
+                    )
+                raise  # what went wrong with the file, not the database's complaint about the abort
         # The file is written: from here the change is a fact, and recording it may wait for a busy database
         # rather than answer "try again". Its event is held until the reload result is recorded.
         deployment = await self._until_recorded(

@@ -26,6 +26,7 @@ from autotrain.policy import AUTO_APPROVER, SYSTEM_ACTOR, Action, Actor, auto_ap
 from autotrain.ports import FeedbackStore, GenerationLog, RuleGenerator, RuleStore
 from autotrain.proposals import validate_proposal
 from autotrain.rulefiles import RuleFiles
+from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
 from autotrain.usecases.lookup import feedback_or_404, rule_or_404
 
@@ -51,11 +52,13 @@ class GenerateRules:
         generator: RuleGenerator,
         rule_files: RuleFiles,
         deploys: DeployRules,
+        complaints: Complaints,
         clock: Clock,
         options: PipelineOptions,
         wake: Callable[[], None],
     ) -> None:
         self.feedback = feedback
+        self.complaints = complaints
         self.rules = rules
         self.generation_log = generation_log
         self.generator = generator
@@ -65,6 +68,7 @@ class GenerateRules:
         self.options = options
         self.wake = wake
         self._generations: dict[str, asyncio.Task[Rule | NoRule]] = {}
+        self._generating: dict[str, Feedback] = {}  # in the order they started (see _rule_of_same_complaint)
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ in the background
@@ -101,7 +105,13 @@ class GenerateRules:
         if task is None:
             task = asyncio.create_task(self._generate_once(feedback))
             self._generations[feedback_id] = task
-            task.add_done_callback(lambda _: self._generations.pop(feedback_id, None))
+            self._generating[feedback_id] = feedback
+
+            def forget(_: object) -> None:
+                self._generations.pop(feedback_id, None)
+                self._generating.pop(feedback_id, None)
+
+            task.add_done_callback(forget)
         outcome = await asyncio.shield(task)
         if isinstance(outcome, NoRule):
             raise TransitionRefused(f"no rule for {feedback_id}: {outcome.reason}")
@@ -143,11 +153,15 @@ class GenerateRules:
                 feedback_id, reason="praise", actor_id=SYSTEM_ACTOR.id, now=self.clock()
             )
             return NoRule(PRAISE)
+        same = await self._rule_of_same_complaint(feedback)
+        if same is not None:
+            return same
+        recurrence = await self.rules.get_rule(feedback.recurrence_of) if feedback.recurrence_of else None
         started = time.perf_counter()
         info = GenerationInfo(generator=self.generator.name)
         try:
             current_rules = await asyncio.to_thread(self.rule_files.current_rules)
-            result = await self.generator.generate(feedback, current_rules)
+            result = await self.generator.generate(feedback, current_rules, recurrence=recurrence)
             info = result.info
             proposal = None
             if result.proposal is not None:
@@ -186,6 +200,12 @@ class GenerateRules:
                 status=FeedbackStatus.REJECTED,
             )
             return NoRule(f"the generator declined: {reason}")
+        proposing = await self.complaints.rule_proposing(proposal)
+        if proposing is not None:  # another rule under review proposes this very line: one card, not two
+            await self.generation_log.record_generation(feedback_id, info, outcome="succeeded", now=self.clock())
+            attached = await self._attach(proposing.rule_id, feedback_id)
+            if attached is not None:
+                return attached
         rule = await self.rules.create_rule(
             feedback_id,
             proposal,
@@ -196,6 +216,57 @@ class GenerateRules:
         )
         self.wake()
         return await self._auto_approve(rule)
+
+    # ------------------------------------------------------------------ one complaint, one rule
+
+    async def attach_to_same_complaint(self, feedback: Feedback) -> Feedback:
+        """A feedback that just arrived: marked as a recurrence when it is the complaint of a deployed rule,
+        and attached to the rule under review of the same complaint when there is one (no second rule, no
+        second card). The feedback as it is after."""
+        match = await self.complaints.match(feedback)
+        changed = False
+        if match.deployed is not None:
+            changed = await self.complaints.mark_recurrence(
+                feedback.feedback_id, match.deployed.rule_id, now=self.clock()
+            )
+        if match.under_review is not None:
+            changed = await self._attach(match.under_review.rule_id, feedback.feedback_id) is not None or changed
+        if changed:
+            self.wake()
+            return await feedback_or_404(self.feedback, feedback.feedback_id)
+        return feedback
+
+    async def _rule_of_same_complaint(self, feedback: Feedback) -> Rule | None:
+        """Before generating: the same complaint may have got a rule since this feedback arrived, or one is
+        being generated right now in this process (then wait for it). Only generations that started earlier
+        are waited for, so two never wait for each other."""
+        earlier = []
+        for feedback_id, other in self._generating.items():
+            if feedback_id == feedback.feedback_id:
+                break
+            earlier.append(other)
+        first = await self.complaints.same_complaint_in(feedback, earlier)
+        task = self._generations.get(first.feedback_id) if first is not None else None
+        if task is not None:
+            await asyncio.wait([task])
+        match = await self.complaints.match(feedback, deployed=False)
+        if match.under_review is None:
+            return None
+        return await self._attach(match.under_review.rule_id, feedback.feedback_id)
+
+    async def _attach(self, rule_id: str, feedback_id: str) -> Rule | None:
+        """Attach a feedback to the rule of its complaint (its card shows one more); the rule, or None."""
+        attached = await self.rules.attach_feedback(
+            rule_id,
+            [feedback_id],
+            actor_id=SYSTEM_ACTOR.id,
+            now=self.clock(),
+            event=NewEvent(kind=EventKind.RULE_GROUPED, actor_id=SYSTEM_ACTOR.id),
+        )
+        if not attached:
+            return None
+        self.wake()
+        return await rule_or_404(self.rules, rule_id)
 
     async def _auto_approve(self, rule: Rule) -> Rule:
         """Above AUTOTRAIN_AUTO_APPROVE_CONFIDENCE, a clean additive rule is approved by the system (and

@@ -60,11 +60,11 @@ class SubmitFeedback:
             now=self.clock(),
             flags=(OFFENSIVE,) if offensive else (),
             closed_because=OFFENSIVE_CLOSED if offensive else None,
+            settled=data.feedback_type is FeedbackType.PRAISE,  # counted, never left pending: no rule from praise
         )
-        if (
-            self.options.auto_generate
-            and feedback.status is FeedbackStatus.PENDING
-            and feedback.feedback_type is not FeedbackType.PRAISE
-        ):
+        if feedback.status is not FeedbackStatus.PENDING:
+            return feedback
+        feedback = await self.generation.attach_to_same_complaint(feedback)
+        if self.options.auto_generate and feedback.status is FeedbackStatus.PENDING:
             self.generation.generate_in_background(feedback.feedback_id)
         return feedback

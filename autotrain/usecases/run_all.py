@@ -11,12 +11,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from autotrain.clustering import FeedbackText, cluster_feedback
+from autotrain.clustering import FeedbackText, cluster_feedback, complaint_text
 from autotrain.errors import AutotrainError, TransitionRefused
 from autotrain.models import EventKind, FeedbackType, NewEvent, RuleCluster, RunAllSummary
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, require_permission
-from autotrain.ports import FeedbackStore, RuleStore
+from autotrain.ports import ComplaintStore, FeedbackStore, RuleStore
 from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.lookup import feedback_or_404
 
@@ -34,6 +34,7 @@ class RunAll:
         *,
         feedback: FeedbackStore,
         rules: RuleStore,
+        complaints: ComplaintStore,
         generation: GenerateRules,
         clock: Clock,
         options: PipelineOptions,
@@ -41,6 +42,7 @@ class RunAll:
     ) -> None:
         self.feedback = feedback
         self.rules = rules
+        self.complaints = complaints
         self.generation = generation
         self.clock = clock
         self.options = options
@@ -109,13 +111,19 @@ class RunAll:
         for feedback_id in feedback_ids:
             feedback = await feedback_or_404(self.feedback, feedback_id)
             by_type.setdefault(feedback.feedback_type, []).append(
-                FeedbackText(feedback_id, f"{feedback.feedback_text} {feedback.query}")
+                FeedbackText(feedback_id, complaint_text(feedback.feedback_text, feedback.query))
             )
+        # weighted by the stored corpus, as intake compares (autotrain/usecases/complaints.py): a group does
+        # not shift with what else is pending
+        frequencies = await self.complaints.document_frequencies(
+            [item.text for kind, items in by_type.items() if kind is not FeedbackType.PRAISE for item in items]
+        )
         groups: list[tuple[str, ...]] = []
         for kind, items in by_type.items():
             if kind is FeedbackType.PRAISE:
                 groups += [(item.feedback_id,) for item in items]
             else:
-                groups += [cluster.feedback_ids for cluster in cluster_feedback(items, threshold=threshold)]
+                clusters = cluster_feedback(items, threshold=threshold, frequencies=frequencies)
+                groups += [cluster.feedback_ids for cluster in clusters]
         order = {feedback_id: i for i, feedback_id in enumerate(feedback_ids)}
         return sorted(groups, key=lambda group: order[group[0]])

@@ -297,8 +297,14 @@ def rule_card(
     ]
     if cluster_examples:
         examples = "\n".join(f"• {quote(text, 200)[1:]}" for text in cluster_examples[:3])
+        blocks.append(section(f"*Same complaint from {rule.cluster_size} feedbacks*, the newest:\n{examples}"))
+    if rule.recurrences:
+        times = "once" if rule.recurrences == 1 else f"{rule.recurrences} times"
         blocks.append(
-            section(f"*Same complaint from {rule.cluster_size} feedbacks* (grouped by run-all), e.g.\n{examples}")
+            section(
+                f"🔁 *The complaint came back {times} since it was deployed*: this rule may not be preventing it"
+                f" (its effect: `GET /autotrain/rules/{rule.rule_id}`)."
+            )
         )
     if feedback is not None:
         # one section each, so a long answer can never push the feedback itself off the card

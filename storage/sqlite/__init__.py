@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from storage.sqlite import connection
 from storage.sqlite.cards import ReviewCardMixin
+from storage.sqlite.complaints import ComplaintMixin
 from storage.sqlite.deployments import DeploymentMixin
 from storage.sqlite.events import EventMixin
 from storage.sqlite.feedback import FeedbackMixin
@@ -22,6 +23,7 @@ BUSY_TIMEOUT_MS = connection.BUSY_TIMEOUT_MS  # read at each open(), from here: 
 
 class SqliteStore(
     FeedbackMixin,
+    ComplaintMixin,
     RuleMixin,
     DeploymentMixin,
     ReviewCardMixin,

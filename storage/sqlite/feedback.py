@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+from autotrain.clustering import complaint_text
 from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, FeedbackType, feedback_id_for
 from autotrain.ports import Page
+from storage.sqlite.complaints import count_complaint_grams
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.queries import FEEDBACK_SELECT, audit, count, feedback_in, feedback_row, where
 
@@ -34,8 +36,9 @@ class FeedbackMixin(SqliteConnection):
         now: datetime,
         flags: tuple[str, ...] = (),
         closed_because: str | None = None,
+        settled: bool = False,
     ) -> Feedback:
-        status = "rejected" if closed_because else "pending"
+        status = "rejected" if closed_because else "processed" if settled else "pending"
         async with self._tx() as db:
             cursor = await db.execute(
                 "INSERT INTO feedbacks (user_id, query, ai_response, feedback_text, feedback_type, status,"
@@ -60,6 +63,7 @@ class FeedbackMixin(SqliteConnection):
             assert row_id is not None
             feedback_id = feedback_id_for(row_id)
             await db.execute("UPDATE feedbacks SET feedback_id = ? WHERE id = ?", (feedback_id, row_id))
+            await count_complaint_grams(db, complaint_text(data.feedback_text, data.query))
             await audit(
                 db,
                 now=now,

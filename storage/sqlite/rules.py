@@ -150,7 +150,11 @@ class RuleMixin(SqliteConnection):
 
     async def get_rule_for_feedback(self, feedback_id: str) -> Rule | None:
         async with self._read() as db:
-            cursor = await db.execute("SELECT * FROM generated_rules WHERE feedback_id = ?", (feedback_id,))
+            cursor = await db.execute(
+                "SELECT * FROM generated_rules WHERE feedback_id = ? OR rule_id ="
+                " (SELECT rule_id FROM rule_feedbacks WHERE feedback_id = ?) LIMIT 1",
+                (feedback_id, feedback_id),
+            )
             row = await cursor.fetchone()
             return rule_row(row) if row else None
 
@@ -266,12 +270,18 @@ class RuleMixin(SqliteConnection):
         async with self._tx() as db:
             for feedback_id in feedback_ids:
                 cursor = await db.execute(
-                    "UPDATE feedbacks SET status = 'processed', updated_at = ?"
-                    " WHERE feedback_id = ? AND status = 'pending'",
+                    "SELECT status FROM feedbacks WHERE feedback_id = ? AND status IN ('pending', 'processing')"
+                    " AND NOT EXISTS (SELECT 1 FROM generated_rules WHERE feedback_id = ?)",
+                    (feedback_id, feedback_id),
+                )
+                found = await cursor.fetchone()
+                if found is None:
+                    continue
+                await db.execute(
+                    "UPDATE feedbacks SET status = 'processed', updated_at = ?, generation_lease_until = NULL"
+                    " WHERE feedback_id = ?",
                     (ts(now), feedback_id),
                 )
-                if cursor.rowcount != 1:
-                    continue
                 await db.execute(
                     "INSERT INTO rule_feedbacks (rule_id, feedback_id) VALUES (?, ?)", (rule_id, feedback_id)
                 )
@@ -281,7 +291,7 @@ class RuleMixin(SqliteConnection):
                     actor=actor_id,
                     action="feedback_clustered",
                     subject_id=feedback_id,
-                    from_state="pending",
+                    from_state=found[0],
                     to_state="processed",
                     detail={"rule_id": rule_id},
                 )
@@ -295,11 +305,11 @@ class RuleMixin(SqliteConnection):
         return attached
 
     async def cluster_feedback_texts(self, rule_id: str, limit: int = 5) -> list[str]:
-        """The feedback texts a rule answers besides its own (run-all's cluster), oldest first."""
+        """The feedback texts a rule answers besides its own (the same complaint, attached), newest first."""
         async with self._read() as db:
             cursor = await db.execute(
                 "SELECT f.feedback_text FROM rule_feedbacks rf JOIN feedbacks f ON f.feedback_id = rf.feedback_id"
-                " WHERE rf.rule_id = ? ORDER BY f.id LIMIT ?",
+                " WHERE rf.rule_id = ? ORDER BY f.id DESC LIMIT ?",
                 (rule_id, limit),
             )
             return [row[0] for row in await cursor.fetchall()]

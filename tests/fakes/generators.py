@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from autotrain.models import Feedback
+from autotrain.models import Feedback, Rule
 from autotrain.ports import GenerationResult, RuleGenerator
 
 
@@ -22,5 +22,7 @@ class SwitchableGenerator:
     def quotes_feedback(self) -> bool:
         return self.inner.quotes_feedback
 
-    async def generate(self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]]) -> GenerationResult:
-        return await self.inner.generate(feedback, current_rules)
+    async def generate(
+        self, feedback: Feedback, current_rules: Mapping[str, Sequence[str]], *, recurrence: Rule | None = None
+    ) -> GenerationResult:
+        return await self.inner.generate(feedback, current_rules, recurrence=recurrence)
