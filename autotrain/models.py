@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from autotrain.effect import RuleEffect
 from autotrain.monitoring import Metrics
 from autotrain.text import strip_invisible
 
@@ -229,6 +230,12 @@ class Rule(BaseModel):
     @property
     def flagged(self) -> bool:
         return any(warning in FLAG_WARNINGS for warning in self.warnings)
+
+
+class RuleDetail(Rule):
+    """One rule, with the effect of its deploy so far (None unless it is deployed)."""
+
+    effect: RuleEffect | None = None
 
 
 class Deployment(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from enum import StrEnum
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
+from autotrain.effect import CanaryOutcome, CanarySplit, EffectVerdict, RuleEffect
 from autotrain.rollout import in_rollout
 from autotrain.text import fold
 
@@ -53,6 +54,7 @@ class Metrics(BaseModel):
     approval_seconds_avg: float | None
     approval_seconds_p90: float | None
     uncommitted_deployments: int = 0  # rule-file changes whose git commit failed
+    rules_not_working: list[str] = []  # deployed rules whose complaint keeps coming back (autotrain/effect.py)
 
 
 class MetricsData(BaseModel):
@@ -81,6 +83,7 @@ class AlertThresholds:
     deploys_per_day_max: int = 50
     approval_hours_max: float = 24
     cooldown_seconds: int = 3600
+    recurrences_min: int = 3  # rule_not_working: recurrences since the deploy before it can fire
 
 
 class AlertAction(StrEnum):
@@ -88,6 +91,7 @@ class AlertAction(StrEnum):
     SHOW_PENDING_RULES = "show_pending_rules"
     SHOW_STATUS = "show_status"
     SHOW_DEPLOYMENTS = "show_deployments"
+    ROLL_BACK_RULES = "roll_back_rules"  # Roll back / Show rule, for each rule the alert names
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class AlertDefinition:
     show: Callable[[float], str]
     advice: str
     action: AlertAction
+    subjects: Callable[[Metrics], list[str]] | None = None  # the rules it is about (buttons for each)
 
 
 def _percent(value: float) -> str:
@@ -167,6 +172,18 @@ ALERTS: tuple[AlertDefinition, ...] = (
         " The files are deployed; the next change of the file, or the next start, commits them once git works.",
         action=AlertAction.SHOW_STATUS,
     ),
+    AlertDefinition(
+        name="rule_not_working",
+        severity=Severity.WARNING,
+        title="Deployed rules whose complaint keeps coming back",
+        value=lambda m: float(len(m.rules_not_working)),
+        threshold=lambda t: 0.0,
+        show=_count,
+        advice="The complaint each was made for came back at least as often as before it was deployed: roll it"
+        " back, or look at the rule and write a better one.",
+        action=AlertAction.ROLL_BACK_RULES,
+        subjects=lambda m: m.rules_not_working,
+    ),
 )
 
 
@@ -222,6 +239,7 @@ class AlertEvent(BaseModel):
     action: AlertAction
     at: datetime
     since: datetime | None
+    subjects: list[str] = []  # the rules it is about (rule_not_working)
 
     @property
     def summary(self) -> str:
@@ -242,13 +260,14 @@ class DigestRule(BaseModel):
 
 
 class DigestCanary(BaseModel):
-    """A rule deployed to a share of users, and the period's feedback from users in and out of it."""
+    """A rule deployed to a share of users, and the feedback from users in and out of it since it started."""
 
     rule_id: str
     module_name: str
     rollout_percent: int
     feedback_in_canary: int
     feedback_outside: int
+    split: CanarySplit | None = None  # its complaint in and out of the canary, and what the evidence says
 
 
 class CanaryRule(BaseModel):
@@ -297,6 +316,7 @@ class Digest(BaseModel):
     themes: list[tuple[str, int]]
     deployed: list[DigestRule]
     canaries: list[DigestCanary] = []
+    effects: list[RuleEffect] = []  # "Did it work?": rules deployed in the effect window, before / since
 
     @property
     def feedback_received(self) -> int:
@@ -369,6 +389,8 @@ class MonitoringSink(Protocol):
 
     async def digest(self, digest: Digest) -> None: ...
 
+    async def canary_decided(self, outcome: CanaryOutcome) -> None: ...
+
 
 class Monitor:
     """Computes metrics, evaluates alerts and builds digests; tells the sinks."""
@@ -383,7 +405,11 @@ class Monitor:
         timezone: tzinfo,
         approval_window_days: int = 7,
         holder: str = "autotrain",
+        effects: Callable[[], Awaitable[list[RuleEffect]]] | None = None,
+        effect_window_days: int = 7,
     ) -> None:
+        self.effects = effects  # the effect of every deployed rule (autotrain/usecases/effects.py)
+        self.effect_window_days = effect_window_days
         self.store = store
         self.thresholds = thresholds
         self.sinks = list(sinks)
@@ -425,6 +451,11 @@ class Monitor:
             approval_seconds_avg=average(approvals),
             approval_seconds_p90=percentile(approvals, 0.9),
             uncommitted_deployments=data.uncommitted_deployments,
+            rules_not_working=[
+                e.rule_id
+                for e in (await self.effects() if self.effects else [])
+                if e.verdict is EffectVerdict.NOT_WORKING and e.since.complaints >= self.thresholds.recurrences_min
+            ],
         )
 
     async def check_alerts(self) -> list[AlertEvent]:
@@ -465,6 +496,7 @@ class Monitor:
                 action=definition.action,
                 at=now,
                 since=new_state.since or (state.since if state else None),
+                subjects=definition.subjects(metrics) if definition.subjects and crossed else [],
             )
             events.append(event)
             errors = await self._tell("alert", event)
@@ -488,13 +520,20 @@ class Monitor:
         end = end or self.clock()
         start = end - timedelta(hours=hours)
         data = await self.store.digest_data(start=start, end=end)
+        effects = {e.rule_id: e for e in await self.effects()} if self.effects else {}
         users = data.feedback_users
         canaries = []
         for canary in data.canaries:
-            inside = sum(in_rollout(canary.rule_id, user, canary.rollout_percent) for user in users)
+            split = effects[canary.rule_id].canary if canary.rule_id in effects else None
+            if split is not None:  # since the canary started, not the period's raw feedback
+                inside, outside = split.inside.feedback, split.outside.feedback
+            else:
+                inside = sum(in_rollout(canary.rule_id, user, canary.rollout_percent) for user in users)
+                outside = len(users) - inside
             canaries.append(
-                DigestCanary(**canary.model_dump(), feedback_in_canary=inside, feedback_outside=len(users) - inside)
+                DigestCanary(**canary.model_dump(), feedback_in_canary=inside, feedback_outside=outside, split=split)
             )
+        recent = end - timedelta(days=self.effect_window_days)
         return Digest(
             start=start,
             end=end,
@@ -513,7 +552,12 @@ class Monitor:
             themes=recurring_themes(data.feedback_texts),
             deployed=data.deployed,
             canaries=canaries,
+            effects=[e for e in effects.values() if e.deployed_at >= recent],
         )
+
+    async def announce_canary(self, outcome: CanaryOutcome) -> None:
+        """Tell the sinks what the auto-decider did with a canary (the review channel, webhooks)."""
+        await self._tell("canary_decided", outcome)
 
     async def post_digest(self, *, key: str | None = None, raise_errors: bool = False) -> Digest | None:
         """Build and send the digest. With a key (the scheduled run's), only the first process to claim it

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
 from autotrain.clustering import DEFAULT_THRESHOLD
+from autotrain.effect import EffectSettings
 from autotrain.settings import DEFAULT_CANARY_PERCENT
 
 Clock = Callable[[], datetime]
@@ -29,3 +30,4 @@ class PipelineOptions:
     canary_percent: int = DEFAULT_CANARY_PERCENT
     cluster_threshold: float | None = DEFAULT_THRESHOLD  # None: run-all does not group feedback
     record_deadline_seconds: float = 60.0  # how long a written deploy waits for a busy database to record it
+    effect: EffectSettings = field(default_factory=EffectSettings)  # how a rule's effect is judged (effect.py)

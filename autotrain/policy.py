@@ -45,6 +45,7 @@ class Actor:
 
 SYSTEM_ACTOR = Actor("system", Role.SYSTEM)
 AUTO_APPROVER = Actor("auto-approve", Role.SYSTEM)
+AUTO_CANARY = Actor("auto-canary", Role.SYSTEM)  # promotes or rolls back a canary on evidence (usecases/effects)
 
 
 def slack_actor(user_id: str, admins: Iterable[str], admin_group_members: Iterable[str] = ()) -> Actor:

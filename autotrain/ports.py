@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from autotrain.clustering import DocumentFrequencies
+from autotrain.effect import Tally
 from autotrain.models import (
     AuditEntry,
     Deployment,
@@ -211,6 +212,16 @@ class ComplaintStore(Protocol):
     ) -> Rule | None:
         """Record the feedback as a recurrence of deployed rule `rule_id`; the rule after, or None when the
         feedback was already marked."""
+        ...
+
+    async def effect_tallies(
+        self, rule_id: str, *, window_start: datetime, deployed_at: datetime
+    ) -> tuple[Tally, Tally]:
+        """(before, since) the deploy: all feedback, and how much of it was this rule's complaint."""
+        ...
+
+    async def feedback_users_since(self, rule_id: str, since: datetime) -> list[tuple[str, bool]]:
+        """(user_id, is a recurrence of this rule) of every feedback since `since`."""
         ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autotrain.effect import CanaryOutcome, RuleEffect
 from autotrain.models import (
     Deployment,
     DeployResult,
@@ -19,6 +20,7 @@ from autotrain.models import (
     FeedbackType,
     ReconcileReport,
     Rule,
+    RuleDetail,
     RuleStatus,
     RunAllSummary,
     StatusReport,
@@ -27,6 +29,7 @@ from autotrain.notifications import EventDispatcher
 from autotrain.policy import Actor
 from autotrain.ports import DeploymentStore, FeedbackStore, Page, RuleStore
 from autotrain.usecases.deploys import DeployRules
+from autotrain.usecases.effects import DecideCanaries, RuleEffects
 from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.intake import SubmitFeedback
 from autotrain.usecases.lookup import feedback_or_404, rule_or_404
@@ -58,6 +61,8 @@ class PipelineService:
         reports: StatusReports,
         reconciler: Reconcile,
         events: EventDispatcher,
+        effects: RuleEffects,
+        canaries: DecideCanaries,
     ) -> None:
         self._readers = readers
         self._intake = intake
@@ -68,6 +73,8 @@ class PipelineService:
         self._reports = reports
         self._reconciler = reconciler
         self._events = events
+        self._effects = effects
+        self._canaries = canaries
 
     # feedback
     async def submit(self, data: FeedbackIn, actor: Actor, *, source: str = "api") -> Feedback:
@@ -100,6 +107,16 @@ class PipelineService:
     # rules and review
     async def get_rule(self, rule_id: str) -> Rule:
         return await rule_or_404(self._readers.rules, rule_id)
+
+    async def rule_detail(self, rule_id: str) -> RuleDetail:
+        rule = await rule_or_404(self._readers.rules, rule_id)
+        return RuleDetail(**rule.model_dump(), effect=await self._effects.effect(rule))
+
+    async def rule_effects(self) -> list[RuleEffect]:
+        return await self._effects.deployed()
+
+    async def decide_canaries(self) -> list[CanaryOutcome]:
+        return await self._canaries.run()
 
     async def list_rules(
         self, *, status: RuleStatus | None = None, module_name: str | None = None, limit: int = 50, offset: int = 0

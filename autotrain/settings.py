@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     alert_deploys_per_day_max: int = Field(50, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_DEPLOYS_PER_DAY_MAX"))
     alert_approval_hours_max: float = Field(24, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_APPROVAL_HOURS_MAX"))
     alert_cooldown_seconds: int = Field(3600, ge=0, validation_alias=_env("AUTOTRAIN_ALERT_COOLDOWN_SECONDS"))
+    # rule_not_working: a deployed rule whose complaint came back at least this often and whose verdict says so
+    alert_recurrences_min: int = Field(3, ge=1, validation_alias=_env("AUTOTRAIN_ALERT_RECURRENCES_MIN"))
     alert_error_rate_window_minutes: int = Field(
         60, ge=1, validation_alias=_env("AUTOTRAIN_ALERT_ERROR_RATE_WINDOW_MINUTES")
     )
@@ -120,6 +122,17 @@ class Settings(BaseSettings):
     # the share of users a canary from a card (`PipelineService.canary`) reaches; 100 would be no canary
     canary_percent: int = Field(DEFAULT_CANARY_PERCENT, ge=1, le=99, validation_alias=_env("AUTOTRAIN_CANARY_PERCENT"))
     git_history: bool = Field(True, validation_alias=_env("AUTOTRAIN_GIT"))
+    # did a rule work (autotrain/effect.py): the window before a deploy it is compared with, the feedback a
+    # period (or a canary group) needs before a verdict, and the significance level of Fisher's exact test
+    effect_window_days: int = Field(7, ge=1, le=365, validation_alias=_env("AUTOTRAIN_EFFECT_WINDOW_DAYS"))
+    effect_min_sample: int = Field(30, ge=1, validation_alias=_env("AUTOTRAIN_EFFECT_MIN_SAMPLE"))
+    effect_alpha: float = Field(0.05, gt=0, lt=1, validation_alias=_env("AUTOTRAIN_EFFECT_ALPHA"))
+    # promote or roll back a canary on that evidence, at every alert check (off: admins decide)
+    canary_auto_decide: bool = Field(False, validation_alias=_env("AUTOTRAIN_CANARY_AUTO_DECIDE"))
+    # how long a generation holds its feedback before another process may take it over (renewed every third)
+    generation_lease_seconds: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_env("AUTOTRAIN_GENERATION_LEASE_SECONDS")
+    )
     # how long an event delivery (a card update, with Slack's own retries) holds its claim before another
     # process, or this one after a restart, may deliver it again
     event_lease_seconds: float = Field(60.0, gt=0, le=3600, validation_alias=_env("AUTOTRAIN_EVENT_LEASE_SECONDS"))

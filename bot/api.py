@@ -39,6 +39,7 @@ from autotrain.models import (
     FeedbackStatus,
     FeedbackType,
     Rule,
+    RuleDetail,
     RuleStatus,
     RunAllSummary,
     StatusReport,
@@ -244,9 +245,13 @@ def build_router() -> APIRouter:
         page = await service.list_rules(status=status, module_name=module_name, limit=limit, offset=offset)
         return page.__dict__
 
-    @router.get("/rules/{rule_id}", response_model=Rule, summary="One rule")
-    async def get_rule(rule_id: str, service: ServiceDep, actor: ActorDep) -> Rule:
-        return await service.get_rule(rule_id)
+    @router.get(
+        "/rules/{rule_id}",
+        response_model=RuleDetail,
+        summary="One rule, with the effect of its deploy (`effect`: recurrences before / since, the verdict)",
+    )
+    async def get_rule(rule_id: str, service: ServiceDep, actor: ActorDep) -> RuleDetail:
+        return await service.rule_detail(rule_id)
 
     @router.post("/rules/{rule_id}/approve", response_model=Rule, summary="Approve a pending rule (admin)")
     async def approve(rule_id: str, service: ServiceDep, actor: ActorDep) -> Rule:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from autotrain.effect import EffectSettings
 from autotrain.generators.heuristic import HeuristicRuleGenerator
 from autotrain.monitoring import AlertThresholds, Monitor, MonitoringSink
 from autotrain.notifications import EventDispatcher
@@ -22,6 +23,7 @@ from autotrain.service import PipelineService, Readers
 from autotrain.settings import Settings
 from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
+from autotrain.usecases.effects import DecideCanaries, RuleEffects
 from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.intake import SubmitFeedback
 from autotrain.usecases.locks import RuleFileLocks
@@ -86,6 +88,7 @@ def alert_thresholds(settings: Settings) -> AlertThresholds:
         deploys_per_day_max=settings.alert_deploys_per_day_max,
         approval_hours_max=settings.alert_approval_hours_max,
         cooldown_seconds=settings.alert_cooldown_seconds,
+        recurrences_min=settings.alert_recurrences_min,
     )
 
 
@@ -100,6 +103,10 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         require_canary=settings.require_canary,
         canary_percent=settings.canary_percent,
         cluster_threshold=settings.cluster_threshold,
+        generation_lease_seconds=settings.generation_lease_seconds,
+        effect=EffectSettings(
+            window_days=settings.effect_window_days, min_sample=settings.effect_min_sample, alpha=settings.effect_alpha
+        ),
     )
 
 
@@ -152,12 +159,16 @@ async def open_runtime(
 
         sinks.append(
             SlackMonitoringSink(
-                slack_client, alert_channel=settings.alert_channel, digest_channel=settings.digest_channel
+                slack_client,
+                alert_channel=settings.alert_channel,
+                digest_channel=settings.digest_channel,
+                review_channel=settings.review_channel,
             )
         )
     if webhook_notifier is not None:
         sinks.append(webhook_notifier)
     sinks += monitoring_sinks
+    effects = RuleEffects(complaints=store, rules=store, clock=clock, settings=options.effect)
     monitor = Monitor(
         store=store,
         thresholds=alert_thresholds(settings),
@@ -166,6 +177,8 @@ async def open_runtime(
         approval_window_days=settings.approval_window_days,
         holder=holder,
         sinks=sinks,
+        effects=effects.deployed,
+        effect_window_days=options.effect.window_days,
     )
     history = git_history(settings)
     reports = StatusReports(
@@ -266,6 +279,8 @@ async def open_runtime(
             clock=clock,
         ),
         events=events,
+        effects=effects,
+        canaries=DecideCanaries(effects=effects, deploys=deploys, announce=monitor.announce_canary),
     )
     slack = None
     if slack_client is not None:
@@ -311,6 +326,12 @@ def describe(settings: Settings) -> list[str]:
         generator_description(settings),
         slack_description(settings),
         f"auto-generate on submit: {'on' if settings.auto_generate else 'off'}",
+        f"one complaint, one card: feedback matched to rules at similarity {settings.cluster_threshold:g}"
+        if settings.cluster_threshold is not None
+        else "one complaint, one card: off (AUTOTRAIN_CLUSTER_THRESHOLD empty): every feedback its own rule",
+        f"effect of deployed rules: {settings.effect_window_days} days before vs since, at least "
+        f"{settings.effect_min_sample} feedbacks, p < {settings.effect_alpha:g}; canaries decided "
+        + ("automatically (AUTOTRAIN_CANARY_AUTO_DECIDE)" if settings.canary_auto_decide else "by admins"),
         f"reload hook: {settings.reload_url}"
         if settings.reload_url
         else "reload hook: off (AUTOTRAIN_RELOAD_URL not set)",

@@ -109,6 +109,13 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         id="digest",
         name="digest",
     )
+    if settings.canary_auto_decide:
+        scheduler.add_job(
+            logged("auto-canary", runtime.service.decide_canaries),
+            IntervalTrigger(seconds=interval, timezone=timezone),
+            id="auto_canary",
+            name="canaries decided by evidence",
+        )
     if runtime.webhooks is not None:
         scheduler.add_job(
             logged("webhooks", runtime.webhooks.deliver_due),

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from autotrain.effect import CanaryOutcome
 from autotrain.models import PipelineEvent
 from autotrain.monitoring import AlertEvent, Digest
 from autotrain.ports import WebhookOutbox
@@ -67,6 +68,10 @@ class WebhookNotifier:
 
     async def digest(self, digest: Digest) -> None:
         pass  # digests are for people; webhooks get the events themselves
+
+    async def canary_decided(self, outcome: CanaryOutcome) -> None:
+        """The evidence behind an auto-canary decision (its promote or rollback is a rule event of its own)."""
+        await self._enqueue("canary_decided", outcome.model_dump(mode="json"))
 
 
 class WebhookDispatcher:

@@ -23,7 +23,6 @@ import pytest
 from fastapi import FastAPI
 
 from autotrain.models import FeedbackIn, FeedbackStatus, Rule, RuleStatus, RuleWarning
-from autotrain.monitoring import DigestCanary
 from autotrain.policy import AUTO_APPROVER, Role
 from autotrain.rollout import in_rollout
 from autotrain.settings import Settings
@@ -533,24 +532,20 @@ async def test_digest_reports_feedback_in_and_outside_a_canary(tmp_path: Path, r
         clock.now = END  # the period's end is excluded
         await submit_as(runtime, "late-0", "Tư vấn chưa đúng dáng người")
         digest = await runtime.monitor.build_digest()
+        all_feedback = (await runtime.service.list_feedback(limit=500)).items
     finally:
         await runtime.close()
 
     assert digest.start == START and digest.end == END
     assert digest.feedback_received == 200
-    inside = sum(in_rollout(canary.rule_id, user, 30) for user in users)
-    assert 30 <= inside <= 90  # the bucketing really splits them (30 % of 200 is 60)
-    assert digest.canaries == [
-        DigestCanary(
-            rule_id=canary.rule_id,
-            module_name="fashion_rules.json",
-            rollout_percent=30,
-            feedback_in_canary=inside,
-            feedback_outside=200 - inside,
-        )
-    ]
-    only = digest.canaries[0]
-    assert only.feedback_in_canary + only.feedback_outside == 200
+    # a canary's line counts the feedback since the canary started (not the period's, nor what came before)
+    since = [f for f in all_feedback if f.created_at >= canary.deployed_at]
+    inside = sum(in_rollout(canary.rule_id, f.user_id, 30) for f in since)
+    assert 30 <= inside <= 90  # the bucketing really splits them (30 % of about 200 is 60)
+    [only] = digest.canaries
+    assert (only.rule_id, only.module_name, only.rollout_percent) == (canary.rule_id, "fashion_rules.json", 30)
+    assert (only.feedback_in_canary, only.feedback_outside) == (inside, len(since) - inside)
+    assert only.split is not None and only.split.decision.value == "wait"  # nobody repeated its complaint
 
     text, blocks = digest_message(digest, {})
     assert "Auto-Train digest" in text
@@ -559,8 +554,8 @@ async def test_digest_reports_feedback_in_and_outside_a_canary(tmp_path: Path, r
     assert len(canary_sections) == 1
     section = canary_sections[0]
     assert (
-        f"{canary.rule_id} in `fashion_rules.json` at 30 %: feedback from users in the canary {inside}, "
-        f"outside {200 - inside}"
+        f"{canary.rule_id} in `fashion_rules.json` at 30 %: its users 0 per 1,000 (0 of {inside}), "
+        f"the others 0 (0 of {len(since) - inside}) · the evidence says: wait for more feedback"
     ) in section
     assert everyone.rule_id not in section  # a rule deployed to everyone is no canary
 

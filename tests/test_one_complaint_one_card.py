@@ -162,6 +162,10 @@ async def test_a_deployed_rule_s_complaint_coming_back_is_a_recurrence(server: S
     rule = await server.get(f"/autotrain/rules/{rule_id}")
     assert rule["status"] == RuleStatus.DEPLOYED.value
     assert rule["recurrences"] == 4
+    # its effect: 4 recurrences since the deploy among the 5 feedbacks since; the unrelated one does not count
+    assert rule["effect"]["since"] == {"feedback": 5, "complaints": 4, "per_1000": 800.0}
+    assert rule["effect"]["before"] == {"feedback": 1, "complaints": 1, "per_1000": 1000.0}
+    assert rule["effect"]["verdict"] == "too_early"
     # the first recurrence became the new rule under review; the other three were attached to it
     new_rules = [r for r in await server.rules() if r["rule_id"] != rule_id and r["status"] == "pending"]
     jacket_rules = [r for r in new_rules if r["feedback_id"] in {f["feedback_id"] for f in recurrences}]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, assert_never
 
+from autotrain.effect import CanaryDecision, CanaryOutcome, CanarySplit, EffectVerdict, RuleEffect, Tally
 from autotrain.models import (
     Deployment,
     Feedback,
@@ -21,7 +23,7 @@ from autotrain.models import (
     RunAllSummary,
     StatusReport,
 )
-from autotrain.monitoring import AlertAction, AlertDecision, AlertEvent, Digest, Metrics, Severity
+from autotrain.monitoring import AlertAction, AlertDecision, AlertEvent, Digest, DigestCanary, Metrics, Severity
 from autotrain.policy import RuleAction, rule_actions
 from autotrain.settings import Settings
 
@@ -543,7 +545,9 @@ def run_all_summary_blocks(summary: RunAllSummary) -> tuple[str, list[Block]]:
 # ---------------------------------------------------------------------- App Home
 
 
-def home_view(report: StatusReport, pending: list[Rule], pending_total: int, settings: Settings) -> Block:
+def home_view(
+    report: StatusReport, pending: list[Rule], pending_total: int, settings: Settings, came_back: Sequence[Rule] = ()
+) -> Block:
     blocks: list[Block] = [
         header("Auto-Train"),
         context("Feedback about the chatbot → reviewed rule changes. `/autotrain help` lists the commands."),
@@ -562,6 +566,13 @@ def home_view(report: StatusReport, pending: list[Rule], pending_total: int, set
         )
     if pending_total > len(pending[:10]):
         blocks.append(context(f"and {pending_total - len(pending[:10])} more: `/autotrain rules pending`"))
+    if came_back:
+        blocks += [{"type": "divider"}, header("Deployed, and the complaint came back")]
+        for rule in came_back[:10]:
+            times = "once" if rule.recurrences == 1 else f"{rule.recurrences} times"
+            blocks.append(
+                section(f"🔁 *{rule.rule_id}* · `{escape(rule.module_name)}` · {times}\n{escaped(rule.new_rule, 300)}")
+            )
     blocks += [
         {"type": "divider"},
         section(
@@ -599,6 +610,16 @@ def alert_message(event: AlertEvent) -> tuple[str, list[Block]]:
             + (f" · crossed {when(event.since)}" if event.since and event.kind is AlertDecision.REPEAT else "")
         ),
     ]
+    if event.action is AlertAction.ROLL_BACK_RULES:
+        for rule_id in event.subjects[:5]:  # one actions block each: a button's action_id is unique per block
+            blocks.append(section(f"*{rule_id}*"))
+            rollback = _button(RULE_ACTION_IDS[RuleAction.ROLLBACK], "Roll back", rule_id, "danger")
+            rollback["confirm"] = _confirm(
+                f"Roll back {rule_id}?", "Its line leaves the rule file.", "Roll back", "danger"
+            )
+            show = {"type": "button", "action_id": "alert_show_rule", "text": plain("Show rule"), "value": rule_id}
+            blocks.append({"type": "actions", "block_id": f"alert_rule_{rule_id}", "elements": [rollback, show]})
+        return text, blocks
     action_id, label = ALERT_BUTTONS[event.action]
     button: Block = {"type": "button", "action_id": action_id, "text": plain(label), "value": event.name}
     if event.action is AlertAction.RUN_ALL:
@@ -614,6 +635,63 @@ def _duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+VERDICT_TEXT = {
+    EffectVerdict.WORKING: "✅ working",
+    EffectVerdict.NOT_WORKING: "❌ not working",
+    EffectVerdict.TOO_EARLY: "⏳ too early to say",
+}
+DECISION_TEXT = {
+    CanaryDecision.PROMOTE: "promote it",
+    CanaryDecision.ROLL_BACK: "roll it back",
+    CanaryDecision.WAIT: "wait for more feedback",
+}
+
+
+def _rate(tally: Tally) -> str:
+    return f"{tally.per_1000:g}" if tally.per_1000 is not None else "n/a"
+
+
+def _effect_line(effect: RuleEffect) -> str:
+    p = f", p = {effect.p_value:.3f}" if effect.p_value is not None else ""
+    return (
+        f"• {effect.rule_id}: {_rate(effect.before)} → {_rate(effect.since)} "
+        f"({effect.before.complaints} of {effect.before.feedback} in the {effect.window_days} days before, "
+        f"{effect.since.complaints} of {effect.since.feedback} since{p}) · {VERDICT_TEXT[effect.verdict]}"
+    )
+
+
+def _split_text(split: CanarySplit) -> str:
+    return (
+        f"its users {_rate(split.inside)} per 1,000 ({split.inside.complaints} of {split.inside.feedback}), "
+        f"the others {_rate(split.outside)} ({split.outside.complaints} of {split.outside.feedback})"
+    )
+
+
+def _canary_line(canary: DigestCanary) -> str:
+    head = f"• {canary.rule_id} in `{escape(canary.module_name)}` at {canary.rollout_percent} %: "
+    if canary.split is None:
+        return (
+            head + f"feedback from users in the canary {canary.feedback_in_canary}, outside {canary.feedback_outside}"
+        )
+    return head + f"{_split_text(canary.split)} · the evidence says: {DECISION_TEXT[canary.split.decision]}"
+
+
+def canary_decision_message(outcome: CanaryOutcome) -> tuple[str, list[Block]]:
+    """What the auto-canary did, with the figures (posted to the review channel)."""
+    verb = "promoted to every user" if outcome.decision is CanaryDecision.PROMOTE else "rolled back"
+    split = outcome.split
+    p = split.p_fewer if outcome.decision is CanaryDecision.PROMOTE else split.p_more
+    text = f"🤖 Auto-canary {verb} {outcome.rule_id} in {escape(outcome.module_name)}"
+    why = "repeat the complaint less often" if outcome.decision is CanaryDecision.PROMOTE else "repeat it more often"
+    detail = (
+        f"*{text}*\nSince the {split.percent} % canary started, {_split_text(split)}: its users {why} than the"
+        f" others (Fisher's exact test, p = {p:.4f})."
+        if p is not None
+        else f"*{text}*"
+    )
+    return text, [section(detail), context("Decided by `AUTOTRAIN_CANARY_AUTO_DECIDE`; the card shows the change.")]
 
 
 def digest_message(digest: Digest, permalinks: dict[str, str]) -> tuple[str, list[Block]]:
@@ -645,13 +723,19 @@ def digest_message(digest: Digest, permalinks: dict[str, str]) -> tuple[str, lis
     if digest.themes:
         themes = " · ".join(f"“{escape(theme)}” ×{count}" for theme, count in digest.themes)
         blocks.append(section(f"*Recurring themes* {themes}"))
-    if digest.canaries:
-        canaries = "\n".join(
-            f"• {c.rule_id} in `{escape(c.module_name)}` at {c.rollout_percent} %: feedback from users in the canary "
-            f"{c.feedback_in_canary}, outside {c.feedback_outside}"
-            for c in digest.canaries[:10]
+    if digest.effects:
+        lines = [_effect_line(e) for e in digest.effects[:15]]
+        more = f"\n…and {len(digest.effects) - 15} more" if len(digest.effects) > 15 else ""
+        blocks.append(
+            section(
+                "*Did it work?* the complaint per 1,000 feedbacks, before the deploy → since\n"
+                + "\n".join(lines)
+                + more
+            )
         )
-        blocks.append(section(f"*Canaries*\n{canaries}"))
+    if digest.canaries:
+        canaries = "\n".join(_canary_line(c) for c in digest.canaries[:10])
+        blocks.append(section(f"*Canaries* (since each started)\n{canaries}"))
     if digest.deployed:
         lines = []
         for rule in digest.deployed[:15]:

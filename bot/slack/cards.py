@@ -80,7 +80,9 @@ class HomeTabs:
             self._recent.popitem(last=False)
         report = await self.reports.status()
         pending = await self.rules.list_rules(status=RuleStatus.PENDING, module_name=None, limit=10, offset=0)
-        view = blocks.home_view(report, pending.items, pending.total, self.settings)
+        deployed = await self.rules.list_rules(status=RuleStatus.DEPLOYED, module_name=None, limit=100, offset=0)
+        came_back = sorted((r for r in deployed.items if r.recurrences), key=lambda r: -r.recurrences)
+        view = blocks.home_view(report, pending.items, pending.total, self.settings, came_back=came_back)
         await self.client.views_publish(user_id=user_id, view=view)
 
     async def refresh_recent(self) -> None:

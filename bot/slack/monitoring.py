@@ -7,6 +7,7 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from autotrain.effect import CanaryOutcome
 from autotrain.monitoring import AlertEvent, Digest
 from bot.slack import blocks
 
@@ -14,16 +15,30 @@ log = logging.getLogger("autotrain.slack")
 
 
 class SlackMonitoringSink:
-    def __init__(self, client: AsyncWebClient, *, alert_channel: str | None, digest_channel: str | None) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        alert_channel: str | None,
+        digest_channel: str | None,
+        review_channel: str | None = None,
+    ) -> None:
         self.client = client
         self.alert_channel = alert_channel
         self.digest_channel = digest_channel
+        self.review_channel = review_channel  # where the auto-canary says what it decided, beside the cards
 
     async def alert(self, event: AlertEvent) -> None:
         if not self.alert_channel:
             return
         text, rendered = blocks.alert_message(event)
         await self.client.chat_postMessage(channel=self.alert_channel, text=text, blocks=rendered, unfurl_links=False)
+
+    async def canary_decided(self, outcome: CanaryOutcome) -> None:
+        if not self.review_channel:
+            return
+        text, rendered = blocks.canary_decision_message(outcome)
+        await self.client.chat_postMessage(channel=self.review_channel, text=text, blocks=rendered, unfurl_links=False)
 
     async def digest(self, digest: Digest) -> None:
         if not self.digest_channel:

@@ -11,6 +11,7 @@ from datetime import datetime
 import aiosqlite
 
 from autotrain.clustering import DocumentFrequencies, complaint_text, ngrams
+from autotrain.effect import Tally
 from autotrain.models import FeedbackType, NewEvent, Rule, RuleStatus
 from autotrain.ports import ComplaintCandidate
 from storage.sqlite.connection import SqliteConnection, ts
@@ -129,6 +130,52 @@ class ComplaintMixin(SqliteConnection):
             if rule is not None and event is not None:
                 await insert_event(db, event, rule, now=now)
             return rule
+
+    async def effect_tallies(
+        self, rule_id: str, *, window_start: datetime, deployed_at: datetime
+    ) -> tuple[Tally, Tally]:
+        """(before, since): all feedback, and this rule's complaint, in [window_start, deployed_at) — its own and
+        attached feedback — and since deployed_at — its recurrences."""
+        async with self._read() as db:
+            before_all = await _count(
+                db,
+                "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ? AND created_at < ?",
+                ts(window_start),
+                ts(deployed_at),
+            )
+            before_mine = await _count(
+                db,
+                "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ? AND created_at < ? AND (feedback_id ="
+                " (SELECT feedback_id FROM generated_rules WHERE rule_id = ?) OR feedback_id IN"
+                " (SELECT feedback_id FROM rule_feedbacks WHERE rule_id = ?))",
+                ts(window_start),
+                ts(deployed_at),
+                rule_id,
+                rule_id,
+            )
+            since_all = await _count(db, "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ?", ts(deployed_at))
+            since_mine = await _count(
+                db,
+                "SELECT COUNT(*) FROM feedbacks WHERE recurrence_of = ? AND created_at >= ?",
+                rule_id,
+                ts(deployed_at),
+            )
+        return Tally(feedback=before_all, complaints=before_mine), Tally(feedback=since_all, complaints=since_mine)
+
+    async def feedback_users_since(self, rule_id: str, since: datetime) -> list[tuple[str, bool]]:
+        """(user_id, is a recurrence of this rule) of every feedback since `since`: a canary's split."""
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT user_id, recurrence_of IS NOT NULL AND recurrence_of = ? FROM feedbacks WHERE created_at >= ?",
+                (rule_id, ts(since)),
+            )
+            return [(row[0], bool(row[1])) for row in await cursor.fetchall()]
+
+
+async def _count(db: aiosqlite.Connection, sql: str, *args: object) -> int:
+    cursor = await db.execute(sql, args)
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _documents(db: aiosqlite.Connection) -> int | None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from autotrain.effect import CanaryOutcome
 from autotrain.monitoring import AlertEvent, Digest
 from autotrain.ports import RuleGenerator
 from autotrain.settings import Settings
@@ -17,12 +18,16 @@ class RecordingSink:
     def __init__(self) -> None:
         self.alerts: list[AlertEvent] = []
         self.digests: list[Digest] = []
+        self.canaries: list[CanaryOutcome] = []
 
     async def alert(self, event: AlertEvent) -> None:
         self.alerts.append(event)
 
     async def digest(self, digest: Digest) -> None:
         self.digests.append(digest)
+
+    async def canary_decided(self, outcome: CanaryOutcome) -> None:
+        self.canaries.append(outcome)
 
 
 Opener = Callable[..., Awaitable[tuple[Runtime, RecordingSink]]]

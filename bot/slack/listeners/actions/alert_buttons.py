@@ -14,16 +14,20 @@ from bot.slack.deps import SlackDeps, friendly_error
 from bot.slack.replies import clicker, reply_privately
 from bot.slack.run_all import run_all
 
-ALERT_ACTIONS = ("alert_run_all", "alert_show_pending", "alert_show_status", "alert_show_deployed")
+ALERT_ACTIONS = ("alert_run_all", "alert_show_pending", "alert_show_status", "alert_show_deployed", "alert_show_rule")
 
 
 def alert_button_listener(deps: SlackDeps, action_id: str) -> Callable[..., Awaitable[None]]:
-    async def handle(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def handle(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user_id, channel = clicker(body)
         try:
             if action_id == "alert_run_all":
                 await run_all(deps, client, user_id=user_id, channel_id=channel or user_id)
+                return
+            if action_id == "alert_show_rule":  # the rule an alert names: its card, to the one who asked
+                text, card = await deps.cards.render(action.get("value", ""))
+                await reply_privately(client, user_id, channel, text, card)
                 return
             if action_id == "alert_show_status":
                 report = await deps.service.status()

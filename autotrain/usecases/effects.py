@@ -1,0 +1,132 @@
+"""The effect of deployed rules (autotrain/effect.py judges the figures), and canaries decided by that
+evidence when AUTOTRAIN_CANARY_AUTO_DECIDE is on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from autotrain.effect import (
+    CanaryDecision,
+    CanaryOutcome,
+    CanarySplit,
+    EffectSettings,
+    RuleEffect,
+    Tally,
+    judge,
+    split_canary,
+)
+from autotrain.errors import AutotrainError
+from autotrain.models import Rule, RuleStatus
+from autotrain.options import Clock
+from autotrain.policy import AUTO_CANARY
+from autotrain.ports import ComplaintStore, RuleStore
+from autotrain.rollout import in_rollout
+from autotrain.usecases.deploys import DeployRules
+
+log = logging.getLogger("autotrain.effects")
+
+
+class RuleEffects:
+    def __init__(self, *, complaints: ComplaintStore, rules: RuleStore, clock: Clock, settings: EffectSettings) -> None:
+        self.complaints = complaints
+        self.rules = rules
+        self.clock = clock
+        self.settings = settings
+
+    async def effect(self, rule: Rule) -> RuleEffect | None:
+        """The effect of a deployed rule so far; None for a rule that is not deployed."""
+        if rule.status is not RuleStatus.DEPLOYED or rule.deployed_at is None:
+            return None
+        start = rule.deployed_at
+        before, since = await self.complaints.effect_tallies(
+            rule.rule_id, window_start=start - timedelta(days=self.settings.window_days), deployed_at=start
+        )
+        p_value, verdict = judge(before, since, self.settings)
+        canary = await self._split(rule) if rule.canary else None
+        return RuleEffect(
+            rule_id=rule.rule_id,
+            deployed_at=start,
+            window_days=self.settings.window_days,
+            before=before,
+            since=since,
+            p_value=p_value,
+            verdict=verdict,
+            canary=canary,
+        )
+
+    async def deployed(self) -> list[RuleEffect]:
+        """The effect of every rule deployed now, oldest deploy first."""
+        effects = []
+        for rule in await self.deployed_rules():
+            effect = await self.effect(rule)
+            if effect is not None:
+                effects.append(effect)
+        return sorted(effects, key=lambda e: e.deployed_at)
+
+    async def deployed_rules(self) -> list[Rule]:
+        rules: list[Rule] = []
+        while True:
+            page = await self.rules.list_rules(
+                status=RuleStatus.DEPLOYED, module_name=None, limit=200, offset=len(rules)
+            )
+            rules += page.items
+            if not page.items or len(rules) >= page.total:
+                return rules
+
+    async def _split(self, rule: Rule) -> CanarySplit:
+        assert rule.deployed_at is not None and rule.rollout_percent is not None
+        inside = [0, 0]
+        outside = [0, 0]
+        for user_id, recurred in await self.complaints.feedback_users_since(rule.rule_id, rule.deployed_at):
+            group = inside if in_rollout(rule.rule_id, user_id, rule.rollout_percent) else outside
+            group[0] += 1
+            group[1] += recurred
+        return split_canary(
+            rule.rollout_percent,
+            Tally(feedback=inside[0], complaints=inside[1]),
+            Tally(feedback=outside[0], complaints=outside[1]),
+            self.settings,
+        )
+
+
+CanaryAnnouncer = Callable[[CanaryOutcome], Awaitable[None]]
+
+
+class DecideCanaries:
+    """Promote a canary whose users repeat its complaint significantly less than the others; roll back one
+    whose users repeat it significantly more. Both go through the deploy use case, under the file's lock and
+    its state checks, as actor `auto-canary`: an admin's action on the rule first wins, and a rule is never
+    both promoted and rolled back."""
+
+    def __init__(self, *, effects: RuleEffects, deploys: DeployRules, announce: CanaryAnnouncer) -> None:
+        self.effects = effects
+        self.deploys = deploys
+        self.announce = announce
+
+    async def run(self) -> list[CanaryOutcome]:
+        outcomes = []
+        for rule in await self.effects.deployed_rules():
+            if not rule.canary:
+                continue
+            effect = await self.effects.effect(rule)
+            if effect is None or effect.canary is None or effect.canary.decision is CanaryDecision.WAIT:
+                continue
+            try:
+                if effect.canary.decision is CanaryDecision.PROMOTE:
+                    await self.deploys.promote(rule.rule_id, AUTO_CANARY)
+                else:
+                    await self.deploys.rollback(rule.rule_id, AUTO_CANARY)
+            except AutotrainError as exc:  # an admin acted on it first, or the file cannot be changed now
+                log.warning("auto-canary left %s alone: %s", rule.rule_id, exc.message)
+                continue
+            outcome = CanaryOutcome(
+                rule_id=rule.rule_id, module_name=rule.module_name, decision=effect.canary.decision, split=effect.canary
+            )
+            outcomes.append(outcome)
+            try:
+                await self.announce(outcome)
+            except Exception:  # the decision is made and recorded; a failed message is only logged
+                log.exception("announcing the auto-canary decision on %s failed", rule.rule_id)
+        return outcomes
