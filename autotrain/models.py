@@ -255,6 +255,8 @@ class Deployment(BaseModel):
     rollout_percent: int | None = None
     commit_sha: str | None = None  # the git commit of this change in the rules folder
     commit_error: str | None = None  # why it is not in git history yet (None once committed)
+    pushed_at: datetime | None = None  # when its commit reached AUTOTRAIN_GIT_REMOTE
+    push_error: str | None = None  # why it has not yet (None once pushed)
     change: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -32,6 +32,8 @@ OPTIONAL_SETTINGS = (
     "webhook_secret",
     "auto_approve_confidence",
     "cluster_threshold",
+    "git_remote",
+    "git_branch",
 )
 
 
@@ -122,6 +124,9 @@ class Settings(BaseSettings):
     # the share of users a canary from a card (`PipelineService.canary`) reaches; 100 would be no canary
     canary_percent: int = Field(DEFAULT_CANARY_PERCENT, ge=1, le=99, validation_alias=_env("AUTOTRAIN_CANARY_PERCENT"))
     git_history: bool = Field(True, validation_alias=_env("AUTOTRAIN_GIT"))
+    # push every rule-file commit here (a URL or a path git understands), to this branch (default: the current)
+    git_remote: str | None = Field(None, validation_alias=_env("AUTOTRAIN_GIT_REMOTE"))
+    git_branch: str | None = Field(None, validation_alias=_env("AUTOTRAIN_GIT_BRANCH"))
     # did a rule work (autotrain/effect.py): the window before a deploy it is compared with, the feedback a
     # period (or a canary group) needs before a verdict, and the significance level of Fisher's exact test
     effect_window_days: int = Field(7, ge=1, le=365, validation_alias=_env("AUTOTRAIN_EFFECT_WINDOW_DAYS"))

@@ -235,6 +235,11 @@ MIGRATIONS: tuple[str, ...] = (
     -- an empty database starts counting at once; one with feedback is counted once, in Python, on first use
     INSERT INTO complaint_grams (gram, df) SELECT '', 0 WHERE NOT EXISTS (SELECT 1 FROM feedbacks);
     """,
+    # 11: a deployment's commit pushed to AUTOTRAIN_GIT_REMOTE (when), or why not yet
+    """
+    ALTER TABLE deployments ADD COLUMN pushed_at TEXT;
+    ALTER TABLE deployments ADD COLUMN push_error TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
