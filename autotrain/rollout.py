@@ -1,22 +1,9 @@
-"""Which users a canary reaches: stable bucketing, shared by the chatbot's RuleBook and the digest."""
+"""Which users a canary reaches: re-exported from the client package (`autotrain_client.rollout`), so the
+server (the digest, the effects, the `?user_id=` view) and every chatbot's RuleBook bucket with one
+implementation."""
 
 from __future__ import annotations
 
-import hashlib
+from autotrain_client.rollout import FULL_ROLLOUT, bucket, in_rollout
 
-FULL_ROLLOUT = 100
-
-
-def bucket(rule_id: str, user_id: str) -> int:
-    """0–99, stable: sha256 of f"{rule_id}:{user_id}" (not Python's hash(), which changes per process)."""
-    digest = hashlib.sha256(f"{rule_id}:{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 100
-
-
-def in_rollout(rule_id: str, user_id: str, percent: int) -> bool:
-    """Whether this user is in a rollout of `percent` % of users: 100 (or more) → always, 0 (or less) → never."""
-    if percent >= FULL_ROLLOUT:
-        return True
-    if percent <= 0:
-        return False
-    return bucket(rule_id, user_id) < percent
+__all__ = ["FULL_ROLLOUT", "bucket", "in_rollout"]

@@ -1,5 +1,5 @@
-"""The chatbot-side consumer (autotrain/client.py) on real rule files: stable bucketing, canary entries,
-text files, and seeing a deploy (an atomic rename) without a restart."""
+"""The chatbot-side consumer (autotrain_client, re-exported as autotrain/client.py) on real rule files: stable
+bucketing, canary entries, text files, and seeing a deploy (an atomic rename) without a restart."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import autotrain_client.rules as client_rules
 import pytest
 
-import autotrain.client as client_module
 from autotrain.client import RuleBook, bucket, in_rollout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -268,13 +268,13 @@ def test_same_size_rewrite_is_seen_when_the_mtime_moves(rules_dir: Path) -> None
 
 def test_unchanged_file_is_not_parsed_again(rules_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = client_module.parse_rule_file
+    real = client_rules.compile_rules
 
     def counting(module_name: str, content: bytes):
         calls.append(module_name)
         return real(module_name, content)
 
-    monkeypatch.setattr(client_module, "parse_rule_file", counting)
+    monkeypatch.setattr(client_rules, "compile_rules", counting)
     book = RuleBook(rules_dir)
     for user in USERS[:100]:
         book.rules_for(JSON_FILE, user)
