@@ -257,6 +257,8 @@ class Deployment(BaseModel):
     commit_error: str | None = None  # why it is not in git history yet (None once committed)
     pushed_at: datetime | None = None  # when its commit reached AUTOTRAIN_GIT_REMOTE
     push_error: str | None = None  # why it has not yet (None once pushed)
+    reload_attempts: int = 0  # chatbot reload calls made for it (a failed one is retried with backoff)
+    reload_retry_at: datetime | None = None  # when the next retry is due (None: none pending)
     change: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -54,7 +54,9 @@ class Metrics(BaseModel):
     approval_seconds_avg: float | None
     approval_seconds_p90: float | None
     uncommitted_deployments: int = 0  # rule-file changes whose git commit failed
+    unpushed_deployments: int = 0  # rule-file commits whose push to AUTOTRAIN_GIT_REMOTE failed (not pushed since)
     rules_not_working: list[str] = []  # deployed rules whose complaint keeps coming back (autotrain/effect.py)
+    failing_reloads: list[str] = []  # rule files whose newest change the chatbot still has not reloaded
 
 
 class MetricsData(BaseModel):
@@ -72,6 +74,7 @@ class MetricsData(BaseModel):
     deployed_today: int
     approval_seconds: list[float]  # creation to approval, of each rule approved in the approval window
     uncommitted_deployments: int = 0
+    unpushed_deployments: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class AlertThresholds:
     approval_hours_max: float = 24
     cooldown_seconds: int = 3600
     recurrences_min: int = 3  # rule_not_working: recurrences since the deploy before it can fire
+    reload_attempts_min: int = 3  # chatbot_reload: failed reload calls of a file's newest change before it fires
 
 
 class AlertAction(StrEnum):
@@ -173,6 +177,18 @@ ALERTS: tuple[AlertDefinition, ...] = (
         action=AlertAction.SHOW_STATUS,
     ),
     AlertDefinition(
+        name="git_push",
+        severity=Severity.WARNING,
+        title="Rule-file commits not pushed to the git remote",
+        value=lambda m: float(m.unpushed_deployments),
+        threshold=lambda t: 0.0,  # any: the remote copy of the rules' history is behind
+        show=_count,
+        advice="Their push to AUTOTRAIN_GIT_REMOTE failed (the reason is on each deployment, push_error): check"
+        " that the remote is reachable, its credentials, and that its branch has not moved on (a push never"
+        " forces). The rules are deployed and committed; the next commit, or the periodic retry, pushes them.",
+        action=AlertAction.SHOW_STATUS,
+    ),
+    AlertDefinition(
         name="rule_not_working",
         severity=Severity.WARNING,
         title="Deployed rules whose complaint keeps coming back",
@@ -183,6 +199,17 @@ ALERTS: tuple[AlertDefinition, ...] = (
         " back, or look at the rule and write a better one.",
         action=AlertAction.ROLL_BACK_RULES,
         subjects=lambda m: m.rules_not_working,
+    ),
+    AlertDefinition(
+        name="chatbot_reload",
+        severity=Severity.WARNING,
+        title="Rule files the chatbot has not reloaded",
+        value=lambda m: float(len(m.failing_reloads)),
+        threshold=lambda t: 0.0,
+        show=_count,
+        advice="Auto-Train's reload call to AUTOTRAIN_RELOAD_URL keeps failing (it is retried with backoff): check"
+        " that the chatbot is up and verifies the signature; until then it serves its previous rules.",
+        action=AlertAction.SHOW_STATUS,
     ),
 )
 
@@ -451,6 +478,11 @@ class Monitor:
             approval_seconds_avg=average(approvals),
             approval_seconds_p90=percentile(approvals, 0.9),
             uncommitted_deployments=data.uncommitted_deployments,
+            unpushed_deployments=data.unpushed_deployments,
+            failing_reloads=[
+                d.module_name
+                for d in await self.store.failing_reloads(min_attempts=self.thresholds.reload_attempts_min)
+            ],
             rules_not_working=[
                 e.rule_id
                 for e in (await self.effects() if self.effects else [])

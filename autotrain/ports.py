@@ -93,6 +93,16 @@ class RuleHistory(Protocol):
         """Commit the file as it is now; its sha, or None when nothing changed."""
         ...
 
+    @property
+    def remote(self) -> str | None:
+        """Where commits are pushed (AUTOTRAIN_GIT_REMOTE); None: they stay in the rules folder."""
+        ...
+
+    async def push(self, commits: Sequence[str]) -> set[str]:
+        """Push the branch to the remote, with every earlier commit it lacks; of `commits`, those the remote
+        has now. Raises when the push fails (unreachable, refused, timed out)."""
+        ...
+
 
 class PipelineNotifier(Protocol):
     """Told of every rule event (Slack cards, webhooks). Its failures are logged, never break the pipeline."""
@@ -331,6 +341,18 @@ class DeploymentStore(Protocol):
         the write and the commit, or a commit that failed), oldest first."""
         ...
 
+    async def unpushed_deployments(self) -> list[Deployment]:
+        """Deployments with a git commit that has not reached the remote (pushed_at unset), oldest first."""
+        ...
+
+    async def set_deployments_pushed(self, deployment_ids: Sequence[int], now: datetime) -> None:
+        """Their commit is on the remote: pushed_at set (when not already), push_error cleared."""
+        ...
+
+    async def set_deployments_push_error(self, deployment_ids: Sequence[int], error: str) -> None:
+        """Why their commit has not reached the remote yet (left alone on those pushed meanwhile)."""
+        ...
+
     async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]: ...
 
 
@@ -405,7 +427,23 @@ class AlertStateStore(Protocol):
     async def claim_digest(self, key: str, *, now: datetime) -> bool: ...
 
 
-class MonitoringStore(ReportStore, AlertStateStore, Protocol):
+class ReloadLog(Protocol):
+    """Chatbot reload calls that failed, retried with backoff."""
+
+    async def schedule_reload_retry(self, deployment_id: int, *, attempts: int, retry_at: datetime | None) -> None: ...
+
+    async def reloads_due(self, *, now: datetime) -> list[Deployment]:
+        """Failed reloads due for a retry (only the newest change of each file: older ones are dropped)."""
+        ...
+
+    async def reload_retried(
+        self, deployment_id: int, result: ReloadResult, *, attempts: int, retry_at: datetime | None
+    ) -> None: ...
+
+    async def failing_reloads(self, *, min_attempts: int) -> list[Deployment]: ...
+
+
+class MonitoringStore(ReportStore, AlertStateStore, ReloadLog, Protocol):
     """What the Monitor needs: the figures, and the state that makes one process alert once."""
 
 
@@ -466,6 +504,7 @@ class Store(
     AlertStateStore,
     WebhookOutbox,
     EventOutbox,
+    ReloadLog,
     Protocol,
 ):
     """Every role, and the lifecycle: what the composition root opens and hands out."""

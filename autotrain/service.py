@@ -36,6 +36,7 @@ from autotrain.usecases.lookup import feedback_or_404, rule_or_404
 from autotrain.usecases.reconcile import Reconcile
 from autotrain.usecases.reports import StatusReports
 from autotrain.usecases.review import ReviewRules
+from autotrain.usecases.rulesets import RuleSet, RuleSetInfo, RuleSets
 from autotrain.usecases.run_all import ProgressCallback, RunAll, StartCallback
 
 
@@ -63,6 +64,7 @@ class PipelineService:
         events: EventDispatcher,
         effects: RuleEffects,
         canaries: DecideCanaries,
+        rulesets: RuleSets,
     ) -> None:
         self._readers = readers
         self._intake = intake
@@ -75,6 +77,7 @@ class PipelineService:
         self._events = events
         self._effects = effects
         self._canaries = canaries
+        self._rulesets = rulesets
 
     # feedback
     async def submit(self, data: FeedbackIn, actor: Actor, *, source: str = "api") -> Feedback:
@@ -117,6 +120,16 @@ class PipelineService:
 
     async def decide_canaries(self) -> list[CanaryOutcome]:
         return await self._canaries.run()
+
+    # rule sets, for a chatbot that reads its rules over HTTP
+    async def rulesets(self, actor: Actor) -> list[RuleSetInfo]:
+        return await self._rulesets.list(actor)
+
+    async def ruleset(self, module_name: str, actor: Actor, *, user_id: str | None = None) -> RuleSet:
+        return await self._rulesets.get(module_name, actor, user_id=user_id)
+
+    async def ruleset_etag(self, module_name: str, actor: Actor) -> str:
+        return await self._rulesets.etag(module_name, actor)
 
     async def list_rules(
         self, *, status: RuleStatus | None = None, module_name: str | None = None, limit: int = 50, offset: int = 0

@@ -34,6 +34,7 @@ OPTIONAL_SETTINGS = (
     "cluster_threshold",
     "git_remote",
     "git_branch",
+    "reload_secret",
 )
 
 
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
     )
     reload_url: str | None = Field(None, validation_alias=_env("AUTOTRAIN_RELOAD_URL"))
     reload_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("AUTOTRAIN_RELOAD_TIMEOUT_SECONDS"))
+    # signs the reload call like the webhooks (X-Autotrain-Signature); unset: AUTOTRAIN_WEBHOOK_SECRET's
+    reload_secret: SecretStr | None = Field(None, validation_alias=_env("AUTOTRAIN_RELOAD_SECRET"))
     backup_keep: int = Field(50, ge=1, validation_alias=_env("AUTOTRAIN_BACKUP_KEEP"))
 
     admins: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("AUTOTRAIN_ADMINS"))

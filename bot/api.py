@@ -47,6 +47,7 @@ from autotrain.models import (
 from autotrain.policy import Actor
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
+from autotrain.usecases.rulesets import RuleSet, RuleSetInfo
 from bot.auth import TokenError, verify_token
 from bot.metrics import CONTENT_TYPE_LATEST, prometheus_text
 from bot.redaction import install_redaction
@@ -301,6 +302,29 @@ def build_router() -> APIRouter:
         page = await service.list_deployments(rule_id=rule_id, limit=limit, offset=offset)
         return page.__dict__
 
+    @router.get("/rulesets", response_model=RuleSetList, summary="The rule files, each with its version and ETag")
+    async def list_rulesets(service: ServiceDep, actor: ActorDep) -> RuleSetList:
+        return RuleSetList(items=await service.rulesets(actor))
+
+    @router.get(
+        "/rulesets/{module_name}",
+        response_model=RuleSet,
+        summary="One rule file: its content and rules (only those that apply to `user_id`, when given)",
+        responses={304: {"description": "Not modified: `If-None-Match` holds the current ETag"}},
+    )
+    async def get_ruleset(
+        module_name: str,
+        request: Request,
+        service: ServiceDep,
+        actor: ActorDep,
+        user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    ) -> Response:
+        etag = await service.ruleset_etag(module_name, actor)
+        if etag in if_none_match(request.headers.get("if-none-match")):
+            return Response(status_code=304, headers={"ETag": etag})
+        ruleset = await service.ruleset(module_name, actor, user_id=user_id)
+        return JSONResponse(ruleset.model_dump(mode="json"), headers={"ETag": ruleset.etag})
+
     @router.get("/status", response_model=StatusReport, summary="System status")
     async def status(service: ServiceDep, actor: ActorDep) -> StatusReport:
         return await service.status()
@@ -310,6 +334,17 @@ def build_router() -> APIRouter:
         return await service.run_all(actor)
 
     return router
+
+
+class RuleSetList(BaseModel):
+    items: list[RuleSetInfo]
+
+
+def if_none_match(header: str | None) -> set[str]:
+    """The ETags an If-None-Match header lists (weak ones compared by their value, as RFC 9110 says for it)."""
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -28,8 +28,10 @@ from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.intake import SubmitFeedback
 from autotrain.usecases.locks import RuleFileLocks
 from autotrain.usecases.reconcile import PendingDeployments, Reconcile
+from autotrain.usecases.reloads import ChatbotReloads
 from autotrain.usecases.reports import StatusReports
 from autotrain.usecases.review import ReviewRules
+from autotrain.usecases.rulesets import RuleSets
 from autotrain.usecases.run_all import RunAll
 from bot.auth import verification_key
 from bot.ratelimit import LimitsRateLimiter
@@ -58,6 +60,7 @@ class Runtime:
     rule_files: RuleFiles
     options: PipelineOptions
     clock: Clock
+    reloads: ChatbotReloads
     webhooks: WebhookDispatcher | None = None
     slack: SlackBot | None = None
     _started: bool = False
@@ -135,7 +138,17 @@ async def open_runtime(
     await store.open()
     rule_files = RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
     generator = generator or build_generator(settings)
-    reload_hook = HttpReloadHook(settings.reload_url, settings.reload_timeout_seconds) if settings.reload_url else None
+    reload_secret = settings.reload_secret or settings.webhook_secret
+    reload_hook = (
+        HttpReloadHook(
+            settings.reload_url,
+            settings.reload_timeout_seconds,
+            secret=reload_secret.get_secret_value() if reload_secret else None,
+        )
+        if settings.reload_url
+        else None
+    )
+    reloads = ChatbotReloads(hook=reload_hook, log_store=store, clock=clock)
 
     # the side channels: Slack, webhooks (notifiers of rule events, sinks of alerts and digests)
     webhook_notifier = None
@@ -230,7 +243,7 @@ async def open_runtime(
         locks=locks,
         pending=pending,
         history=history,
-        reload_hook=reload_hook,
+        reloads=reloads,
         clock=clock,
         options=options,
         wake=events.wake,
@@ -281,6 +294,7 @@ async def open_runtime(
         events=events,
         effects=effects,
         canaries=DecideCanaries(effects=effects, deploys=deploys, announce=monitor.announce_canary),
+        rulesets=RuleSets(rule_files=rule_files),
     )
     slack = None
     if slack_client is not None:
@@ -311,6 +325,7 @@ async def open_runtime(
         rule_files=rule_files,
         options=options,
         clock=clock,
+        reloads=reloads,
         webhooks=webhooks,
         slack=slack,
     )
@@ -332,7 +347,9 @@ def describe(settings: Settings) -> list[str]:
         f"effect of deployed rules: {settings.effect_window_days} days before vs since, at least "
         f"{settings.effect_min_sample} feedbacks, p < {settings.effect_alpha:g}; canaries decided "
         + ("automatically (AUTOTRAIN_CANARY_AUTO_DECIDE)" if settings.canary_auto_decide else "by admins"),
-        f"reload hook: {settings.reload_url}"
+        f"reload hook: {settings.reload_url} ("
+        + ("signed" if (settings.reload_secret or settings.webhook_secret) else "unsigned: set AUTOTRAIN_RELOAD_SECRET")
+        + ", a failed call retried with backoff)"
         if settings.reload_url
         else "reload hook: off (AUTOTRAIN_RELOAD_URL not set)",
         monitoring_description(settings),

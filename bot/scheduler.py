@@ -24,6 +24,7 @@ from bot.runtime import Runtime
 log = logging.getLogger("autotrain.scheduler")
 
 WEBHOOK_INTERVAL_SECONDS = 5
+RELOAD_RETRY_INTERVAL_SECONDS = 15  # a due retry waits at most this long (the backoff itself starts at 30 s)
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
 
@@ -109,6 +110,13 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         id="digest",
         name="digest",
     )
+    if settings.reload_url:
+        scheduler.add_job(
+            logged("reload retries", runtime.reloads.retry_due),
+            IntervalTrigger(seconds=RELOAD_RETRY_INTERVAL_SECONDS, timezone=timezone),
+            id="reload_retries",
+            name="chatbot reload retries",
+        )
     if settings.canary_auto_decide:
         scheduler.add_job(
             logged("auto-canary", runtime.service.decide_canaries),

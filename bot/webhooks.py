@@ -36,6 +36,17 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+def signed_headers(secret: str, event_type: str, delivery_id: str, body: bytes, now: float) -> dict[str, str]:
+    """The headers of a signed call (a webhook, the chatbot's reload): what it is, and its signature."""
+    timestamp = str(int(now))
+    return {
+        "X-Autotrain-Event": event_type,
+        "X-Autotrain-Delivery": delivery_id,
+        "X-Autotrain-Timestamp": timestamp,
+        "X-Autotrain-Signature": sign(secret, timestamp, body),
+    }
+
+
 class WebhookNotifier:
     """Puts events in the outbox: rule created / edited / approved / rejected / deployed / rolled back,
     alerts fired / repeated / resolved. (PipelineNotifier and MonitoringSink.)"""
@@ -113,14 +124,16 @@ class WebhookDispatcher:
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: dict[str, Any]) -> bool:
         body = delivery["payload"].encode()
-        timestamp = str(int(self.clock().timestamp()))
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Auto-Train webhooks",
-            "X-Autotrain-Event": delivery["event_type"],
-            "X-Autotrain-Delivery": f"{delivery['event_id']}:{delivery['id']}",
-            "X-Autotrain-Timestamp": timestamp,
-            "X-Autotrain-Signature": sign(self.secret, timestamp, body),
+            **signed_headers(
+                self.secret,
+                delivery["event_type"],
+                f"{delivery['event_id']}:{delivery['id']}",
+                body,
+                self.clock().timestamp(),
+            ),
         }
         status: int | None = None
         error: str | None = None

@@ -240,6 +240,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deployments ADD COLUMN pushed_at TEXT;
     ALTER TABLE deployments ADD COLUMN push_error TEXT;
     """,
+    # 12: a failed chatbot reload is retried with backoff: how often it was tried, and when next
+    """
+    ALTER TABLE deployments ADD COLUMN reload_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN reload_retry_at TEXT;
+    CREATE INDEX ix_deployments_reload_retry ON deployments (reload_retry_at) WHERE reload_retry_at IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

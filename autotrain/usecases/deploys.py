@@ -19,7 +19,7 @@ from autotrain.errors import AutotrainError, CanaryUnsupported, StoreBusy, Trans
 from autotrain.models import Deployment, DeployOutcome, DeployResult, EventKind, NewEvent, Rule, RuleStatus
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
-from autotrain.ports import DeploymentStore, NewDeployment, ReloadHook, ReloadResult, RuleHistory, RuleStore
+from autotrain.ports import DeploymentStore, NewDeployment, ReloadResult, RuleHistory, RuleStore
 from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry, same_rule
 from autotrain.ruleset import APPENDED, CANARY, NOOP, PROMOTED_CANARY, REPLACED, ActiveChange
 from autotrain.usecases.commits import commit_change
@@ -27,6 +27,7 @@ from autotrain.usecases.file_models import FileModel, FileModels, HandEdited, de
 from autotrain.usecases.locks import RuleFileLocks
 from autotrain.usecases.lookup import refuse_changed, rule_or_404
 from autotrain.usecases.reconcile import PendingDeployments
+from autotrain.usecases.reloads import ChatbotReloads
 
 log = logging.getLogger("autotrain.deploys")
 T = TypeVar("T")
@@ -50,7 +51,7 @@ class DeployRules:
         locks: RuleFileLocks,
         pending: PendingDeployments,
         history: RuleHistory | None,
-        reload_hook: ReloadHook | None,
+        reloads: ChatbotReloads,
         clock: Clock,
         options: PipelineOptions,
         wake: Callable[[], None],
@@ -61,7 +62,7 @@ class DeployRules:
         self.locks = locks
         self.pending = pending
         self.history = history
-        self.reload_hook = reload_hook
+        self.reloads = reloads
         self.clock = clock
         self.options = options
         self.wake = wake
@@ -350,22 +351,13 @@ class DeployRules:
     async def _after_write(self, rule_id: str, deployment: Deployment) -> DeployResult:
         """Tell the chatbot (when the file changed), record the outcome, and let the event go."""
         if deployment.version_after != deployment.version_before:
-            result = await self._reload(deployment)
+            result = await self.reloads.reload(deployment)
         else:
             result = ReloadResult("skipped", "file unchanged")
         await self.deployments.record_reload(deployment.deployment_id, result, now=self.clock())
         self.wake()
         deployment = deployment.model_copy(update={"reload_status": result.status, "reload_error": result.error})
         return DeployResult(rule=await rule_or_404(self.rules, rule_id), deployment=deployment)
-
-    async def _reload(self, deployment: Deployment) -> ReloadResult:
-        if self.reload_hook is None:
-            return ReloadResult("skipped", "no reload URL configured")
-        try:
-            return await self.reload_hook.reload(deployment.module_name, deployment.rule_id, deployment.version_after)
-        except Exception as exc:  # the file is written; a failed reload is recorded, not raised
-            log.warning("reload after %s failed: %s", deployment.rule_id, exc)
-            return ReloadResult("failed", f"{type(exc).__name__}: {exc}")
 
 
 def _check_canary(rule: Rule) -> None:

@@ -264,6 +264,12 @@ def rule_history(rule: Rule, deployment: Deployment | None) -> list[str]:
                 f"⏫ The line was already a canary of {', '.join(map(str, promoted))}: that canary now reaches every"
                 " user."
             )
+        if deployment.reload_status == "failed":
+            calls = f"{deployment.reload_attempts} calls so far; " if deployment.reload_attempts > 1 else ""
+            lines.append(
+                f"⚠️ The chatbot has not reloaded this change: {escaped(deployment.reload_error or 'no answer', 200)}"
+                f" ({calls}retried automatically)"
+            )
         if deployment.commit_error and not deployment.commit_sha:
             lines.append(f"⚠️ Not in git history yet: {escaped(deployment.commit_error, 400)}")
     return lines

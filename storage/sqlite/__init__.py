@@ -14,6 +14,7 @@ from storage.sqlite.events import EventMixin
 from storage.sqlite.feedback import FeedbackMixin
 from storage.sqlite.generations import GenerationMixin
 from storage.sqlite.monitoring import AlertStateMixin
+from storage.sqlite.reloads import ReloadMixin
 from storage.sqlite.reports import ReportMixin
 from storage.sqlite.rules import RuleMixin
 from storage.sqlite.webhooks import WebhookMixin
@@ -32,6 +33,7 @@ class SqliteStore(
     AlertStateMixin,
     WebhookMixin,
     EventMixin,
+    ReloadMixin,
 ):
     def _busy_timeout_ms(self) -> int:
         return BUSY_TIMEOUT_MS

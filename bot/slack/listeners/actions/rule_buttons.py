@@ -9,7 +9,7 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.errors import TransitionRefused
-from autotrain.models import Rule
+from autotrain.models import DeployResult, Rule
 from autotrain.policy import Actor, RuleAction
 from bot.slack import blocks
 from bot.slack.deps import SlackDeps, friendly_error
@@ -26,7 +26,7 @@ DONE = {
 Listener = Callable[..., Awaitable[None]]
 
 
-async def perform(deps: SlackDeps, action: RuleAction, rule_id: str, actor: Actor) -> Rule:
+async def perform(deps: SlackDeps, action: RuleAction, rule_id: str, actor: Actor) -> Rule | DeployResult:
     """The service call behind one button (Edit opens a form instead: see `edit_button_listener`)."""
     service = deps.service
     match action:
@@ -35,13 +35,13 @@ async def perform(deps: SlackDeps, action: RuleAction, rule_id: str, actor: Acto
         case RuleAction.REJECT:
             return await service.reject(rule_id, actor)
         case RuleAction.DEPLOY:
-            return (await service.deploy(rule_id, actor)).rule
+            return await service.deploy(rule_id, actor)
         case RuleAction.CANARY:
-            return (await service.canary(rule_id, actor)).rule
+            return await service.canary(rule_id, actor)
         case RuleAction.PROMOTE:
-            return (await service.promote(rule_id, actor)).rule
+            return await service.promote(rule_id, actor)
         case RuleAction.ROLLBACK:
-            return (await service.rollback(rule_id, actor)).rule
+            return await service.rollback(rule_id, actor)
     raise ValueError(f"{action} has no button of its own")
 
 
@@ -60,13 +60,18 @@ def rule_button_listener(deps: SlackDeps, rule_action: RuleAction) -> Listener:
         rule_id = action.get("value", "")
         try:
             actor = await deps.admins.actor_for(body["user"]["id"])
-            rule = await perform(deps, rule_action, rule_id, actor)
+            result = await perform(deps, rule_action, rule_id, actor)
         except Exception as exc:
             await refused(deps, client, body, rule_id, exc)
             return
-        if rule_action in DONE:
+        if isinstance(result, DeployResult):
             user_id, channel = clicker(body)
-            note = DONE[rule_action].format(rule_id=rule_id, module=rule.module_name)
+            note = DONE[rule_action].format(rule_id=result.rule.rule_id, module=result.rule.module_name)
+            if result.deployment.reload_status == "failed":  # deployed, but the chatbot does not know yet
+                note += (
+                    f"\n⚠️ The chatbot's reload failed ({blocks.escaped(result.deployment.reload_error or '', 200)});"
+                    " it is retried automatically, and the card shows it until it works."
+                )
             await reply_privately(client, user_id, channel, note)
 
     return handle

@@ -1,0 +1,55 @@
+"""The chatbot reload calls that failed, retried with backoff (the newest change of each file only: the
+chatbot needs the current version, not every version on the way)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from autotrain.models import Deployment
+from autotrain.ports import ReloadResult
+from storage.sqlite.connection import SqliteConnection, ts
+from storage.sqlite.queries import deployment_row
+
+# the newest applied deployment that changed each file
+_NEWEST = (
+    "SELECT MAX(id) FROM deployments WHERE state = 'applied' AND version_after != version_before GROUP BY module_name"
+)
+
+
+class ReloadMixin(SqliteConnection):
+    async def schedule_reload_retry(self, deployment_id: int, *, attempts: int, retry_at: datetime | None) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE deployments SET reload_attempts = ?, reload_retry_at = ? WHERE id = ?",
+                (attempts, ts(retry_at) if retry_at else None, deployment_id),
+            )
+
+    async def reloads_due(self, *, now: datetime) -> list[Deployment]:
+        """Failed reloads due for a retry; those a newer change of their file has superseded are left out."""
+        async with self._read() as db:  # a read: the job polls it, and an idle poll must not take the write lock
+            cursor = await db.execute(
+                "SELECT * FROM deployments WHERE reload_retry_at IS NOT NULL AND reload_retry_at <= ?"
+                f" AND id IN ({_NEWEST}) ORDER BY id",
+                (ts(now),),
+            )
+            return [deployment_row(row) for row in await cursor.fetchall()]
+
+    async def reload_retried(
+        self, deployment_id: int, result: ReloadResult, *, attempts: int, retry_at: datetime | None
+    ) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE deployments SET reload_status = ?, reload_error = ?, reload_attempts = ?, reload_retry_at = ?"
+                " WHERE id = ?",
+                (result.status, result.error, attempts, ts(retry_at) if retry_at else None, deployment_id),
+            )
+
+    async def failing_reloads(self, *, min_attempts: int) -> list[Deployment]:
+        """The newest change of each file whose reload keeps failing (at least `min_attempts` calls)."""
+        async with self._read() as db:
+            cursor = await db.execute(
+                f"SELECT * FROM deployments WHERE id IN ({_NEWEST}) AND reload_status = 'failed'"
+                " AND reload_attempts >= ? ORDER BY id",
+                (min_attempts,),
+            )
+            return [deployment_row(row) for row in await cursor.fetchall()]
