@@ -17,7 +17,16 @@ A user's git setup must never change what happens, so each git call:
 - names the committer explicitly (`-c user.name=... -c user.email=...` and GIT_COMMITTER_*) and the author of
   each commit (GIT_AUTHOR_*), so neither comes from the user's config;
 - never prompts (GIT_TERMINAL_PROMPT=0, stdin closed) and has a timeout;
-- treats paths literally (GIT_LITERAL_PATHSPECS=1), so a rule file name is never a glob or a pathspec magic.
+- treats paths literally (GIT_LITERAL_PATHSPECS=1), so a rule file name is never a glob or a pathspec magic;
+- runs in a session of its own, so it can never ask on the terminal (ssh included), and a timeout kills
+  the whole process group (ssh, git-remote-https), not only git.
+
+Pushing (AUTOTRAIN_GIT_REMOTE): after each commit the branch head is pushed as `git push -- <remote>
+<sha>:refs/heads/<branch>` — the remote is a URL or a path given on the command line, not a named remote, so
+the repository's config is never changed and a new setting takes effect at the next start. It never forces:
+a remote branch that has moved on (someone else pushed) is refused, and said so. The transport's own
+settings are kept (GIT_SSH_COMMAND, GIT_ASKPASS, credential helpers in the global config, SSH_AUTH_SOCK);
+credentials in a URL never reach an error message.
 
 The rules folder is either its own repository (created by `ensure_repo` with a `.gitignore` that keeps
 `.autotrain/` — locks and backups — and `*.tmp` out) or a folder inside a larger work tree, such as a clone of
@@ -33,6 +42,7 @@ import fcntl
 import logging
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -48,12 +58,26 @@ INITIAL_MESSAGE = "Auto-Train: track the rule files"
 IGNORE_MESSAGE = "Auto-Train: ignore its working files (.autotrain/, *.tmp)"
 DEFAULT_BRANCH = "main"
 GIT_TIMEOUT_SECONDS = 60.0
+PUSH_TIMEOUT_SECONDS = 10.0  # a push runs after each commit, inside the deploy: short, and it never fails one
 MAX_HISTORY = 10_000
 
 # Inherited GIT_* variables that are kept: where the user's own global config lives, where git finds its
-# helpers, and how far repository discovery may go. Every other GIT_* variable is dropped.
+# helpers, how far repository discovery may go, and how a push reaches the remote (ssh, credentials, proxy,
+# certificates). Every other GIT_* variable is dropped.
 _KEPT_GIT_VARIABLES = frozenset(
-    {"GIT_CONFIG_GLOBAL", "GIT_EXEC_PATH", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM"}
+    {
+        "GIT_CONFIG_GLOBAL",
+        "GIT_EXEC_PATH",
+        "GIT_CEILING_DIRECTORIES",
+        "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_SSH_VARIANT",
+        "GIT_ASKPASS",
+        "GIT_PROXY_COMMAND",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_CAPATH",
+    }
 )
 _FIXED_CONFIG = (
     f"core.hooksPath={os.devnull}",
@@ -68,9 +92,12 @@ _FIXED_CONFIG = (
     "log.showSignature=false",
     "diff.noprefix=false",
     "diff.mnemonicPrefix=false",
+    "push.gpgSign=false",
 )
 _HEX_REVISION = re.compile(r"[0-9a-fA-F]{4,64}")
 _AUTHOR_LINE = re.compile(rb"author (.*)<([^<>]*)> (\d+) ([+-])(\d{2})(\d{2})")
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_SCP_LIKE = re.compile(r"[^/]+:")  # host:path or user@host:path (a colon before any slash), as git reads it
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.Lock] = {}
@@ -159,6 +186,7 @@ class GitRuleHistory:
         env.update(
             GIT_CONFIG_NOSYSTEM="1",
             GIT_TERMINAL_PROMPT="0",
+            GCM_INTERACTIVE="never",  # Git Credential Manager, when the user's config names it: no dialog
             GIT_COMMITTER_NAME=self.committer,
             GIT_COMMITTER_EMAIL=self.committer_email,
             LC_ALL="C",  # messages in English, whatever the locale; content is passed through as bytes
@@ -177,30 +205,24 @@ class GitRuleHistory:
         author: tuple[str, str] | None = None,
         ok_codes: Sequence[int] = (0,),
         literal_paths: bool = True,
+        timeout: float = GIT_TIMEOUT_SECONDS,
     ) -> subprocess.CompletedProcess[bytes]:
         command = ["git", "--no-pager"]
         for setting in (*_FIXED_CONFIG, f"user.name={self.committer}", f"user.email={self.committer_email}"):
             command += ["-c", setting]
         command += args
         try:
-            result = subprocess.run(
-                command,
-                cwd=self.rules_dir,
-                env=self._environment(author, literal_paths),
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                capture_output=True,
-                timeout=GIT_TIMEOUT_SECONDS,
-                check=False,
+            result = _execute(
+                command, cwd=self.rules_dir, env=self._environment(author, literal_paths), input=input, timeout=timeout
             )
         except FileNotFoundError as exc:
             if not self.rules_dir.is_dir():
                 raise GitHistoryError(f"the rules folder {self.rules_dir} does not exist") from exc
             raise GitHistoryError("the git binary was not found on PATH") from exc
         except subprocess.TimeoutExpired as exc:
-            raise GitHistoryError(f"git {args[0]} took longer than {GIT_TIMEOUT_SECONDS:.0f} s") from exc
+            raise GitHistoryError(f"git {args[0]} took longer than {timeout:g} s") from exc
         if result.returncode not in ok_codes:
-            stderr = result.stderr.decode("utf-8", "replace").strip()
+            stderr = redact(result.stderr.decode("utf-8", "replace").strip())
             raise GitHistoryError(f"git {args[0]} failed (exit {result.returncode}): {stderr}")
         return result
 
@@ -310,6 +332,55 @@ class GitRuleHistory:
             )
             sha = self._text("rev-parse", "--verify", "HEAD^{commit}")
         return self._commits([sha])[0]
+
+    def push(self, remote: str, branch: str | None = None, *, timeout: float = PUSH_TIMEOUT_SECONDS) -> str:
+        """Push the current commit to `branch` of `remote` (default: the branch checked out here), with every
+        earlier commit the remote lacks; the sha pushed. Never forces: a remote branch that moved on elsewhere
+        is refused. One push at a time per folder, each of the newest commit, so none rewinds another."""
+        with _push_lock_for(self.rules_dir):
+            with self._lock:  # a commit under way is finished first, and included
+                head = self._text("rev-parse", "--verify", "HEAD^{commit}")
+                target = branch or self._current_branch()
+            where = f"{redact(remote)} ({target})"
+            if self._run("check-ref-format", f"refs/heads/{target}", ok_codes=(0, 1)).returncode != 0:
+                raise GitHistoryError(
+                    f"git push to {where}: {target!r} is not a valid branch name (AUTOTRAIN_GIT_BRANCH)"
+                )
+            try:
+                result = self._run(
+                    "push",
+                    "--porcelain",
+                    "--no-verify",
+                    "--no-follow-tags",
+                    "--no-signed",
+                    "--recurse-submodules=no",
+                    "--",
+                    remote,
+                    f"{head}:refs/heads/{target}",
+                    ok_codes=(0, 1, 128),
+                    timeout=timeout,
+                )
+            except GitHistoryError as exc:
+                raise GitHistoryError(f"git push to {where}: {exc}") from exc
+        if result.returncode != 0:
+            raise GitHistoryError(f"git push to {where} failed: {_push_failure(result)}")
+        return head
+
+    def reachable(self, tip: str, shas: Sequence[str]) -> set[str]:
+        """Those of `shas` that are `tip` or one of its ancestors (one `git rev-list`, not a call per sha)."""
+        wanted = {_check_revision(sha) for sha in shas}
+        if not wanted:
+            return set()
+        listed = self._run("rev-list", _check_revision(tip)).stdout.decode("ascii", "replace").split()
+        return wanted.intersection(listed)
+
+    def _current_branch(self) -> str:
+        probe = self._run("symbolic-ref", "--quiet", "--short", "HEAD", ok_codes=(0, 1))
+        if probe.returncode != 0:
+            raise GitHistoryError(
+                f"{self.rules_dir} has no branch checked out (a detached HEAD): set AUTOTRAIN_GIT_BRANCH to push"
+            )
+        return probe.stdout.decode("utf-8", "replace").strip()
 
     # --- reading -----------------------------------------------------------------------------------------
 
@@ -430,6 +501,73 @@ def _parse_commit(sha: str, body: bytes, files: tuple[str, ...]) -> Commit:
     )
 
 
+def _execute(
+    command: list[str], *, cwd: Path, env: dict[str, str], input: bytes | None, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run, but in a session of its own: no controlling terminal for git or ssh to prompt on, and
+    a timeout kills the whole group — a helper (ssh, git-remote-https) still holding the pipes would otherwise
+    keep the call waiting past its timeout."""
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+_push_locks_guard = threading.Lock()
+_push_locks: dict[str, threading.Lock] = {}
+
+
+def _push_lock_for(folder: Path) -> threading.Lock:
+    """Pushes wait for each other, not for commits (a slow remote never holds a deploy's commit up)."""
+    key = str(folder.resolve())
+    with _push_locks_guard:
+        return _push_locks.setdefault(key, threading.Lock())
+
+
+def redact(text: str) -> str:
+    """A URL's user and password (https://user:token@host/...) taken out, wherever git echoed it."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def push_destination(remote: str) -> str:
+    """AUTOTRAIN_GIT_REMOTE as git is given it: a URL (scheme://, or scp-like host:path) as it is; a local
+    path made absolute, since git runs in the rules folder and the path is meant from where Auto-Train starts."""
+    remote = remote.strip()
+    if not remote:
+        raise ValueError("AUTOTRAIN_GIT_REMOTE is empty")
+    if "://" in remote or _SCP_LIKE.match(remote):
+        return remote
+    return str(Path(remote).expanduser().absolute())
+
+
+def _push_failure(result: subprocess.CompletedProcess[bytes]) -> str:
+    """git's reason, on one line: its errors (no hints) and, for a refused ref, the porcelain status line."""
+    lines = [
+        line.strip()
+        for line in result.stderr.decode("utf-8", "replace").splitlines()
+        if line.strip() and not line.lstrip().startswith("hint:")
+    ]
+    refused = [
+        " ".join(line.split("\t")[1:]).strip()
+        for line in result.stdout.decode("utf-8", "replace").splitlines()
+        if line.startswith("!")
+    ]
+    return redact("; ".join([*refused, *lines]) or f"exit {result.returncode}")
+
+
 INDEX_LOCK_RETRIES = 5
 STALE_LOCK_SECONDS = 60.0
 
@@ -442,11 +580,30 @@ class AsyncGitHistory:
     left alone (no commits in someone else's repository); point AUTOTRAIN_RULES_DIR at a folder of its own.
     """
 
-    def __init__(self, history: GitRuleHistory) -> None:
+    def __init__(
+        self,
+        history: GitRuleHistory,
+        *,
+        remote: str | None = None,
+        branch: str | None = None,
+        push_timeout: float = PUSH_TIMEOUT_SECONDS,
+    ) -> None:
         self.history = history
+        self.remote = push_destination(remote) if remote else None  # None: commits stay in the rules folder
+        self.branch = branch or None  # None: the branch checked out in the rules folder
+        self.push_timeout = push_timeout
 
     @classmethod
-    def open(cls, rules_dir: Path) -> AsyncGitHistory:
+    def open(
+        cls,
+        rules_dir: Path,
+        remote: str | None = None,
+        branch: str | None = None,
+        *,
+        push_timeout: float = PUSH_TIMEOUT_SECONDS,
+    ) -> AsyncGitHistory:
+        """The history of the rules folder (created when it has none); with `remote`, every commit is pushed
+        there (AUTOTRAIN_GIT_REMOTE), to `branch` (AUTOTRAIN_GIT_BRANCH, default the current branch)."""
         history = GitRuleHistory(Path(rules_dir))
         Path(rules_dir).mkdir(parents=True, exist_ok=True)
         if history._work_tree_state() == "inside":
@@ -455,7 +612,7 @@ class AsyncGitHistory:
                 " of its own to keep the rules' history"
             )
         history.ensure_repo()
-        return cls(history)
+        return cls(history, remote=remote, branch=branch, push_timeout=push_timeout)
 
     async def commit(self, module_name: str, *, author: str, message: str) -> str | None:
         name = author if author not in ("system", "auto-approve") else "Auto-Train"
@@ -476,6 +633,19 @@ class AsyncGitHistory:
                     raise GitHistoryError(self._lock_held()) from exc
                 await asyncio.sleep(0.2 * (attempt + 1))
         return None
+
+    async def push(self, commits: Sequence[str]) -> set[str]:
+        """Push the branch (and every earlier commit the remote lacks); of `commits`, those the remote has now.
+        Raises GitHistoryError (the reason, credentials removed) when the push fails or times out."""
+        if self.remote is None:
+            raise GitHistoryError("no git remote configured (AUTOTRAIN_GIT_REMOTE)")
+        remote = self.remote
+
+        def push() -> set[str]:
+            pushed = self.history.push(remote, self.branch, timeout=self.push_timeout)
+            return self.history.reachable(pushed, commits)
+
+        return await asyncio.to_thread(push)
 
     def _lock_held(self) -> str:
         lock = self.history.rules_dir / ".git" / "index.lock"

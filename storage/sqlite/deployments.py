@@ -1,9 +1,10 @@
 """Deployments: begun (the rule moves, a pending row), completed once the file is written, or aborted;
-the chatbot's reload result; the git commit of each change."""
+the chatbot's reload result; the git commit of each change, and its push to the git remote."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 
 from autotrain.models import Deployment, NewEvent, RuleStatus
@@ -177,6 +178,31 @@ class DeploymentMixin(SqliteConnection):
             )
             return [deployment_row(row) for row in await cursor.fetchall()]
 
+    async def unpushed_deployments(self) -> list[Deployment]:
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT * FROM deployments WHERE commit_sha IS NOT NULL AND pushed_at IS NULL ORDER BY id"
+            )
+            return [deployment_row(row) for row in await cursor.fetchall()]
+
+    async def set_deployments_pushed(self, deployment_ids: Sequence[int], now: datetime) -> None:
+        async with self._tx() as db:
+            for chunk in _chunks(deployment_ids):
+                await db.execute(
+                    "UPDATE deployments SET pushed_at = COALESCE(pushed_at, ?), push_error = NULL"
+                    f" WHERE id IN ({', '.join('?' * len(chunk))})",
+                    (ts(now), *chunk),
+                )
+
+    async def set_deployments_push_error(self, deployment_ids: Sequence[int], error: str) -> None:
+        async with self._tx() as db:
+            for chunk in _chunks(deployment_ids):
+                await db.execute(
+                    "UPDATE deployments SET push_error = ?"
+                    f" WHERE pushed_at IS NULL AND id IN ({', '.join('?' * len(chunk))})",
+                    (error, *chunk),
+                )
+
     async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]:
         condition, args = where(("rule_id", rule_id))
         condition = f"{condition} {'AND' if condition else 'WHERE'} state = 'applied'"
@@ -187,3 +213,9 @@ class DeploymentMixin(SqliteConnection):
             )
             rows = await cursor.fetchall()
         return Page([deployment_row(row) for row in rows], total, limit, offset)
+
+
+def _chunks(ids: Sequence[int], size: int = 500) -> list[list[int]]:
+    """A long list of ids in pieces, each well under SQLite's limit of bound variables."""
+    unique = sorted(set(ids))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]

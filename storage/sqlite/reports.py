@@ -15,6 +15,8 @@ from storage.sqlite.queries import count, grouped, where
 
 _APPLIED = "SELECT COUNT(*) FROM deployments WHERE state = 'applied'"
 _UNCOMMITTED = "FROM deployments WHERE state = 'applied' AND commit_sha IS NULL AND commit_error IS NOT NULL"
+# a push was tried and failed (a deployment from before AUTOTRAIN_GIT_REMOTE was set, never tried, is not counted)
+_UNPUSHED = "FROM deployments WHERE commit_sha IS NOT NULL AND pushed_at IS NULL AND push_error IS NOT NULL"
 _OLDEST_PENDING = "SELECT feedback_id, created_at FROM feedbacks WHERE status = 'pending' ORDER BY id LIMIT 1"
 
 
@@ -110,6 +112,7 @@ class ReportMixin(SqliteConnection):
             )
             approvals = await _approval_seconds(db, ts(approval_window_start), ts(now))
             uncommitted = await count(db, f"SELECT COUNT(*) {_UNCOMMITTED}", ())
+            unpushed = await count(db, f"SELECT COUNT(*) {_UNPUSHED}", ())
         return MetricsData(
             pending_feedback=feedback_by_status[FeedbackStatus.PENDING.value],
             oldest_pending_feedback_id=oldest[0] if oldest else None,
@@ -123,6 +126,7 @@ class ReportMixin(SqliteConnection):
             deployed_today=deployed_today,
             approval_seconds=approvals,
             uncommitted_deployments=uncommitted,
+            unpushed_deployments=unpushed,
         )
 
     async def digest_data(self, *, start: datetime, end: datetime) -> DigestData:
