@@ -51,6 +51,12 @@ class _Snapshot:
             "Rule-file changes whose git commit failed (a gap in the rules folder's history)",
             value=report.uncommitted_deployments,
         )
+        if report.metrics is not None:
+            yield GaugeMetricFamily(
+                "autotrain_deployments_unpushed",
+                "Rule-file commits whose push to AUTOTRAIN_GIT_REMOTE failed",
+                value=report.metrics.unpushed_deployments,
+            )
         generations = GaugeMetricFamily("autotrain_generations", "Generation attempts by outcome", labels=["outcome"])
         totals = report.generation
         for outcome, count in (

@@ -21,6 +21,7 @@ from autotrain.ports import PipelineNotifier, RuleGenerator, RuleHistory
 from autotrain.rulefiles import RuleFiles
 from autotrain.service import PipelineService, Readers
 from autotrain.settings import Settings
+from autotrain.usecases.commits import push_pending
 from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
 from autotrain.usecases.effects import DecideCanaries, RuleEffects
@@ -63,7 +64,14 @@ class Runtime:
     reloads: ChatbotReloads
     webhooks: WebhookDispatcher | None = None
     slack: SlackBot | None = None
+    history: RuleHistory | None = None  # the rules folder's git history (None: AUTOTRAIN_GIT off or unusable)
     _started: bool = False
+
+    async def push_pending(self) -> bool:
+        """The scheduler's retry of failed pushes to AUTOTRAIN_GIT_REMOTE (True: nothing left unpushed)."""
+        if self.history is None:
+            return True
+        return await push_pending(self.history, self.store, clock=self.clock)
 
     async def start(self) -> None:
         """Serve: deliver events in the background, and start Slack (card retries, Socket Mode)."""
@@ -328,6 +336,7 @@ async def open_runtime(
         reloads=reloads,
         webhooks=webhooks,
         slack=slack,
+        history=history,
     )
 
 
@@ -354,6 +363,7 @@ def describe(settings: Settings) -> list[str]:
         else "reload hook: off (AUTOTRAIN_RELOAD_URL not set)",
         monitoring_description(settings),
         webhook_description(settings),
+        git_description(settings),
         f"HTTP: at most {settings.max_connections} connections; a request's headers, then its body, within "
         f"{settings.read_timeout_seconds:g} s each (408 after)",
         "rule events: recorded with each change, delivered in the background to the review card and webhooks "
@@ -363,6 +373,17 @@ def describe(settings: Settings) -> list[str]:
         else "JWT secret: generated file beside the database (run `autotrain token --role admin` for a token)",
     ]
     return lines
+
+
+def git_description(settings: Settings) -> str:
+    if not settings.git_history:
+        return "git history: off (AUTOTRAIN_GIT=false)"
+    if not settings.git_remote:
+        return "git history: on, commits stay in the rules folder (AUTOTRAIN_GIT_REMOTE not set)"
+    from bot.git_history import redact
+
+    branch = settings.git_branch or "the current branch"
+    return f"git history: on, every commit pushed to {redact(settings.git_remote)} ({branch})"
 
 
 def slack_description(settings: Settings) -> str:
@@ -412,7 +433,7 @@ def git_history(settings: Settings) -> RuleHistory | None:
     from bot.git_history import AsyncGitHistory
 
     try:
-        return AsyncGitHistory.open(settings.rules_dir)
+        return AsyncGitHistory.open(settings.rules_dir, remote=settings.git_remote, branch=settings.git_branch)
     except Exception as exc:  # no git binary, unwritable folder: deploys still work, without history
         log.error("git history is off: %s", exc)
         return None

@@ -110,6 +110,13 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         id="digest",
         name="digest",
     )
+    if runtime.history is not None and settings.git_remote:
+        scheduler.add_job(
+            logged("git push", runtime.push_pending),
+            IntervalTrigger(seconds=interval, timezone=timezone),
+            id="git_push",
+            name="push rule-file commits to AUTOTRAIN_GIT_REMOTE",
+        )
     if settings.reload_url:
         scheduler.add_job(
             logged("reload retries", runtime.reloads.retry_due),

@@ -108,6 +108,7 @@ async def test_a_long_generation_keeps_renewing_its_lease(tmp_path: Path, rules_
     from autotrain.usecases.generation import GenerateRules
     from autotrain.usecases.locks import RuleFileLocks
     from autotrain.usecases.reconcile import PendingDeployments
+    from autotrain.usecases.reloads import ChatbotReloads
     from storage.sqlite import SqliteStore
 
     settings = make_settings(tmp_path, rules_dir)
@@ -124,7 +125,7 @@ async def test_a_long_generation_keeps_renewing_its_lease(tmp_path: Path, rules_
             locks=RuleFileLocks(rule_files),
             pending=pending,
             history=None,
-            reload_hook=None,
+            reloads=ChatbotReloads(hook=None, log_store=store, clock=utcnow),
             clock=utcnow,
             options=options,
             wake=lambda: None,

@@ -24,7 +24,6 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="the git bin
 BRANCH = "main"
 # the parts that go through open_runtime with AUTOTRAIN_GIT_REMOTE set: bot/runtime.py's git_history(settings)
 # must pass settings.git_remote / settings.git_branch to AsyncGitHistory.open
-NEEDS_RUNTIME = pytest.mark.xfail(strict=True, reason="bot/runtime.py must pass AUTOTRAIN_GIT_REMOTE")
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +94,6 @@ async def canary_promote_rollback(runtime: Runtime, rules_dir: Path, bare: Path 
 # --- through the runtime, once bot/runtime.py passes AUTOTRAIN_GIT_REMOTE / AUTOTRAIN_GIT_BRANCH -----------
 
 
-@NEEDS_RUNTIME
 async def test_every_deploy_promote_and_rollback_is_pushed(tmp_path: Path, rules_dir: Path) -> None:
     bare = bare_repository(tmp_path / "remote.git")
     settings = make_settings(tmp_path, rules_dir, git_history=True, git_remote=str(bare), git_branch=BRANCH)
@@ -110,7 +108,6 @@ async def test_every_deploy_promote_and_rollback_is_pushed(tmp_path: Path, rules
         await runtime.close()
 
 
-@NEEDS_RUNTIME
 async def test_an_unreachable_remote_never_fails_a_deploy_and_the_next_commit_pushes_both(
     tmp_path: Path, rules_dir: Path
 ) -> None:

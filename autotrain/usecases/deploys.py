@@ -345,7 +345,7 @@ class DeployRules:
     async def _commit(self, rule: Rule, deployment: Deployment) -> Deployment:
         """Still under the file's lock, so the commit holds only this change."""
         assert self.history is not None
-        sha = await commit_change(self.history, self.deployments, rule, deployment)
+        sha = await commit_change(self.history, self.deployments, rule, deployment, clock=self.clock)
         return deployment if sha is None else deployment.model_copy(update={"commit_sha": sha})
 
     async def _after_write(self, rule_id: str, deployment: Deployment) -> DeployResult:

@@ -59,7 +59,7 @@ class PendingDeployments:
         rule = await self.rules.get_rule(last.rule_id)
         if rule is None:
             return []
-        sha = await commit_change(self.history, self.deployments, rule, last, also=missing[:-1])
+        sha = await commit_change(self.history, self.deployments, rule, last, also=missing[:-1], clock=self.clock)
         if sha is None:
             return []
         restored = [d.deployment_id for d in missing]
