@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from autotrain.errors import InvalidInput, NotFound
+from autotrain.errors import InvalidInput, NotFound, RuleFileInvalid
 from autotrain.policy import Action, Actor, require_permission
 from autotrain.rulefiles import RuleFiles, content_version
 
@@ -65,15 +65,20 @@ class RuleSets:
         module_name = self._allowed(module_name)
         content = await asyncio.to_thread(self.rule_files.read_bytes, module_name)
         version = content_version(content)
+        from autotrain_client import RuleFileInvalid as ContentInvalid
         from autotrain_client import applicable_rules  # the client's: one implementation of who gets a rule
 
+        try:
+            rules = applicable_rules(module_name, content, user_id)
+        except ContentInvalid as exc:
+            raise RuleFileInvalid(f"{module_name} does not parse: {exc}") from exc
         return RuleSet(
             module_name=module_name,
             version=version,
             etag=etag_of(version),
             format=next((f for suffix, f in FORMATS.items() if module_name.endswith(suffix)), "text"),
             content=content.decode("utf-8", errors="replace").removeprefix("\ufeff"),
-            rules=[RuleSetRule(**rule) for rule in applicable_rules(module_name, content, user_id)],
+            rules=[RuleSetRule(**rule) for rule in rules],
             user_id=user_id,
         )
 
