@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import autotrain_client.rules as client_rules
 import pytest
 
+import autotrain_client.rules as client_rules
 from autotrain.client import RuleBook, bucket, in_rollout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -22,15 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import autotrain_client
-import autotrain_client.rollout
 import httpx
 import pytest
-from autotrain_client import RuleBook, RuleFileInvalid, applicable_rules, content_version, render_content
 
 import autotrain.client
 import autotrain.rollout
+import autotrain_client
+import autotrain_client.rollout
 from autotrain.rulefiles import content_version as server_content_version
+from autotrain_client import RuleBook, RuleFileInvalid, applicable_rules, content_version, render_content
 from tests.conftest import NEW_WEATHER_RULE, OLD_WEATHER_RULE, SHIPPED_RULES, WEATHER_FEEDBACK
 from tests.serve_process import free_port, subprocess_environment
 
