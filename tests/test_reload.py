@@ -117,3 +117,28 @@ async def test_a_newer_change_of_the_file_supersedes_a_failed_reload(chatbot: An
     clock.advance(3600)
     assert await runtime.reloads.retry_due() == 0  # the chatbot has the newest version: no stale call
     assert [json.loads(r.body)["rule_id"] for r in receiver.requests] == [first.rule.rule_id, second.rule.rule_id]
+
+
+async def test_the_admin_who_deploys_from_slack_is_told_the_reload_failed(
+    tmp_path: Path, rules_dir: Path, slack_api: Any
+) -> None:
+    """The card's Deploy button: the ephemeral says "deployed", and that the chatbot has not reloaded yet."""
+    import httpx
+
+    from bot.api import create_app
+    from tests.slack_support import ADMIN_USER, SlackSimulator, slack_settings
+    from tests.test_slack_actions import new_card, wait_for_ephemerals
+    from tests.test_webhooks import closed_port_url
+
+    settings = slack_settings(tmp_path, rules_dir, slack_api, reload_url=closed_port_url(), reload_secret=SECRET)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://autotrain.test") as http:
+            slack = SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)
+            rule_id, _ = await new_card(slack)
+            await slack.click("rule_approve", rule_id)
+            await slack.click("rule_deploy", rule_id)
+            notes = await wait_for_ephemerals(slack, ADMIN_USER, 1)
+    assert f"{rule_id} deployed to `fashion_rules.json`" in notes[-1]
+    assert "⚠️ The chatbot's reload failed (ConnectError" in notes[-1]
+    assert "retried automatically" in notes[-1]
