@@ -21,6 +21,12 @@ class TransitionRefused(AutotrainError):
     code = "transition_refused"
 
 
+class EvaluationRequired(TransitionRefused):
+    """AUTOTRAIN_REQUIRE_EVALUATION: the rule's replay has not passed (an admin may override, audited)."""
+
+    code = "evaluation_required"
+
+
 class PermissionDenied(AutotrainError):
     code = "forbidden"
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from autotrain.effect import RuleEffect
+from autotrain.evaluation import Evaluation
 from autotrain.monitoring import Metrics
 from autotrain.text import strip_invisible
 
@@ -87,6 +88,7 @@ class RuleWarning(StrEnum):
     COPIED_FEEDBACK = "copied_feedback"
     EXISTING_RULE_NOT_FOLLOWED = "existing_rule_not_followed"  # the complaint is about a line already there
     RECURRENCE_OF_DEPLOYED_RULE = "recurrence_of_deployed_rule"  # a deployed rule did not prevent it
+    CONFLICTS_WITH_RULE = "conflicts_with_rule"  # contradicts a deployed line of its file (replay's check)
 
 
 # A rule carrying any of these is suspicious: shown as such on its card and never approved automatically.
@@ -236,6 +238,7 @@ class RuleDetail(Rule):
     """One rule, with the effect of its deploy so far (None unless it is deployed)."""
 
     effect: RuleEffect | None = None
+    evaluation: Evaluation | None = None  # its replay before deploy (the cases: GET /rules/{id}/evaluation)
 
 
 class Deployment(BaseModel):
@@ -340,6 +343,7 @@ class EventKind(StrEnum):
     RULE_PROMOTED = "rule_promoted"
     RULE_GROUPED = "rule_grouped"  # more feedback attached to it (a cluster)
     RULE_RECURRED = "rule_recurred"  # its complaint came back after it was deployed
+    RULE_EVALUATED = "rule_evaluated"  # replayed against the chatbot and judged (autotrain/evaluation.py)
 
 
 class NewEvent(BaseModel):

@@ -30,4 +30,5 @@ class PipelineOptions:
     canary_percent: int = DEFAULT_CANARY_PERCENT
     cluster_threshold: float | None = DEFAULT_THRESHOLD  # None: run-all does not group feedback
     record_deadline_seconds: float = 60.0  # how long a written deploy waits for a busy database to record it
+    require_evaluation: bool = False  # deploy refuses a rule whose replay has not passed (unless overridden)
     effect: EffectSettings = field(default_factory=EffectSettings)  # how a rule's effect is judged (effect.py)

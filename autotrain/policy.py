@@ -103,7 +103,9 @@ def _hint(current: RuleStatus, target: RuleStatus) -> str:
     return ""
 
 
-def auto_approval_refusal(rule: Rule, threshold: float | None, *, canary_required: bool) -> str | None:
+def auto_approval_refusal(
+    rule: Rule, threshold: float | None, *, canary_required: bool, evaluation_status: str | None = None
+) -> str | None:
     """Why this rule may not be approved without an admin, or None when it may (the cookbook's > 0.9).
 
     Only a clean, confident, additive rule passes: anything flagged or warned about, anything that replaces
@@ -121,6 +123,8 @@ def auto_approval_refusal(rule: Rule, threshold: float | None, *, canary_require
         return "it replaces an existing rule"
     if canary_required and supports_canary(rule.module_name):
         return "rules for this file must go through a canary first"
+    if evaluation_status is not None and evaluation_status != "passed":
+        return f"its replay did not pass ({evaluation_status})"
     return None
 
 

@@ -9,6 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from autotrain.clustering import DocumentFrequencies
 from autotrain.effect import Tally
+from autotrain.evaluation import Evaluation
 from autotrain.models import (
     AuditEntry,
     Deployment,
@@ -443,6 +444,24 @@ class ReloadLog(Protocol):
     async def failing_reloads(self, *, min_attempts: int) -> list[Deployment]: ...
 
 
+class EvaluationStore(Protocol):
+    """Evaluations of rules (replay before deploy), and the feedback they replay."""
+
+    async def save_evaluation(self, evaluation: Evaluation, *, event: NewEvent | None = None) -> None:
+        """Keep it (with its conflicts as the rule's `conflicts_with_rule` warning) and its event."""
+        ...
+
+    async def latest_evaluation(self, rule_id: str, rule_version: str | None = None) -> Evaluation | None: ...
+
+    async def group_feedback(self, rule_id: str, *, limit: int) -> list[Feedback]: ...
+
+    async def earlier_fixes(self, module_name: str, *, exclude: str, limit: int) -> list[tuple[Rule, Feedback]]: ...
+
+    async def praised_feedback(self, *, limit: int) -> list[Feedback]: ...
+
+    async def record_evaluation_override(self, rule_id: str, *, actor_id: str, status: str, now: datetime) -> None: ...
+
+
 class MonitoringStore(ReportStore, AlertStateStore, ReloadLog, Protocol):
     """What the Monitor needs: the figures, and the state that makes one process alert once."""
 
@@ -505,6 +524,7 @@ class Store(
     WebhookOutbox,
     EventOutbox,
     ReloadLog,
+    EvaluationStore,
     Protocol,
 ):
     """Every role, and the lifecycle: what the composition root opens and hands out."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autotrain.effect import CanaryOutcome, RuleEffect
+from autotrain.errors import NotFound
+from autotrain.evaluation import Evaluation
 from autotrain.models import (
     Deployment,
     DeployResult,
@@ -30,6 +32,7 @@ from autotrain.policy import Actor
 from autotrain.ports import DeploymentStore, FeedbackStore, Page, RuleStore
 from autotrain.usecases.deploys import DeployRules
 from autotrain.usecases.effects import DecideCanaries, RuleEffects
+from autotrain.usecases.evaluate import EvaluateRules
 from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.intake import SubmitFeedback
 from autotrain.usecases.lookup import feedback_or_404, rule_or_404
@@ -65,6 +68,7 @@ class PipelineService:
         effects: RuleEffects,
         canaries: DecideCanaries,
         rulesets: RuleSets,
+        evaluations: EvaluateRules,
     ) -> None:
         self._readers = readers
         self._intake = intake
@@ -78,6 +82,7 @@ class PipelineService:
         self._effects = effects
         self._canaries = canaries
         self._rulesets = rulesets
+        self._evaluations = evaluations
 
     # feedback
     async def submit(self, data: FeedbackIn, actor: Actor, *, source: str = "api") -> Feedback:
@@ -113,7 +118,12 @@ class PipelineService:
 
     async def rule_detail(self, rule_id: str) -> RuleDetail:
         rule = await rule_or_404(self._readers.rules, rule_id)
-        return RuleDetail(**rule.model_dump(), effect=await self._effects.effect(rule))
+        evaluation = await self._evaluations.latest(rule_id)
+        return RuleDetail(
+            **rule.model_dump(),
+            effect=await self._effects.effect(rule),
+            evaluation=evaluation.model_copy(update={"detail": []}) if evaluation else None,
+        )
 
     async def rule_effects(self) -> list[RuleEffect]:
         return await self._effects.deployed()
@@ -151,11 +161,26 @@ class PipelineService:
         return await self._review.edit(rule_id, actor, new_rule=new_rule, module_name=module_name, old_rule=old_rule)
 
     # deploys
-    async def deploy(self, rule_id: str, actor: Actor, *, rollout_percent: int = 100) -> DeployResult:
-        return await self._deploys.deploy(rule_id, actor, rollout_percent=rollout_percent)
+    async def deploy(
+        self, rule_id: str, actor: Actor, *, rollout_percent: int = 100, override_evaluation: bool = False
+    ) -> DeployResult:
+        return await self._deploys.deploy(
+            rule_id, actor, rollout_percent=rollout_percent, override_evaluation=override_evaluation
+        )
 
-    async def canary(self, rule_id: str, actor: Actor) -> DeployResult:
-        return await self._deploys.canary(rule_id, actor)
+    async def canary(self, rule_id: str, actor: Actor, *, override_evaluation: bool = False) -> DeployResult:
+        return await self._deploys.canary(rule_id, actor, override_evaluation=override_evaluation)
+
+    # replay before deploy
+    async def evaluate(self, rule_id: str, actor: Actor) -> Evaluation:
+        return await self._evaluations.evaluate(rule_id, actor)
+
+    async def evaluation(self, rule_id: str) -> Evaluation:
+        await rule_or_404(self._readers.rules, rule_id)
+        found = await self._evaluations.latest(rule_id)
+        if found is None:
+            raise NotFound(f"{rule_id} has not been replayed yet")
+        return found
 
     async def promote(self, rule_id: str, actor: Actor) -> DeployResult:
         return await self._deploys.promote(rule_id, actor)
@@ -178,4 +203,6 @@ class PipelineService:
     async def drain(self) -> None:
         """Wait for background generations, then deliver the events recorded so far (tests, shutdown)."""
         await self._generation.drain()
+        await self._events.drain()
+        await self._evaluations.drain()  # replays the events started
         await self._events.drain()

@@ -35,6 +35,8 @@ OPTIONAL_SETTINGS = (
     "git_remote",
     "git_branch",
     "reload_secret",
+    "chatbot_replay_url",
+    "chatbot_prompt_file",
 )
 
 
@@ -135,6 +137,17 @@ class Settings(BaseSettings):
     effect_window_days: int = Field(7, ge=1, le=365, validation_alias=_env("AUTOTRAIN_EFFECT_WINDOW_DAYS"))
     effect_min_sample: int = Field(30, ge=1, validation_alias=_env("AUTOTRAIN_EFFECT_MIN_SAMPLE"))
     effect_alpha: float = Field(0.05, gt=0, lt=1, validation_alias=_env("AUTOTRAIN_EFFECT_ALPHA"))
+    # replay before deploy (autotrain/evaluation.py): after generation and after an edit when a judge is set
+    evaluate: Literal["auto", "off"] = Field("auto", validation_alias=_env("AUTOTRAIN_EVALUATE"))
+    require_evaluation: bool = Field(False, validation_alias=_env("AUTOTRAIN_REQUIRE_EVALUATION"))
+    chatbot_replay_url: str | None = Field(None, validation_alias=_env("AUTOTRAIN_CHATBOT_REPLAY_URL"))
+    chatbot_prompt_file: Path | None = Field(None, validation_alias=_env("AUTOTRAIN_CHATBOT_PROMPT_FILE"))
+    eval_complaints: int = Field(3, ge=0, le=50, validation_alias=_env("AUTOTRAIN_EVAL_COMPLAINTS"))
+    eval_regressions: int = Field(8, ge=0, le=200, validation_alias=_env("AUTOTRAIN_EVAL_REGRESSIONS"))
+    eval_praise: int = Field(3, ge=0, le=50, validation_alias=_env("AUTOTRAIN_EVAL_PRAISE"))
+    eval_token_budget: int = Field(60_000, ge=1, validation_alias=_env("AUTOTRAIN_EVAL_TOKEN_BUDGET"))
+    eval_revisions: int = Field(1, ge=0, le=3, validation_alias=_env("AUTOTRAIN_EVAL_REVISIONS"))
+    eval_concurrency: int = Field(4, ge=1, le=32, validation_alias=_env("AUTOTRAIN_EVAL_CONCURRENCY"))
     # promote or roll back a canary on that evidence, at every alert check (off: admins decide)
     canary_auto_decide: bool = Field(False, validation_alias=_env("AUTOTRAIN_CANARY_AUTO_DECIDE"))
     # how long a generation holds its feedback before another process may take it over (renewed every third)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from autotrain.errors import (
     AutotrainError,
+    EvaluationRequired,
     GenerationFailed,
     GenerationInProgress,
     InvalidInput,
@@ -32,6 +33,7 @@ from autotrain.errors import (
     StoreFull,
     TransitionRefused,
 )
+from autotrain.evaluation import Evaluation
 from autotrain.models import (
     Deployment,
     Feedback,
@@ -62,6 +64,7 @@ T = TypeVar("T")
 HTTP_STATUS: dict[type[AutotrainError], int] = {
     NotFound: 404,
     PermissionDenied: 403,
+    EvaluationRequired: 409,
     TransitionRefused: 409,
     GenerationInProgress: 409,
     RuleFileInvalid: 409,
@@ -98,6 +101,9 @@ class RejectIn(BaseModel):
 class DeployIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rollout_percent: int = Field(100, ge=1, le=100, description="share of users; below 100 is a canary (JSON files)")
+    override_evaluation: bool = Field(
+        False, description="deploy although the replay has not passed (AUTOTRAIN_REQUIRE_EVALUATION); audited"
+    )
 
 
 class DeployedRule(Rule):
@@ -278,8 +284,23 @@ def build_router() -> APIRouter:
         actor: ActorDep,
         body: Annotated[DeployIn | None, Body()] = None,
     ) -> DeployedRule:
-        result = await service.deploy(rule_id, actor, rollout_percent=body.rollout_percent if body else 100)
+        body = body or DeployIn()
+        result = await service.deploy(
+            rule_id, actor, rollout_percent=body.rollout_percent, override_evaluation=body.override_evaluation
+        )
         return DeployedRule(**result.rule.model_dump(), deployment=result.deployment)
+
+    @router.get(
+        "/rules/{rule_id}/evaluation",
+        response_model=Evaluation,
+        summary="The rule's replay: every case (query, answer before, answer after, verdict, reason, tokens)",
+    )
+    async def get_evaluation(rule_id: str, service: ServiceDep, actor: ActorDep) -> Evaluation:
+        return await service.evaluation(rule_id)
+
+    @router.post("/rules/{rule_id}/evaluate", response_model=Evaluation, summary="Replay the rule now (admin)")
+    async def evaluate(rule_id: str, service: ServiceDep, actor: ActorDep) -> Evaluation:
+        return await service.evaluate(rule_id, actor)
 
     @router.post("/rules/{rule_id}/promote", response_model=DeployedRule, summary="Take a canary to 100 % (admin)")
     async def promote(rule_id: str, service: ServiceDep, actor: ActorDep) -> DeployedRule:

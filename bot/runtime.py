@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from autotrain.effect import EffectSettings
+from autotrain.evaluation import ChatbotReplay, EvaluationLimits, ReplayJudge
 from autotrain.generators.heuristic import HeuristicRuleGenerator
 from autotrain.monitoring import AlertThresholds, Monitor, MonitoringSink
 from autotrain.notifications import EventDispatcher
@@ -25,6 +26,7 @@ from autotrain.usecases.commits import push_pending
 from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
 from autotrain.usecases.effects import DecideCanaries, RuleEffects
+from autotrain.usecases.evaluate import EvaluateOnChange, EvaluateRules
 from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.intake import SubmitFeedback
 from autotrain.usecases.locks import RuleFileLocks
@@ -112,6 +114,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         auto_approve_confidence=settings.auto_approve_confidence,
         auto_deploy=settings.auto_deploy,
         require_canary=settings.require_canary,
+        require_evaluation=settings.require_evaluation,
         canary_percent=settings.canary_percent,
         cluster_threshold=settings.cluster_threshold,
         generation_lease_seconds=settings.generation_lease_seconds,
@@ -232,6 +235,26 @@ async def open_runtime(
         notifiers.append(cards)
     if webhook_notifier is not None:
         notifiers.append(webhook_notifier)
+    replay, judge = evaluation_adapters(settings)
+    evaluations = EvaluateRules(
+        rules=store,
+        evaluations=store,
+        rule_files=rule_files,
+        replay=replay,
+        judge=judge,
+        clock=clock,
+        limits=EvaluationLimits(
+            complaints=settings.eval_complaints,
+            regressions=settings.eval_regressions,
+            praise=settings.eval_praise,
+            token_budget=settings.eval_token_budget,
+            revisions=settings.eval_revisions,
+            concurrency=settings.eval_concurrency,
+        ),
+        enabled=settings.evaluate == "auto",
+        wake=lambda: events.wake(),  # the dispatcher is built just below, with the notifier that starts replays
+    )
+    notifiers.append(EvaluateOnChange(evaluations))
     events = EventDispatcher(
         outbox=store,
         deployments=store,
@@ -255,6 +278,7 @@ async def open_runtime(
         clock=clock,
         options=options,
         wake=events.wake,
+        evaluations=store,
     )
     generation = GenerateRules(
         feedback=store,
@@ -267,6 +291,7 @@ async def open_runtime(
         clock=clock,
         options=options,
         wake=events.wake,
+        evaluate=evaluations.evaluate if evaluations.enabled and replay and judge else None,
     )
     service = PipelineService(
         readers=Readers(feedback=store, rules=store, deployments=store),
@@ -303,6 +328,7 @@ async def open_runtime(
         effects=effects,
         canaries=DecideCanaries(effects=effects, deploys=deploys, announce=monitor.announce_canary),
         rulesets=RuleSets(rule_files=rule_files),
+        evaluations=evaluations,
     )
     slack = None
     if slack_client is not None:
@@ -364,6 +390,7 @@ def describe(settings: Settings) -> list[str]:
         monitoring_description(settings),
         webhook_description(settings),
         git_description(settings),
+        evaluation_description(settings),
         f"HTTP: at most {settings.max_connections} connections; a request's headers, then its body, within "
         f"{settings.read_timeout_seconds:g} s each (408 after)",
         "rule events: recorded with each change, delivered in the background to the review card and webhooks "
@@ -373,6 +400,30 @@ def describe(settings: Settings) -> list[str]:
         else "JWT secret: generated file beside the database (run `autotrain token --role admin` for a token)",
     ]
     return lines
+
+
+def evaluation_adapters(settings: Settings) -> tuple[ChatbotReplay | None, ReplayJudge | None]:
+    """Who replays (the chatbot's replay endpoint, else Claude playing it) and who judges (Claude)."""
+    if settings.evaluate == "off" or not (settings.claude_enabled or settings.chatbot_replay_url):
+        return None, None
+    from bot.evaluation import build_evaluation_adapters
+
+    return build_evaluation_adapters(settings)
+
+
+def evaluation_description(settings: Settings) -> str:
+    if settings.evaluate == "off":
+        return "replay before deploy: off (AUTOTRAIN_EVALUATE=off)"
+    replay = (
+        f"the chatbot at {settings.chatbot_replay_url}"
+        if settings.chatbot_replay_url
+        else ("Claude playing the chatbot" if settings.claude_enabled else None)
+    )
+    if replay is None or not settings.claude_enabled:
+        why = "no judge (ANTHROPIC_API_KEY not set)" if not settings.claude_enabled else "no chatbot to replay with"
+        return f"replay before deploy: skipped, {why}"
+    gate = "; deploy requires it to pass" if settings.require_evaluation else ""
+    return f"replay before deploy: on, replayed by {replay}, judged by Claude{gate}"
 
 
 def git_description(settings: Settings) -> str:

@@ -246,6 +246,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deployments ADD COLUMN reload_retry_at TEXT;
     CREATE INDEX ix_deployments_reload_retry ON deployments (reload_retry_at) WHERE reload_retry_at IS NOT NULL;
     """,
+    # 13: replay before deploy: each evaluation of a rule's candidate line (one per candidate version)
+    """
+    CREATE TABLE evaluations (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule_id       TEXT NOT NULL REFERENCES generated_rules (rule_id),
+        rule_version  TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        tokens        INTEGER NOT NULL DEFAULT 0,
+        latency_ms    INTEGER NOT NULL DEFAULT 0,
+        at            TEXT NOT NULL
+    );
+    CREATE INDEX ix_evaluations_rule ON evaluations (rule_id, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -90,6 +90,8 @@ def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings
         # one complaint, one rule: tested on its own (test_one_complaint_one_card.py, test_run_all_clustering.py);
         # elsewhere a test may make several rules from one feedback text
         "cluster_threshold": None,
+        # replay before deploy: tested on its own (test_evaluation.py); elsewhere no background replays
+        "evaluate": "off",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

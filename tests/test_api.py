@@ -167,7 +167,7 @@ async def test_generate_produces_the_weather_rule(client: httpx.AsyncClient, rep
     assert rule["status"] == "pending"
     assert rule["warnings"] == []
 
-    assert await get_rule(client, reporter_headers, "RUL-1001") == {**rule, "effect": None}  # not deployed
+    assert await get_rule(client, reporter_headers, "RUL-1001") == {**rule, "effect": None, "evaluation": None}
     feedback = await get_feedback(client, reporter_headers, "FB-1001")
     assert feedback["status"] == "processed"
     assert feedback["rule_id"] == "RUL-1001"
@@ -411,7 +411,7 @@ async def test_reject_with_reason(client: httpx.AsyncClient, rules_dir: Path) ->
     assert body["reject_reason"] == "quá chung chung"
     assert body["rejected_by"] == "U_CRITIC"
     assert body["rejected_at"] is not None
-    assert await get_rule(client, admin, rule_id) == {**body, "effect": None}
+    assert await get_rule(client, admin, rule_id) == {**body, "effect": None, "evaluation": None}
     feedback = await get_feedback(client, admin, body["feedback_id"])
     assert feedback["status"] == "rejected"
     assert rules_file(rules_dir).read_bytes() == before

@@ -15,11 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from autotrain.errors import AutotrainError, CanaryUnsupported, StoreBusy, TransitionRefused
+from autotrain.errors import AutotrainError, CanaryUnsupported, EvaluationRequired, StoreBusy, TransitionRefused
 from autotrain.models import Deployment, DeployOutcome, DeployResult, EventKind, NewEvent, Rule, RuleStatus
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
-from autotrain.ports import DeploymentStore, NewDeployment, ReloadResult, RuleHistory, RuleStore
+from autotrain.ports import DeploymentStore, EvaluationStore, NewDeployment, ReloadResult, RuleHistory, RuleStore
 from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, deploy_entry, same_rule
 from autotrain.ruleset import APPENDED, CANARY, NOOP, PROMOTED_CANARY, REPLACED, ActiveChange
 from autotrain.usecases.commits import commit_change
@@ -55,7 +55,9 @@ class DeployRules:
         clock: Clock,
         options: PipelineOptions,
         wake: Callable[[], None],
+        evaluations: EvaluationStore | None = None,
     ) -> None:
+        self.evaluations = evaluations  # the replay gate (AUTOTRAIN_REQUIRE_EVALUATION)
         self.rules = rules
         self.deployments = deployments
         self.rule_files = rule_files
@@ -70,13 +72,16 @@ class DeployRules:
 
     # ------------------------------------------------------------------ the four changes
 
-    async def deploy(self, rule_id: str, actor: Actor, *, rollout_percent: int = 100) -> DeployResult:
+    async def deploy(
+        self, rule_id: str, actor: Actor, *, rollout_percent: int = 100, override_evaluation: bool = False
+    ) -> DeployResult:
         """Deploy to every user, or (rollout_percent below 100, JSON rule files only) as a canary."""
         require_permission(actor, Action.DEPLOY)
         rule = await rule_or_404(self.rules, rule_id)
         if not await self._left_pending(rule_id):
             check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
         check_rollout(rule, rollout_percent)
+        await self._check_evaluation(rule, actor, override_evaluation)
         promotions: list[Deployment] = []
         async with self.locks.hold(rule.module_name):
             await self._catch_up(rule.module_name)
@@ -136,9 +141,29 @@ class DeployRules:
             await self._after_write(promotion.rule_id, promotion)
         return await self._after_write(rule_id, deployment)
 
-    async def canary(self, rule_id: str, actor: Actor) -> DeployResult:
+    async def canary(self, rule_id: str, actor: Actor, *, override_evaluation: bool = False) -> DeployResult:
         """Deploy to AUTOTRAIN_CANARY_PERCENT of users."""
-        return await self.deploy(rule_id, actor, rollout_percent=self.options.canary_percent)
+        return await self.deploy(
+            rule_id, actor, rollout_percent=self.options.canary_percent, override_evaluation=override_evaluation
+        )
+
+    async def _check_evaluation(self, rule: Rule, actor: Actor, override: bool) -> None:
+        """AUTOTRAIN_REQUIRE_EVALUATION: a rule whose replay has not passed is refused, unless an admin
+        overrides (which the audit log records)."""
+        if not self.options.require_evaluation or self.evaluations is None:
+            return
+        evaluation = await self.evaluations.latest_evaluation(rule.rule_id)
+        status = evaluation.status.value if evaluation is not None else "none"
+        if status == "passed":
+            return
+        if not override:
+            raise EvaluationRequired(
+                f"{rule.rule_id} has not passed its replay ({status}); run it (POST /autotrain/rules/"
+                f"{rule.rule_id}/evaluate), or deploy with override_evaluation"
+            )
+        await self.evaluations.record_evaluation_override(
+            rule.rule_id, actor_id=actor.id, status=status, now=self.clock()
+        )
 
     async def promote(self, rule_id: str, actor: Actor) -> DeployResult:
         """Take a canary to every user: the rule it replaces goes for everyone."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from autotrain.errors import AutotrainError, GenerationFailed, GenerationInProgress, TransitionRefused
+from autotrain.evaluation import Evaluation
 from autotrain.models import (
     EventKind,
     Feedback,
@@ -56,7 +57,9 @@ class GenerateRules:
         clock: Clock,
         options: PipelineOptions,
         wake: Callable[[], None],
+        evaluate: Callable[[str], Awaitable[Evaluation]] | None = None,
     ) -> None:
+        self.evaluate = evaluate  # replay before review (usecases/evaluate.py), so auto-approve sees its result
         self.feedback = feedback
         self.complaints = complaints
         self.rules = rules
@@ -274,6 +277,14 @@ class GenerateRules:
         threshold = self.options.auto_approve_confidence
         if auto_approval_refusal(rule, threshold, canary_required=self.options.require_canary) is not None:
             return rule
+        if self.evaluate is not None:  # never auto-approve a rule whose replay did not pass
+            evaluation = await self.evaluate(rule.rule_id)
+            refusal = auto_approval_refusal(
+                rule, threshold, canary_required=self.options.require_canary, evaluation_status=evaluation.status.value
+            )
+            if refusal is not None and evaluation.status.value != "skipped":
+                log.info("%s is not auto-approved: %s", rule.rule_id, refusal)
+                return await rule_or_404(self.rules, rule.rule_id)
         assert threshold is not None
         approved = await self.rules.transition_rule(
             rule.rule_id,

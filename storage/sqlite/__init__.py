@@ -10,6 +10,7 @@ from storage.sqlite import connection
 from storage.sqlite.cards import ReviewCardMixin
 from storage.sqlite.complaints import ComplaintMixin
 from storage.sqlite.deployments import DeploymentMixin
+from storage.sqlite.evaluations import EvaluationMixin
 from storage.sqlite.events import EventMixin
 from storage.sqlite.feedback import FeedbackMixin
 from storage.sqlite.generations import GenerationMixin
@@ -34,6 +35,7 @@ class SqliteStore(
     WebhookMixin,
     EventMixin,
     ReloadMixin,
+    EvaluationMixin,
 ):
     def _busy_timeout_ms(self) -> int:
         return BUSY_TIMEOUT_MS
