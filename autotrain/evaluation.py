@@ -136,7 +136,7 @@ def summary_line(status: EvaluationStatus, cases: Sequence[EvalCase], reason: st
 
 # ---------------------------------------------------------------------- offline: contradictions
 
-_NEGATIONS = ("khong", "dung", "tranh", "never", "not", "don't", "dont", "no")
+_NEGATIONS = ("khong", "dung", "tranh", "never", "not", "don", "dont", "no")  # fold() splits "don't"
 _STOP = frozenset(
     "- a an and the to for of in on with khi cho va la co cua mot nhung cac nay do thi ma se luon always nen".split()
 )

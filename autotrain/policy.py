@@ -160,10 +160,13 @@ class RuleAction(StrEnum):
     CANARY = "canary"  # deploy to a share of users first
     PROMOTE = "promote"  # a canary to every user
     ROLLBACK = "rollback"
+    DEPLOY_OVERRIDE = "deploy_override"  # deploy although its replay has not passed (AUTOTRAIN_REQUIRE_EVALUATION)
 
 
-def rule_actions(rule: Rule) -> tuple[RuleAction, ...]:
+def rule_actions(rule: Rule, *, evaluation_required: bool = False) -> tuple[RuleAction, ...]:
     """The actions the rule's state and file allow, in the order a card shows them (reject last).
+    `evaluation_required`: deploy needs a passed replay, and this rule has none — its deploy buttons give way
+    to one that overrides the gate (audited).
 
     Who may take them is `require_permission`'s question, not this one: a card is the same for everyone.
     """
@@ -173,7 +176,9 @@ def rule_actions(rule: Rule) -> tuple[RuleAction, ...]:
         actions.append(RuleAction.APPROVE)
     if _editable(status):
         actions.append(RuleAction.EDIT)
-    if rule_can(status, RuleStatus.DEPLOYED):
+    if rule_can(status, RuleStatus.DEPLOYED) and evaluation_required:
+        actions.append(RuleAction.DEPLOY_OVERRIDE)
+    elif rule_can(status, RuleStatus.DEPLOYED):
         actions.append(RuleAction.DEPLOY)
         if supports_canary(rule.module_name):
             actions.append(RuleAction.CANARY)

@@ -228,6 +228,7 @@ async def open_runtime(
             rules=store,
             deployments=store,
             cards=store,
+            evaluations=store,
             settings=settings,
             clock=clock,
             home=home,

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, assert_never
 
 from autotrain.effect import CanaryDecision, CanaryOutcome, CanarySplit, EffectVerdict, RuleEffect, Tally
+from autotrain.evaluation import Evaluation, EvaluationStatus
 from autotrain.models import (
     Deployment,
     Feedback,
@@ -61,6 +62,7 @@ WARNING_TEXT = {
     RuleWarning.EXISTING_RULE_NOT_FOLLOWED: "The complaint is about a rule already in the file that the bot did not"
     " follow: a prompt change may not be the fix.",
     RuleWarning.RECURRENCE_OF_DEPLOYED_RULE: "The same complaint came back after a rule for it was deployed.",
+    RuleWarning.CONFLICTS_WITH_RULE: "It contradicts a rule already deployed in this file (see the replay line).",
 }
 
 HELP_TEXT = (
@@ -182,6 +184,7 @@ RULE_ACTION_IDS = {
     RuleAction.CANARY: "rule_deploy_canary",
     RuleAction.PROMOTE: "rule_promote",
     RuleAction.ROLLBACK: "rule_rollback",
+    RuleAction.DEPLOY_OVERRIDE: "rule_deploy_override",
 }
 
 
@@ -210,6 +213,13 @@ def _rule_button(action: RuleAction, rule: Rule, *, canary_percent: int) -> Bloc
             text = f"The change to {rule.module_name} will be reverted."
             confirm = _confirm(f"Roll back {rule_id}?", text, "Roll back", "danger")
             return _button(action_id, "Roll back", rule_id, "danger", confirm)
+        case RuleAction.DEPLOY_OVERRIDE:
+            text = (
+                f"Its replay has not passed. {rule.module_name} will be changed for every user anyway, and the audit"
+                " log records that you overrode the check."
+            )
+            confirm = _confirm(f"Deploy {rule_id} without a passed replay?", text, "Deploy anyway", "danger")
+            return _button(action_id, "Deploy anyway", rule_id, "danger", confirm)
         case RuleAction.REJECT:
             text = "The rule will not be deployed and its feedback is closed."
             confirm = _confirm(f"Reject {rule_id}?", text, "Reject", "danger")
@@ -217,9 +227,64 @@ def _rule_button(action: RuleAction, rule: Rule, *, canary_percent: int) -> Bloc
     assert_never(action)
 
 
-def rule_buttons(rule: Rule, *, canary_percent: int) -> list[Block]:
+def rule_buttons(rule: Rule, *, canary_percent: int, evaluation_required: bool = False) -> list[Block]:
     """One button for each action the policy allows the rule (`rule_actions`), in its order."""
-    return [_rule_button(action, rule, canary_percent=canary_percent) for action in rule_actions(rule)]
+    actions = rule_actions(rule, evaluation_required=evaluation_required)
+    return [_rule_button(action, rule, canary_percent=canary_percent) for action in actions]
+
+
+EVALUATION_MARK = {
+    EvaluationStatus.PASSED: "🧪✅",
+    EvaluationStatus.FAILED: "🧪❌",
+    EvaluationStatus.SKIPPED: "🧪",
+    EvaluationStatus.ERROR: "🧪⚠️",
+}
+
+
+def evaluation_section(evaluation: Evaluation) -> Block:
+    """The card's one line about the replay, with a button to see the answers side by side."""
+    text = f"{EVALUATION_MARK[evaluation.status]} {escaped(evaluation.summary, 400)}"
+    if evaluation.conflicts:
+        text += "\n⚠️ Contradicts a deployed rule: " + "; ".join(
+            f"`{escaped(c, 150)}`" for c in evaluation.conflicts[:2]
+        )
+    if evaluation.revised_from:
+        text += f"\n✏️ Revised from: `{escaped(evaluation.revised_from, 200)}`"
+    block = section(text)
+    if evaluation.detail:
+        block["accessory"] = {
+            "type": "button",
+            "action_id": "rule_show_replays",
+            "text": plain("Show replays"),
+            "value": evaluation.rule_id,
+        }
+    return block
+
+
+def replays_modal(evaluation: Evaluation) -> Block:
+    """Each replayed case: the question, the answer before and after, and the judge's verdict."""
+    kinds = {"complaint": "Complaint", "regression": "Earlier fix", "praise": "Praised answer"}
+    blocks: list[Block] = [section(f"*{evaluation.rule_id}* · {escaped(evaluation.summary, 300)}")]
+    for case in evaluation.detail[:20]:
+        mark = "✅" if case.holds else ("❌" if case.holds is False else "…")
+        blocks += [
+            {"type": "divider"},
+            section(f"{mark} *{kinds[case.kind.value]}* {case.feedback_id}: {quote(case.query, 300)}"),
+            {
+                "type": "section",
+                "fields": [
+                    mrkdwn("*Before*\n" + (escaped(case.answer_before or "", 900) or "_(none)_")),
+                    mrkdwn("*After*\n" + (escaped(case.answer_after or "", 900) or "_(none)_")),
+                ],
+            },
+            context(escaped(case.reason or "", 600) or "_(no reason given)_"),
+        ]
+    return {
+        "type": "modal",
+        "title": plain("Replays", 24),
+        "close": plain("Close", 24),
+        "blocks": blocks[:100],
+    }
 
 
 def rule_diff(rule: Rule) -> str:
@@ -282,6 +347,8 @@ def rule_card(
     cluster_examples: list[str] | None = None,
     *,
     canary_percent: int,
+    evaluation: Evaluation | None = None,
+    evaluation_required: bool = False,
 ) -> tuple[str, list[Block]]:
     """The review card of one rule: (fallback text, blocks). `canary_percent` is `Settings.canary_percent`."""
     status = rule.status
@@ -329,7 +396,10 @@ def rule_card(
     history = rule_history(rule, deployment)
     if history:
         blocks.append(context(*history))
-    buttons = rule_buttons(rule, canary_percent=canary_percent)
+    if evaluation is not None:
+        blocks.append(evaluation_section(evaluation))
+    gate_closed = evaluation_required and (evaluation is None or evaluation.status is not EvaluationStatus.PASSED)
+    buttons = rule_buttons(rule, canary_percent=canary_percent, evaluation_required=gate_closed)
     if buttons:
         blocks.append({"type": "actions", "block_id": "rule_actions", "elements": buttons})
     text = f"{rule.rule_id} ({status.value}) for {escape(rule.module_name)}: {escaped(rule.new_rule, 200)}"

@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.models import Deployment, EventKind, PipelineEvent, RuleStatus
 from autotrain.options import Clock
-from autotrain.ports import DeploymentStore, FeedbackStore, ReviewCardStore, RuleStore
+from autotrain.ports import DeploymentStore, EvaluationStore, FeedbackStore, ReviewCardStore, RuleStore
 from autotrain.settings import Settings
 from autotrain.usecases.lookup import rule_or_404
 from autotrain.usecases.reports import StatusReports
@@ -102,6 +102,7 @@ class RuleCardPublisher:
         rules: RuleStore,
         deployments: DeploymentStore,
         cards: ReviewCardStore,
+        evaluations: EvaluationStore,
         settings: Settings,
         clock: Clock,
         home: HomeTabs | None = None,
@@ -114,6 +115,8 @@ class RuleCardPublisher:
         self.clock = clock
         self.channel = settings.review_channel
         self.canary_percent = settings.canary_percent
+        self.require_evaluation = settings.require_evaluation
+        self.evaluations = evaluations
         self.retry_seconds = settings.card_retry_seconds
         self.home = home
         self.throttle = Throttle(settings.slack_post_rate_limit, settings.rate_limit_storage)
@@ -135,7 +138,13 @@ class RuleCardPublisher:
             deployment = latest.items[0] if latest.items else None
         examples = await self.rules.cluster_feedback_texts(rule_id) if rule.cluster_size > 1 else None
         return blocks.rule_card(
-            rule, feedback, deployment, cluster_examples=examples, canary_percent=self.canary_percent
+            rule,
+            feedback,
+            deployment,
+            cluster_examples=examples,
+            canary_percent=self.canary_percent,
+            evaluation=await self.evaluations.latest_evaluation(rule_id),
+            evaluation_required=self.require_evaluation,
         )
 
     async def post_card(self, rule_id: str) -> bool:

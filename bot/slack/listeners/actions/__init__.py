@@ -6,7 +6,7 @@ from autotrain.policy import RuleAction
 from bot.slack.blocks import RULE_ACTION_IDS
 from bot.slack.deps import SlackDeps
 from bot.slack.listeners.actions.alert_buttons import ALERT_ACTIONS, alert_button_listener
-from bot.slack.listeners.actions.rule_buttons import edit_button_listener, rule_button_listener
+from bot.slack.listeners.actions.rule_buttons import edit_button_listener, rule_button_listener, show_replays_listener
 
 
 def register(app: AsyncApp, deps: SlackDeps) -> None:
@@ -15,5 +15,6 @@ def register(app: AsyncApp, deps: SlackDeps) -> None:
             app.action(action_id)(edit_button_listener(deps))
         else:
             app.action(action_id)(rule_button_listener(deps, rule_action))
+    app.action("rule_show_replays")(show_replays_listener(deps))
     for action_id in ALERT_ACTIONS:
         app.action(action_id)(alert_button_listener(deps, action_id))

@@ -21,6 +21,7 @@ DONE = {
     RuleAction.CANARY: "🐤 {rule_id} deployed to `{module}` for a canary of users.",
     RuleAction.PROMOTE: "🚀 {rule_id} promoted to every user in `{module}`.",
     RuleAction.ROLLBACK: "↩️ {rule_id} rolled back in `{module}`.",
+    RuleAction.DEPLOY_OVERRIDE: "🚀 {rule_id} deployed to `{module}` without a passed replay (audit logged).",
 }
 
 Listener = Callable[..., Awaitable[None]]
@@ -42,6 +43,8 @@ async def perform(deps: SlackDeps, action: RuleAction, rule_id: str, actor: Acto
             return await service.promote(rule_id, actor)
         case RuleAction.ROLLBACK:
             return await service.rollback(rule_id, actor)
+        case RuleAction.DEPLOY_OVERRIDE:
+            return await service.deploy(rule_id, actor, override_evaluation=True)
     raise ValueError(f"{action} has no button of its own")
 
 
@@ -88,5 +91,21 @@ def edit_button_listener(deps: SlackDeps) -> Listener:
             await client.views_open(trigger_id=body["trigger_id"], view=view)
         except Exception as exc:
             await refused(deps, client, body, rule_id, exc)
+
+    return handle
+
+
+def show_replays_listener(deps: SlackDeps) -> Listener:
+    """The card's "Show replays": a modal with each case's answers side by side."""
+
+    async def handle(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        rule_id = action.get("value", "")
+        try:
+            evaluation = await deps.service.evaluation(rule_id)
+            await client.views_open(trigger_id=body["trigger_id"], view=blocks.replays_modal(evaluation))
+        except Exception as exc:
+            user_id, channel = clicker(body)
+            await reply_privately(client, user_id, channel, friendly_error(exc, deps))
 
     return handle
