@@ -2,7 +2,10 @@
 
 It answers POST /v1/messages like the real API: a message object with text (or tool_use) blocks, usage and
 stop_reason; or an error object with the real status codes (429 with retry-after, 500, 529). Answers are
-scripted with `then(...)` (first in, first out); when the script is empty, `default` answers. It records
+scripted with `then(...)` (first in, first out); when the script is empty, the responders added with
+`respond(...)` are asked in turn (each sees the request and answers it, or passes with None), and then
+`default` answers. `simulated_chatbot`, `simulated_judge` and `simulated_reviser(...)` are responders that
+answer replay-before-deploy requests by their content (`evaluation_responders()` gives all three). It records
 every request and checks what the current API demands (a key as a bearer token or x-api-key, an
 anthropic-version header, model / max_tokens / messages; no temperature or top_p), and tracks how many
 requests are in flight at once, per conversation too.
@@ -100,6 +103,7 @@ def _message(content: list[dict[str, Any]], stop_reason: str, input_tokens: int,
 
 
 _FEEDBACK_TEXT = re.compile(r"<feedback_text>(.*?)</feedback_text>", re.S)
+_CASE_KIND = re.compile(r'<case kind="(\w+)">')
 
 
 def generic_answer(body: dict[str, Any]) -> FakeReply:
@@ -131,6 +135,15 @@ def _user_text(body: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _system_text(body: dict[str, Any]) -> str:
+    system = body.get("system")
+    if isinstance(system, str):
+        return system
+    if isinstance(system, list):
+        return "\n".join(block.get("text", "") for block in system if isinstance(block, dict))
+    return ""
+
+
 @dataclass
 class MessagesRequest:
     headers: dict[str, str]
@@ -141,6 +154,30 @@ class MessagesRequest:
     def user_text(self) -> str:
         return _user_text(self.body)
 
+    @property
+    def system_text(self) -> str:
+        return _system_text(self.body)
+
+    @property
+    def schema(self) -> dict[str, Any] | None:
+        """The structured-output schema asked for (`output_config.format.schema`), None for a text answer."""
+        fmt = (self.body.get("output_config") or {}).get("format") or {}
+        schema = fmt.get("schema")
+        return schema if isinstance(schema, dict) else None
+
+    @property
+    def answer_fields(self) -> frozenset[str]:
+        """The properties of the asked schema: {"holds", "reason"} is a judgment, and so on."""
+        return frozenset((self.schema or {}).get("properties", {}))
+
+    def tag(self, name: str) -> str | None:
+        """The unfenced text of the first <name>…</name> of the user turn (None when there is none)."""
+        match = re.search(rf"<{name}>(.*?)</{name}>", self.user_text, re.S)
+        return _unfence(match.group(1)) if match else None
+
+
+Responder = Callable[[MessagesRequest], "FakeReply | None"]
+
 
 class FakeMessagesApi:
     def __init__(self) -> None:
@@ -150,6 +187,7 @@ class FakeMessagesApi:
         self.latency = 0.0  # added to every answer
         self.max_in_flight = 0
         self.max_in_flight_per_conversation = 0
+        self.responders: list[Responder] = []
         self._script: list[FakeReply] = []
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -193,6 +231,24 @@ class FakeMessagesApi:
             self._script.extend(replies)
         return self
 
+    def respond(self, *responders: Responder) -> FakeMessagesApi:
+        """Answer by content: after the script, each responder in turn may answer a request (None: the next)."""
+        with self._lock:
+            self.responders.extend(responders)
+        return self
+
+    def _respond(self, request: MessagesRequest) -> FakeReply:
+        for responder in list(self.responders):
+            try:
+                reply = responder(request)
+            except Exception as exc:  # a broken responder fails the test, loudly
+                with self._lock:
+                    self.violations.append(f"responder {responder!r} raised {type(exc).__name__}: {exc}")
+                return error(500, "api_error", f"fake responder failed: {exc}")
+            if reply is not None:
+                return reply
+        return self.default(request.body)
+
     # ------------------------------------------------------------------ serving
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
@@ -205,8 +261,9 @@ class FakeMessagesApi:
             body = {}
         problems = self._check(handler.path, headers, body)
         conversation = hashlib.sha1(_user_text(body).encode()).hexdigest()
+        request = MessagesRequest(headers, body, time.monotonic())
         with self._lock:
-            self.requests.append(MessagesRequest(headers, body, time.monotonic()))
+            self.requests.append(request)
             self.violations.extend(problems)
             self._in_flight += 1
             self._conversations[conversation] += 1
@@ -219,7 +276,7 @@ class FakeMessagesApi:
             if problems:
                 reply = error(400, "invalid_request_error", "; ".join(problems))
             elif reply is None:
-                reply = self.default(body)
+                reply = self._respond(request)
             time.sleep(self.latency + reply.delay)
             payload = dict(reply.body)
             if reply.status == 200:
@@ -261,6 +318,96 @@ class FakeMessagesApi:
         if fmt is not None and (fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict)):
             problems.append("output_config.format must be a json_schema with a schema")
         return problems
+
+
+# ---------------------------------------------------------------------- answering replay before deploy by content
+
+REPLAY_TOKENS = (400, 60)  # (input, output) of a simulated chatbot answer
+JUDGE_TOKENS = (700, 40)
+REVISE_TOKENS = (800, 50)
+# what a complaint may be about: a judgment holds unless the new answer still recommends what was complained of
+COMPLAINT_PHRASES = ("áo khoác", "đầm maxi", "áo len", "hết hàng")
+
+
+def _unfence(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _fold(text: str) -> str:
+    from autotrain.text import fold
+
+    return fold(text)
+
+
+def _recommended(answer: str) -> str:
+    """What an answer recommends: its product lines ("• …") when it has any, else all of it."""
+    lines = [line for line in answer.splitlines() if line.lstrip().startswith("•")]
+    return "\n".join(lines) if lines else answer
+
+
+def simulated_chatbot(request: MessagesRequest) -> FakeReply | None:
+    """A text request (no output schema) with a system prompt: the chatbot. It answers the query (the user
+    turn's <customer_query>, else the whole turn) as the reference chatbot's offline stylist would with the
+    "- " lines of the system prompt as its rules: "- Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày" there
+    takes the jacket out of the answer to "Tìm áo cho trời 35 độ"."""
+    if request.schema is not None or not request.system_text:
+        return None
+    from examples.chatbot.stylist import offline_answer
+
+    query = request.tag("customer_query") or request.user_text
+    lines = [line.strip() for line in request.system_text.splitlines() if line.strip().startswith("- ")]
+    answer = offline_answer(query, {"system": lines})
+    return answer_text(answer.text, input_tokens=REPLAY_TOKENS[0], output_tokens=REPLAY_TOKENS[1])
+
+
+def judge_by(phrases: tuple[str, ...] = COMPLAINT_PHRASES) -> Responder:
+    """A judge (schema {"holds", "reason"}) reading the fenced case: a complaint or regression holds unless the
+    new answer still recommends one of `phrases` that the feedback text names; praise holds when the new
+    answer still has every product of the praised one."""
+
+    def judge(request: MessagesRequest) -> FakeReply | None:
+        if request.answer_fields != {"holds", "reason"}:
+            return None
+        kind = _CASE_KIND.search(request.user_text)
+        new_answer = request.tag("new_answer") or ""
+        if kind is not None and kind.group(1) == "praise":
+            praised = request.tag("praised_answer") or ""
+            names = [line.split("•", 1)[1].split(":", 1)[0].strip() for line in praised.splitlines() if "•" in line]
+            missing = [name for name in names if _fold(name) not in _fold(new_answer)]
+            holds = not missing if names else bool(new_answer.strip())
+            reason = "keeps every praised product" if holds else f"no longer recommends {', '.join(missing)}"
+        else:
+            complained = [p for p in phrases if _fold(p) in _fold(request.tag("feedback_text") or "")]
+            still = [p for p in complained if _fold(p) in _fold(_recommended(new_answer))]
+            holds = not still
+            reason = f"the new answer still recommends {', '.join(still)}" if still else "the problem is gone"
+        return answer_json(
+            {"holds": holds, "reason": reason}, input_tokens=JUDGE_TOKENS[0], output_tokens=JUDGE_TOKENS[1]
+        )
+
+    return judge
+
+
+simulated_judge = judge_by()
+
+
+def simulated_reviser(rule: str | None) -> Responder:
+    """A reviser (schema {"new_rule", "reasoning"}) that always proposes `rule` (None: no better idea)."""
+
+    def revise(request: MessagesRequest) -> FakeReply | None:
+        if request.answer_fields != {"new_rule", "reasoning"}:
+            return None
+        reasoning = "a clearer condition" if rule else "no better rule"
+        return answer_json(
+            {"new_rule": rule, "reasoning": reasoning}, input_tokens=REVISE_TOKENS[0], output_tokens=REVISE_TOKENS[1]
+        )
+
+    return revise
+
+
+def evaluation_responders(revised_rule: str | None = None) -> tuple[Responder, ...]:
+    """The simulated chatbot, judge and reviser: `messages_api.respond(*evaluation_responders())`."""
+    return simulated_chatbot, simulated_judge, simulated_reviser(revised_rule)
 
 
 @pytest.fixture
