@@ -327,6 +327,7 @@ class StatusReport(BaseModel):
     generation: GenerationTotals
     last_deployments: list[Deployment]
     events_undelivered: int = 0  # rule events recorded but not yet told to the review card and webhooks
+    evaluation: dict[str, int] = Field(default_factory=dict)  # replays: runs by status, tokens, latency_ms
     git_history: bool = False  # commits kept in the rules folder
     uncommitted_deployments: int = 0  # rule-file changes not in git history yet (their commit failed)
     last_commit_error: str | None = None  # why, for the newest of them

@@ -461,6 +461,10 @@ class EvaluationStore(Protocol):
 
     async def record_evaluation_override(self, rule_id: str, *, actor_id: str, status: str, now: datetime) -> None: ...
 
+    async def evaluation_totals(self) -> dict[str, int]:
+        """runs, passed, failed, skipped, error, tokens, latency_ms (replays and judgments, apart from generation)."""
+        ...
+
 
 class MonitoringStore(ReportStore, AlertStateStore, ReloadLog, Protocol):
     """What the Monitor needs: the figures, and the state that makes one process alert once."""

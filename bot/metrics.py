@@ -51,6 +51,20 @@ class _Snapshot:
             "Rule-file changes whose git commit failed (a gap in the rules folder's history)",
             value=report.uncommitted_deployments,
         )
+        replays = GaugeMetricFamily("autotrain_evaluations", "Replays before deploy by status", labels=["status"])
+        for status in ("passed", "failed", "skipped", "error"):
+            replays.add_metric([status], report.evaluation.get(status, 0))
+        yield replays
+        yield GaugeMetricFamily(
+            "autotrain_evaluation_tokens",
+            "Tokens spent by replays and their judgments (apart from generation)",
+            value=report.evaluation.get("tokens", 0),
+        )
+        yield GaugeMetricFamily(
+            "autotrain_evaluation_seconds",
+            "Wall time spent evaluating rules",
+            value=report.evaluation.get("latency_ms", 0) / 1000,
+        )
         if report.metrics is not None:
             yield GaugeMetricFamily(
                 "autotrain_deployments_unpushed",

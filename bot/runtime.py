@@ -215,6 +215,7 @@ async def open_runtime(
         clock=clock,
         options=options,
         git_history=history is not None,
+        evaluations=store,
     )
     cards = home = None
     notifiers: list[PipelineNotifier] = []

@@ -113,3 +113,13 @@ async def test_a_contradiction_is_a_warning_on_the_rule(server: SlackSimulator) 
     # the weather rule replaces "- Luôn ưu tiên áo khoác/dày" itself, so nothing it leaves in the file contradicts it
     assert detail["evaluation"]["conflicts"] == []
     assert "conflicts_with_rule" not in detail["warnings"]
+
+
+async def test_replays_are_counted_apart_from_generation(server: SlackSimulator) -> None:
+    rule_id, _ = await new_card(server)
+    await server.service.drain()
+    status = (await server.http.get("/autotrain/status", headers=REPORTER)).json()
+    assert status["evaluation"]["runs"] >= 1 and status["evaluation"]["skipped"] == status["evaluation"]["runs"]
+    assert status["generation"]["attempts"] == 1  # the replay is not a generation
+    metrics = (await server.http.get("/metrics", headers=ADMIN)).text
+    assert 'autotrain_evaluations{status="skipped"}' in metrics and "autotrain_evaluation_tokens 0.0" in metrics

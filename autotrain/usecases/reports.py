@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time
 from autotrain.models import FeedbackStatus, StatusReport
 from autotrain.monitoring import Metrics
 from autotrain.options import Clock, PipelineOptions
-from autotrain.ports import DeploymentStore, EventOutbox, GenerationLog, ReportStore
+from autotrain.ports import DeploymentStore, EvaluationStore, EventOutbox, GenerationLog, ReportStore
 
 
 class StatusReports:
@@ -24,7 +24,9 @@ class StatusReports:
         clock: Clock,
         options: PipelineOptions,
         git_history: bool = False,
+        evaluations: EvaluationStore | None = None,
     ) -> None:
+        self.evaluations = evaluations
         self.reports = reports
         self.deployments = deployments
         self.generation_log = generation_log
@@ -55,6 +57,7 @@ class StatusReports:
             events_undelivered=await self.outbox.undelivered_event_count(),
             metrics=await self.metrics() if self.metrics else None,
             git_history=self.git_history,
+            evaluation=await self.evaluations.evaluation_totals() if self.evaluations else {},
             uncommitted_deployments=counts.uncommitted_deployments,
             last_commit_error=counts.last_commit_error,
         )

@@ -534,6 +534,15 @@ def status_blocks(report: StatusReport) -> list[Block]:
         ),
         section(generation_line(report)),
     ]
+    if report.evaluation.get("runs"):
+        e = report.evaluation
+        blocks.append(
+            section(
+                f"*Replays* {e['runs']} (passed {e.get('passed', 0)}, failed {e.get('failed', 0)}, skipped "
+                f"{e.get('skipped', 0)}, error {e.get('error', 0)}) · tokens {e.get('tokens', 0):,} · "
+                f"{e.get('latency_ms', 0) / 1000:.1f} s"
+            )
+        )
     if report.uncommitted_deployments:
         error = f"\n> {escaped(report.last_commit_error, 600)}" if report.last_commit_error else ""
         blocks.append(

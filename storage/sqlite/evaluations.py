@@ -89,6 +89,22 @@ class EvaluationMixin(SqliteConnection):
             )
             return [feedback_row(row) for row in await cursor.fetchall()]
 
+    async def evaluation_totals(self) -> dict[str, int]:
+        """Evaluations by status, and the tokens and milliseconds they spent (apart from generation)."""
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT status, COUNT(*), COALESCE(SUM(tokens), 0), COALESCE(SUM(latency_ms), 0)"
+                " FROM evaluations GROUP BY status"
+            )
+            rows = await cursor.fetchall()
+        totals = {"runs": 0, "tokens": 0, "latency_ms": 0, "passed": 0, "failed": 0, "skipped": 0, "error": 0}
+        for status, runs, tokens, latency in rows:
+            totals[status] = int(runs)
+            totals["runs"] += int(runs)
+            totals["tokens"] += int(tokens)
+            totals["latency_ms"] += int(latency)
+        return totals
+
     async def record_evaluation_override(self, rule_id: str, *, actor_id: str, status: str, now: datetime) -> None:
         async with self._tx() as db:
             await audit(
