@@ -186,6 +186,12 @@ class Judgment(BaseModel):
     tokens: int = 0
 
 
+class Revision(BaseModel):
+    rule: str | None  # the better line, normalised; None: no better idea (or not a usable line)
+    tokens: int = 0
+    reasoning: str = ""
+
+
 class ReplayJudge(Protocol):
     """Claude with structured output; the user's words are fenced, untrusted data."""
 
@@ -193,6 +199,6 @@ class ReplayJudge(Protocol):
 
     async def judge(self, case: EvalCase, *, candidate: str) -> Judgment: ...
 
-    async def revise(self, candidate: str, case: EvalCase, reason: str) -> str | None:
-        """A better line from a failed replay and the judge's reason (None: no better idea)."""
+    async def revise(self, candidate: str, case: EvalCase, reason: str) -> Revision:
+        """A better line from a failed replay and the judge's reason (`rule` None: no better idea)."""
         ...

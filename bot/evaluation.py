@@ -36,7 +36,7 @@ from anthropic import AsyncAnthropic
 from pydantic import BaseModel, ConfigDict, Field
 
 from autotrain.errors import AutotrainError, InvalidInput
-from autotrain.evaluation import CaseKind, ChatbotReplay, EvalCase, Judgment, ReplayAnswer, ReplayJudge
+from autotrain.evaluation import CaseKind, ChatbotReplay, EvalCase, Judgment, ReplayAnswer, ReplayJudge, Revision
 from autotrain.prompts import _fence, unfence
 from autotrain.rulefiles import normalize_rule_line, same_rule
 from autotrain.settings import Settings
@@ -443,13 +443,6 @@ def revise_message(candidate: str, case: EvalCase, reason: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Revision:
-    rule: str | None  # the better line, normalised; None: no better idea (or not a usable line)
-    tokens: int
-    reasoning: str = ""
-
-
 class ClaudeReplayJudge(_ClaudeCaller):
     """The ReplayJudge port: Claude with structured output."""
 
@@ -471,24 +464,20 @@ class ClaudeReplayJudge(_ClaudeCaller):
         reason = " ".join(answer.reason.split())[:500] or ("holds" if answer.holds else "does not hold")
         return Judgment(holds=answer.holds, reason=reason, tokens=tokens)
 
-    async def revision(self, candidate: str, case: EvalCase, reason: str) -> Revision:
-        """`revise` with the tokens it spent (the port's `revise` returns only the line)."""
+    async def revise(self, candidate: str, case: EvalCase, reason: str) -> Revision:
         answer, tokens = await self._structured(
             REVISE_SYSTEM_PROMPT, revise_message(candidate, case, reason), RevisionAnswer, "revision"
         )
         if answer.new_rule is None or not answer.new_rule.strip():
-            return Revision(None, tokens, answer.reasoning)
+            return Revision(rule=None, tokens=tokens, reasoning=answer.reasoning)
         try:
             line = normalize_rule_line(unfence(answer.new_rule))
         except InvalidInput as exc:
             log.warning("a revised rule was not a usable line (%s); keeping the candidate", exc.message)
-            return Revision(None, tokens, answer.reasoning)
+            return Revision(rule=None, tokens=tokens, reasoning=answer.reasoning)
         if same_rule(line, candidate):
-            return Revision(None, tokens, answer.reasoning)
-        return Revision(line, tokens, answer.reasoning)
-
-    async def revise(self, candidate: str, case: EvalCase, reason: str) -> str | None:
-        return (await self.revision(candidate, case, reason)).rule
+            return Revision(rule=None, tokens=tokens, reasoning=answer.reasoning)
+        return Revision(rule=line, tokens=tokens, reasoning=answer.reasoning)
 
 
 # ---------------------------------------------------------------------- composition

@@ -237,7 +237,7 @@ async def open_runtime(
         notifiers.append(cards)
     if webhook_notifier is not None:
         notifiers.append(webhook_notifier)
-    replay, judge = evaluation_adapters(settings)
+    replay, judge = evaluation_adapters(settings, generator)
     evaluations = EvaluateRules(
         rules=store,
         evaluations=store,
@@ -404,13 +404,20 @@ def describe(settings: Settings) -> list[str]:
     return lines
 
 
-def evaluation_adapters(settings: Settings) -> tuple[ChatbotReplay | None, ReplayJudge | None]:
-    """Who replays (the chatbot's replay endpoint, else Claude playing it) and who judges (Claude)."""
+def evaluation_adapters(
+    settings: Settings, generator: RuleGenerator | None = None
+) -> tuple[ChatbotReplay | None, ReplayJudge | None]:
+    """Who replays (the chatbot's replay endpoint, else Claude playing it) and who judges (Claude). They share
+    the generator's Claude client and pace, so every call of ours counts against AUTOTRAIN_CLAUDE_RATE_LIMIT."""
     if settings.evaluate == "off" or not (settings.claude_enabled or settings.chatbot_replay_url):
         return None, None
+    from bot.claude import ClaudeRuleGenerator
     from bot.evaluation import build_evaluation_adapters
 
-    return build_evaluation_adapters(settings)
+    claude = generator if isinstance(generator, ClaudeRuleGenerator) else None
+    return build_evaluation_adapters(
+        settings, client=claude.client if claude else None, throttle=claude.throttle if claude else None
+    )
 
 
 def evaluation_description(settings: Settings) -> str:

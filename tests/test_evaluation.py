@@ -116,7 +116,7 @@ async def test_a_contradiction_is_a_warning_on_the_rule(server: SlackSimulator) 
 
 
 async def test_replays_are_counted_apart_from_generation(server: SlackSimulator) -> None:
-    rule_id, _ = await new_card(server)
+    await new_card(server)
     await server.service.drain()
     status = (await server.http.get("/autotrain/status", headers=REPORTER)).json()
     assert status["evaluation"]["runs"] >= 1 and status["evaluation"]["skipped"] == status["evaluation"]["runs"]

@@ -349,7 +349,7 @@ async def test_revise_returns_one_normalised_line_or_none(
 
     messages_api.respond(*evaluation_responders(revised_rule="Khi trời nóng (&gt;30°):   KHÔNG gợi ý\náo khoác dày"))
     judge = ClaudeReplayJudge.from_settings(settings)
-    revision = await judge.revision(candidate, case, "the new answer still recommends <áo khoác>")
+    revision = await judge.revise(candidate, case, "the new answer still recommends <áo khoác>")
     assert revision.rule == NEW_WEATHER_RULE  # unfenced, one line, "- " first
     assert revision.tokens == sum(REVISE_TOKENS)
     [request] = messages_api.requests
@@ -359,13 +359,13 @@ async def test_revise_returns_one_normalised_line_or_none(
 
     messages_api.responders.clear()
     messages_api.respond(*evaluation_responders(revised_rule=None))
-    assert await judge.revise(candidate, case, "still there") is None
+    assert (await judge.revise(candidate, case, "still there")).rule is None
     messages_api.responders.clear()
     messages_api.respond(*evaluation_responders(revised_rule=candidate))
-    assert await judge.revise(candidate, case, "still there") is None  # the same line is no revision
+    assert (await judge.revise(candidate, case, "still there")).rule is None  # the same line is no revision
     messages_api.responders.clear()
     messages_api.respond(*evaluation_responders(revised_rule="- " + "x" * 600))
-    assert await judge.revise(candidate, case, "still there") is None  # not a usable line
+    assert (await judge.revise(candidate, case, "still there")).rule is None  # not a usable line
 
 
 # ---------------------------------------------------------------------- upstream failures

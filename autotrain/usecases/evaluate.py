@@ -133,7 +133,9 @@ class EvaluateRules:
                 revisions -= 1
                 failed = next(c for c in judged if c.kind is CaseKind.COMPLAINT and not c.holds)
                 assert self.judge is not None
-                better = await self.judge.revise(candidate, failed, failed.reason or "")
+                revision = await self.judge.revise(candidate, failed, failed.reason or "")
+                budget[0] -= revision.tokens
+                better = revision.rule
                 if not better or same_rule(better, candidate):
                     break
                 retried = await self._try(better, rule, cases, budget)
