@@ -373,7 +373,7 @@ def judge_by(phrases: tuple[str, ...] = COMPLAINT_PHRASES) -> Responder:
         if kind is not None and kind.group(1) == "praise":
             praised = request.tag("praised_answer") or ""
             names = [line.split("•", 1)[1].split(":", 1)[0].strip() for line in praised.splitlines() if "•" in line]
-            missing = [name for name in names if _fold(name) not in _fold(new_answer)]
+            missing = [name for name in names if _fold(name) not in _fold(_recommended(new_answer))]
             holds = not missing if names else bool(new_answer.strip())
             reason = "keeps every praised product" if holds else f"no longer recommends {', '.join(missing)}"
         else:
