@@ -31,9 +31,11 @@ from bot.runtime import open_runtime  # noqa: E402
 
 FAKE_SERVER = """
 import json, sys
-from tests.fakes.anthropic_api import FakeMessagesApi
+from tests.fakes.anthropic_api import FakeMessagesApi, evaluation_responders
 api = FakeMessagesApi()
 api.latency = float(sys.argv[1])
+if sys.argv[2:] == ["--evaluation"]:  # the simulated chatbot, judge and reviser (bench/evaluation.py)
+    api.respond(*evaluation_responders())
 api.start()
 print(api.base_url, flush=True)
 sys.stdin.read()  # serve until the benchmark closes our stdin
@@ -45,10 +47,10 @@ print(json.dumps({"requests": len(api.requests), "max_in_flight": api.max_in_fli
 class FakeServerProcess:
     """The fake Messages API in its own process, so that its threads do not share our interpreter's lock."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, *, evaluation: bool = False) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", FAKE_SERVER, str(latency)],
+            [sys.executable, "-c", FAKE_SERVER, str(latency), *(["--evaluation"] if evaluation else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
