@@ -232,3 +232,21 @@ async def test_the_card_line_and_the_modal_pass_block_kit_checks(
             modal = opened_view.params["view"]
             assert modal["type"] == "modal" and "Before" in block_texts(modal["blocks"])
     assert slack_api.violations == []
+
+
+async def test_replayed_by_the_reference_chatbot_and_judged_by_claude(
+    opened: Any, messages_api: FakeMessagesApi
+) -> None:
+    """AUTOTRAIN_CHATBOT_REPLAY_URL: the chatbot itself answers with exactly the candidate's rules."""
+    from tests.test_reference_chatbot import a_chatbot, running
+
+    messages_api.respond(*evaluation_responders())
+    with running(a_chatbot()) as chatbot_url:
+        runtime = await opened(chatbot_replay_url=f"{chatbot_url}/replay")
+        rule_id = await rule_for(runtime, HOT)
+        evaluation = await runtime.service.evaluation(rule_id)
+    assert evaluation.status is EvaluationStatus.PASSED, evaluation.summary
+    [case] = evaluation.detail
+    assert "Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày" in (case.answer_after or "")  # the rule it followed
+    # Claude was asked to judge, never to play the chatbot
+    assert all(r.schema is not None for r in messages_api.requests)
