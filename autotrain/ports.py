@@ -459,7 +459,11 @@ class EvaluationStore(Protocol):
 
     async def praised_feedback(self, *, limit: int) -> list[Feedback]: ...
 
-    async def record_evaluation_override(self, rule_id: str, *, actor_id: str, status: str, now: datetime) -> None: ...
+    async def record_evaluation_gate(
+        self, rule_id: str, *, actor_id: str, status: str, overridden: bool, now: datetime
+    ) -> None:
+        """Audit the replay gate: a deploy refused for it, or an admin's override."""
+        ...
 
     async def evaluation_totals(self) -> dict[str, int]:
         """runs, passed, failed, skipped, error, tokens, latency_ms (replays and judgments, apart from generation)."""

@@ -70,7 +70,9 @@ async def test_the_gate_refuses_and_an_audited_override_passes_over_rest(
     )
     assert forced.status_code == 200, forced.text
     audit = await server.store.list_audit(subject_id=rule_id, limit=50, offset=0)
+    [refusal] = [e for e in audit.items if e.action == "deploy_refused_evaluation"]
     [override] = [e for e in audit.items if e.action == "evaluation_overridden"]
+    assert (refusal.actor, refusal.detail) == ("U_ADMIN", {"evaluation": "skipped"})
     assert (override.actor, override.detail) == ("U_ADMIN", {"evaluation": "skipped"})
 
 

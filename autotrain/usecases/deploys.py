@@ -156,14 +156,14 @@ class DeployRules:
         status = evaluation.status.value if evaluation is not None else "none"
         if status == "passed":
             return
+        await self.evaluations.record_evaluation_gate(
+            rule.rule_id, actor_id=actor.id, status=status, overridden=override, now=self.clock()
+        )
         if not override:
             raise EvaluationRequired(
                 f"{rule.rule_id} has not passed its replay ({status}); run it (POST /autotrain/rules/"
                 f"{rule.rule_id}/evaluate), or deploy with override_evaluation"
             )
-        await self.evaluations.record_evaluation_override(
-            rule.rule_id, actor_id=actor.id, status=status, now=self.clock()
-        )
 
     async def promote(self, rule_id: str, actor: Actor) -> DeployResult:
         """Take a canary to every user: the rule it replaces goes for everyone."""

@@ -105,13 +105,15 @@ class EvaluationMixin(SqliteConnection):
             totals["latency_ms"] += int(latency)
         return totals
 
-    async def record_evaluation_override(self, rule_id: str, *, actor_id: str, status: str, now: datetime) -> None:
+    async def record_evaluation_gate(
+        self, rule_id: str, *, actor_id: str, status: str, overridden: bool, now: datetime
+    ) -> None:
         async with self._tx() as db:
             await audit(
                 db,
                 now=now,
                 actor=actor_id,
-                action="evaluation_overridden",
+                action="evaluation_overridden" if overridden else "deploy_refused_evaluation",
                 subject_id=rule_id,
                 detail={"evaluation": status},
             )
