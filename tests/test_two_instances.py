@@ -169,6 +169,7 @@ def shared_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
         AUTOTRAIN_RULES_DIR=str(rules),
         AUTOTRAIN_JWT_SECRET=JWT_SECRET,
         AUTOTRAIN_AUTO_GENERATE="false",  # generation only when the test asks for it
+        AUTOTRAIN_EVALUATE="off",  # only generations reach the fake Messages API (replays are tested on their own)
         AUTOTRAIN_FEEDBACK_RATE_LIMIT="100000/minute",
         AUTOTRAIN_TOKEN_RATE_LIMIT="100000/minute",
         AUTOTRAIN_CLAUDE_RATE_LIMIT="100000/minute",
