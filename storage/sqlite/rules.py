@@ -193,21 +193,24 @@ class RuleMixin(SqliteConnection):
             if not await move_rule(db, rule_id, expected, target, actor_id, now, reason):
                 return None
             if target is RuleStatus.REJECTED:
-                # the feedback behind a rejected rule is closed too
+                # the feedback behind a rejected rule is closed too: its own, and what was attached to it
                 cursor = await db.execute(
-                    "UPDATE feedbacks SET status = 'rejected', updated_at = ? WHERE feedback_id ="
-                    " (SELECT feedback_id FROM generated_rules WHERE rule_id = ?) AND status = 'processed'",
-                    (ts(now), rule_id),
+                    "SELECT feedback_id FROM feedbacks WHERE status = 'processed' AND (feedback_id ="
+                    " (SELECT feedback_id FROM generated_rules WHERE rule_id = ?) OR feedback_id IN"
+                    " (SELECT feedback_id FROM rule_feedbacks WHERE rule_id = ?)) ORDER BY id",
+                    (rule_id, rule_id),
                 )
-                if cursor.rowcount:
-                    rule = await rule_in(db, rule_id)
-                    assert rule is not None
+                for (feedback_id,) in await cursor.fetchall():
+                    await db.execute(
+                        "UPDATE feedbacks SET status = 'rejected', updated_at = ? WHERE feedback_id = ?",
+                        (ts(now), feedback_id),
+                    )
                     await audit(
                         db,
                         now=now,
                         actor=actor_id,
                         action="feedback_rejected",
-                        subject_id=rule.feedback_id,
+                        subject_id=feedback_id,
                         from_state="processed",
                         to_state="rejected",
                         detail={"rule_id": rule_id},
@@ -265,9 +268,17 @@ class RuleMixin(SqliteConnection):
         event: NewEvent | None = None,
     ) -> list[str]:
         """Answer more pending feedback with an existing rule (a cluster): each moves pending → processed, in
-        one transaction; returns the ones attached (a feedback no longer pending is left alone)."""
+        one transaction; returns the ones attached (a feedback no longer pending is left alone, and nothing is
+        attached to a rule rejected or rolled back)."""
         attached: list[str] = []
         async with self._tx() as db:
+            # matched a moment ago, perhaps rejected or rolled back since: then the feedback keeps its own way
+            cursor = await db.execute(
+                "SELECT 1 FROM generated_rules WHERE rule_id = ? AND status IN ('pending', 'approved', 'deployed')",
+                (rule_id,),
+            )
+            if await cursor.fetchone() is None:
+                return attached
             for feedback_id in feedback_ids:
                 cursor = await db.execute(
                     "SELECT status FROM feedbacks WHERE feedback_id = ? AND status IN ('pending', 'processing')"
