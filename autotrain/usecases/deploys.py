@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from autotrain.errors import AutotrainError, CanaryUnsupported, EvaluationRequired, StoreBusy, TransitionRefused
+from autotrain.evaluation import candidate_version
 from autotrain.models import Deployment, DeployOutcome, DeployResult, EventKind, NewEvent, Rule, RuleStatus
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
@@ -152,7 +153,9 @@ class DeployRules:
         overrides (which the audit log records)."""
         if not self.options.require_evaluation or self.evaluations is None:
             return
-        evaluation = await self.evaluations.latest_evaluation(rule.rule_id)
+        # the replay of the line being deployed: a pass of the line before an edit says nothing about this one
+        version = candidate_version(rule.module_name, rule.old_rule, rule.new_rule)
+        evaluation = await self.evaluations.latest_evaluation(rule.rule_id, version)
         status = evaluation.status.value if evaluation is not None else "none"
         if status == "passed":
             return
