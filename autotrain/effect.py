@@ -72,7 +72,7 @@ class RuleEffect(BaseModel):
     deployed_at: datetime
     window_days: int
     before: Tally  # the window before the deploy
-    since: Tally  # from the deploy until now
+    since: Tally  # from the deploy until now (a canary: its users only)
     p_value: float | None  # one-sided Fisher: the rate since is lower than before
     verdict: EffectVerdict
     canary: CanarySplit | None = None

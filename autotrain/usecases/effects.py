@@ -43,8 +43,10 @@ class RuleEffects:
         before, since = await self.complaints.effect_tallies(
             rule.rule_id, window_start=start - timedelta(days=self.settings.window_days), deployed_at=start
         )
-        p_value, verdict = judge(before, since, self.settings)
         canary = await self._split(rule) if rule.canary else None
+        if canary is not None:  # only the canary's users have the rule: the others' complaints say nothing of it
+            since = canary.inside
+        p_value, verdict = judge(before, since, self.settings)
         return RuleEffect(
             rule_id=rule.rule_id,
             deployed_at=start,
