@@ -282,8 +282,10 @@ class RuleStore(Protocol):
         actor_id: str,
         now: datetime,
         event: NewEvent | None = None,
+        expected_new_rule: str | None = None,
     ) -> Rule | None:
-        """Change fields of a pending rule; None when it is no longer pending."""
+        """Change fields of a pending rule; None when it is no longer pending (or, with `expected_new_rule`,
+        when its line is no longer that one)."""
         ...
 
     async def attach_feedback(

@@ -3,6 +3,7 @@ test pins a defect a user would hit (it failed before its fix)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,9 +14,19 @@ import pytest
 from autotrain.clustering import DEFAULT_THRESHOLD
 from autotrain.effect import CanaryDecision, EffectVerdict
 from autotrain.errors import EvaluationRequired
-from autotrain.evaluation import Evaluation, EvaluationStatus, candidate_version
+from autotrain.evaluation import (
+    EvalCase,
+    Evaluation,
+    EvaluationLimits,
+    EvaluationStatus,
+    Judgment,
+    ReplayAnswer,
+    Revision,
+    candidate_version,
+)
 from autotrain.models import FeedbackIn, FeedbackStatus, RuleStatus
 from autotrain.rollout import in_rollout
+from autotrain.usecases.evaluate import EvaluateRules
 from bot.runtime import Runtime, open_runtime
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION
 from storage.sqlite.connection import statements
@@ -192,6 +203,66 @@ async def test_the_replay_gate_looks_at_the_evaluation_of_the_line_being_deploye
     with pytest.raises(EvaluationRequired):
         await service.deploy(rule.rule_id, ADMIN)
     assert (await service.get_rule(rule.rule_id)).status is RuleStatus.APPROVED
+
+
+class RevisingJudge:
+    """Fails the first line, and while it thinks of a better one the admin rewrites the rule (the edit the
+    reviewer makes on the card meanwhile); every other line passes."""
+
+    name = "test-judge"
+
+    def __init__(self, first_line: str, admin_edit: Callable[[], Any]) -> None:
+        self.first_line = first_line
+        self.admin_edit = admin_edit
+
+    async def judge(self, case: EvalCase, *, candidate: str) -> Judgment:
+        return Judgment(holds=candidate != self.first_line, reason="still suggests a jacket")
+
+    async def revise(self, candidate: str, case: EvalCase, reason: str) -> Revision:
+        await self.admin_edit()
+        return Revision(rule="- Khi trời nóng: chỉ gợi ý áo thun mỏng")
+
+
+class EchoReplay:
+    name = "test-replay"
+
+    async def replay(self, query: str, files: Any, *, user_id: str | None) -> ReplayAnswer:
+        return ReplayAnswer(answer="an answer")
+
+
+async def test_a_revision_never_overwrites_the_line_an_admin_wrote_meanwhile(world: Callable[..., Any]) -> None:
+    clock = FakeClock()
+    runtime: Runtime = await world(clock, cluster_threshold=None)
+    service = runtime.service
+    first = await service.submit(feedback(*JACKET[0]), REPORTER)
+    rule = await service.generate(first.feedback_id, REPORTER)
+    admins_line = "- Khi trời trên 30°: không gợi ý áo khoác, gợi ý đồ thoáng mát"
+
+    after_edit: list[asyncio.Task[Evaluation]] = []
+
+    async def admin_edit() -> None:
+        await service.edit(rule.rule_id, ADMIN, new_rule=admins_line)
+        after_edit.append(asyncio.create_task(evaluations.evaluate(rule.rule_id)))  # what the edit's event starts
+
+    evaluations = EvaluateRules(
+        rules=runtime.store,
+        evaluations=runtime.store,
+        rule_files=runtime.rule_files,
+        replay=EchoReplay(),
+        judge=RevisingJudge(rule.new_rule, admin_edit),
+        clock=clock,
+        limits=EvaluationLimits(),
+        enabled=True,
+        wake=lambda: None,
+    )
+    await evaluations.evaluate(rule.rule_id)
+    edited = await service.get_rule(rule.rule_id)
+    assert edited.new_rule == admins_line
+    # and the admin's line is replayed itself, not answered with the replay of the line it replaced
+    [task] = after_edit
+    replayed = await task
+    assert replayed.rule_version == candidate_version(edited.module_name, edited.old_rule, admins_line)
+    assert replayed.new_rule == admins_line and replayed.status is EvaluationStatus.PASSED
 
 
 # ---------------------------------------------------------------------- migrations

@@ -67,7 +67,7 @@ class EvaluateRules:
         self.limits = limits
         self.enabled = enabled  # AUTOTRAIN_EVALUATE=auto: after generation and after an edit
         self.wake = wake
-        self._running: dict[str, asyncio.Task[Evaluation]] = {}
+        self._running: dict[tuple[str, str], asyncio.Task[Evaluation]] = {}  # (rule, line version)
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ entry points
@@ -93,11 +93,13 @@ class EvaluateRules:
         done = await self.evaluations.latest_evaluation(rule_id, version)
         if done is not None and done.status in (EvaluationStatus.PASSED, EvaluationStatus.FAILED):
             return done
-        task = self._running.get(rule_id)
+        # per line: a line edited while the one before is being replayed gets a replay of its own
+        key = (rule_id, version)
+        task = self._running.get(key)
         if task is None:
             task = asyncio.create_task(self._evaluate(rule, version))
-            self._running[rule_id] = task
-            task.add_done_callback(lambda _: self._running.pop(rule_id, None))
+            self._running[key] = task
+            task.add_done_callback(lambda _: self._running.pop(key, None))
         return await asyncio.shield(task)
 
     async def latest(self, rule_id: str) -> Evaluation | None:
@@ -150,9 +152,13 @@ class EvaluateRules:
             )
         if revised_from is not None:
             edited = await self.rules.edit_rule(
-                rule.rule_id, changes={"new_rule": candidate}, actor_id=REVISER, now=self.clock()
+                rule.rule_id,
+                changes={"new_rule": candidate},
+                actor_id=REVISER,
+                now=self.clock(),
+                expected_new_rule=rule.new_rule,  # never over a line the reviewer wrote while this ran
             )
-            if edited is None:  # no longer pending: the reviewer's version stands, the revision is only shown
+            if edited is None:  # no longer pending, or re-edited: the reviewer's line stands, the revision is shown
                 candidate, revised_from = revised_from, None
         if revised_from is not None:  # kept under the revised line's version: that is the rule's line now
             version = candidate_version(rule.module_name, rule.old_rule, candidate)

@@ -225,6 +225,7 @@ class RuleMixin(SqliteConnection):
         actor_id: str,
         now: datetime,
         event: NewEvent | None = None,
+        expected_new_rule: str | None = None,
     ) -> Rule | None:
         unknown = set(changes) - _EDITABLE
         if unknown:
@@ -233,6 +234,8 @@ class RuleMixin(SqliteConnection):
             before = await rule_in(db, rule_id)
             if before is None or before.status is not RuleStatus.PENDING:
                 return None
+            if expected_new_rule is not None and before.new_rule != expected_new_rule:
+                return None  # someone rewrote the line meanwhile: theirs stands
             values = {
                 key: json.dumps([str(w) for w in value]) if key == "warnings" else value
                 for key, value in changes.items()
