@@ -136,6 +136,29 @@ async def test_rejecting_a_rule_rejects_the_feedback_attached_to_it_too(world: C
     assert "feedback_rejected" in [e.action for e in audit.items]
 
 
+async def test_a_fold_that_cannot_attach_records_its_generation_once(
+    world: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proposal's line is already proposed by a rule under review, which is rejected before the fold
+    attaches to it: the feedback gets its own rule, and the one generation is counted once (tokens, cost)."""
+    runtime: Runtime = await world()
+    service = runtime.service
+    first = await service.submit(feedback(*JACKET[0]), REPORTER)
+    rule = await service.generate(first.feedback_id, REPORTER)
+    second = await service.submit(feedback(*OTHER[0], user_id="u-2"), REPORTER)  # another complaint
+
+    generation = runtime.service._generation  # type: ignore[attr-defined]
+
+    async def proposing_then_rejected(proposal: Any) -> Any:
+        await service.reject(rule.rule_id, ADMIN)
+        return await service.get_rule(rule.rule_id)
+
+    monkeypatch.setattr(generation.complaints, "rule_proposing", proposing_then_rejected)
+    own = await service.generate(second.feedback_id, REPORTER)
+    assert own.rule_id != rule.rule_id and own.feedback_id == second.feedback_id
+    assert (await runtime.store.generation_totals()).attempts == 2
+
+
 # ---------------------------------------------------------------------- did the rule work?
 
 

@@ -205,9 +205,9 @@ class GenerateRules:
             return NoRule(f"the generator declined: {reason}")
         proposing = await self.complaints.rule_proposing(proposal)
         if proposing is not None:  # another rule under review proposes this very line: one card, not two
-            await self.generation_log.record_generation(feedback_id, info, outcome="succeeded", now=self.clock())
             attached = await self._attach(proposing.rule_id, feedback_id)
-            if attached is not None:
+            if attached is not None:  # else create_rule below records the generation (once)
+                await self.generation_log.record_generation(feedback_id, info, outcome="succeeded", now=self.clock())
                 return attached
         rule = await self.rules.create_rule(
             feedback_id,
