@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from autotrain.evaluation import candidate_version
 from autotrain.models import Deployment, EventKind, PipelineEvent, RuleStatus
 from autotrain.options import Clock
 from autotrain.ports import DeploymentStore, EvaluationStore, FeedbackStore, ReviewCardStore, RuleStore
@@ -143,7 +144,10 @@ class RuleCardPublisher:
             deployment,
             cluster_examples=examples,
             canary_percent=self.canary_percent,
-            evaluation=await self.evaluations.latest_evaluation(rule_id),
+            # the replay of the line the card shows: the gate (deploys.py) looks at that one too
+            evaluation=await self.evaluations.latest_evaluation(
+                rule_id, candidate_version(rule.module_name, rule.old_rule, rule.new_rule)
+            ),
             evaluation_required=self.require_evaluation,
         )
 
