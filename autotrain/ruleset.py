@@ -132,6 +132,10 @@ def _derive_json(base: bytes, changes: Sequence[ActiveChange], version: int | No
                 if gone is not None:
                     del entries[gone]
                 outcomes.append(PROMOTED_CANARY)
+            elif not full and "rollout_percent" in held and change.rollout_percent > int(held["rollout_percent"]):
+                # a wider canary of a line a canary holds: the line reaches the wider share while both are active
+                held["rollout_percent"] = change.rollout_percent
+                outcomes.append(CANARY)
             else:
                 outcomes.append(NOOP)
             continue

@@ -2,7 +2,8 @@
 
 The machine keeps a rule file's active changes the way autotrain/usecases/deploys.py does: a deploy (full or a
 canary) appends its change, a rollback removes it, a promote swaps the change for its 100 % version in place, a
-full deploy of a line a canary holds is appended like any other (derive takes the canary to 100 %). Every write is
+full deploy of a line a canary holds is appended like any other (derive takes the canary to 100 %; a wider
+canary of it, to the wider share). Every write is
 `derive(base, active)` with the JSON "version" bumped when the content changes; once no change is active the file
 as it is becomes the next base. Rules are drawn from a small pool of lines, so they overlap: several replace the
 same line, replace another rule's line, canary and full-deploy the same line. Both file formats, with bases that
@@ -80,6 +81,8 @@ def reference(base: list[Line], changes: list[ActiveChange], *, json_file: bool)
                 gone = find(lines, replaced)
                 if gone is not None:
                     del lines[gone]
+            elif not full and lines[held].percent is not None and change.rollout_percent > lines[held].percent:
+                lines[held] = replace(lines[held], percent=change.rollout_percent)  # a wider canary widens it
             continue
         new = Line(change.new_rule, owner=change.rule_id)
         old = find(lines, change.old_rule)
