@@ -89,14 +89,21 @@ class DeployRules:
             rule = await rule_or_404(self.rules, rule_id)
             check_rule_transition(rule_id, rule.status, RuleStatus.DEPLOYED)
             previous, document, model, hand_edited = await self._read(rule.module_name)
-            if model is not None and rollout_percent >= 100:
+            if rollout_percent >= 100:
                 # A full deploy of a line a canary holds takes that canary to every user: promote it first (its
-                # own change, event and commit), and this deploy rides on its line.
-                for held in [
-                    c for c in model.changes if c.rollout_percent < 100 and same_rule(c.new_rule, rule.new_rule)
-                ]:
-                    canary = await rule_or_404(self.rules, held.rule_id)
-                    promotions.append(await self._promote(canary, actor, previous, document, model))
+                # own change, event and commit), and this deploy rides on its line — on a file edited by hand too.
+                lines = document.rule_lines()
+                held = [
+                    r
+                    for r in await self.deployments.deployed_rules(rule.module_name)
+                    if r.canary
+                    and same_rule(r.new_rule, rule.new_rule)
+                    and any(same_rule(line, r.new_rule) for line in lines)  # (a hand edit may have taken it out)
+                ]
+                for canary in held:
+                    promotions.append(
+                        await self._promote(canary, actor, previous, document, model, hand_edited=hand_edited)
+                    )
                     previous, document, model, hand_edited = await self._read(rule.module_name)
             entry = deploy_entry(
                 rule_id=rule.rule_id, feedback_id=rule.feedback_id, confidence=rule.confidence, deployed_at=self.clock()
@@ -118,8 +125,9 @@ class DeployRules:
                 )
             if rule.old_rule and change.outcome is DeployOutcome.APPENDED:
                 change.detail["warning"] = "old_rule_not_found"
-            if change.outcome is DeployOutcome.NOOP and model is None:
-                # Remember which deployed rule put the line there, so rolling both back restores the file.
+            if change.outcome is DeployOutcome.NOOP:
+                # Remember which deployed rule put the line there, so rolling both back restores the file (also
+                # once a hand edit makes the file be changed in place: FileModels.effective_change).
                 deployed = await self.deployments.deployed_rules(rule.module_name)
                 provider = next((r for r in deployed if r.new_rule == rule.new_rule), None)
                 change.detail["provided_by"] = provider.rule_id if provider else None

@@ -81,11 +81,20 @@ class FileModels:
                 removed_by_other = removed_by_other or (
                     theirs is not None and theirs.change.get("outcome") == "replaced"
                 )
+        # nor is a line put back that a rule now rolled back had added (no rolled-back rule's line in a file)
+        added_by_rolled_back = False
+        if rule.old_rule:
+            rolled = await self.rules.list_rules(
+                status=RuleStatus.ROLLED_BACK, module_name=rule.module_name, limit=200, offset=0
+            )
+            added_by_rolled_back = any(
+                same_rule(r.new_rule, rule.old_rule) and r.rule_id != rule.rule_id for r in rolled.items
+            )
         return document.revert(
             new_rule=rule.new_rule,
             change=await self.effective_change(original),
             keep_new=any(other.new_rule == rule.new_rule for other in others),
-            restore_old=not removed_by_other,
+            restore_old=not removed_by_other and not added_by_rolled_back,
         )
 
     async def effective_change(self, deployment: Deployment) -> dict[str, Any]:
