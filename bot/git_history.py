@@ -126,6 +126,11 @@ class GitHistoryError(RuntimeError):
     """A git command failed; the message carries git's stderr."""
 
 
+class RulesFolderInsideRepository(GitHistoryError):
+    """The rules folder is inside another repository (a clone of this project's config/): history stays off,
+    by design, which is a setting to change, not a failure."""
+
+
 @dataclass(frozen=True)
 class Commit:
     sha: str  # full
@@ -607,7 +612,7 @@ class AsyncGitHistory:
         history = GitRuleHistory(Path(rules_dir))
         Path(rules_dir).mkdir(parents=True, exist_ok=True)
         if history._work_tree_state() == "inside":
-            raise GitHistoryError(
+            raise RulesFolderInsideRepository(
                 f"{Path(rules_dir).resolve()} is inside another git repository; set AUTOTRAIN_RULES_DIR to a folder"
                 " of its own to keep the rules' history"
             )

@@ -9,6 +9,7 @@ import secrets
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -438,12 +439,29 @@ def evaluation_description(settings: Settings) -> str:
 def git_description(settings: Settings) -> str:
     if not settings.git_history:
         return "git history: off (AUTOTRAIN_GIT=false)"
+    if inside_another_repository(settings.rules_dir):
+        return (
+            f"git history: off, {settings.rules_dir.resolve()} is inside another git repository (set"
+            " AUTOTRAIN_RULES_DIR to a folder of its own to keep the rules' history)"
+        )
     if not settings.git_remote:
         return "git history: on, commits stay in the rules folder (AUTOTRAIN_GIT_REMOTE not set)"
     from bot.git_history import redact
 
     branch = settings.git_branch or "the current branch"
     return f"git history: on, every commit pushed to {redact(settings.git_remote)} ({branch})"
+
+
+def inside_another_repository(rules_dir: Path) -> bool:
+    """A rules folder inside a larger work tree (the config/ of a clone) gets no history, by design."""
+    if not rules_dir.is_dir():
+        return False
+    from bot.git_history import GitHistoryError, GitRuleHistory
+
+    try:
+        return GitRuleHistory(rules_dir)._work_tree_state() == "inside"
+    except (GitHistoryError, OSError):  # no git binary, an odd folder: git_history() says why when it opens
+        return False
 
 
 def slack_description(settings: Settings) -> str:
@@ -490,10 +508,13 @@ def git_history(settings: Settings) -> RuleHistory | None:
     """Every deploy, promote and rollback becomes a commit in the rules folder (AUTOTRAIN_GIT)."""
     if not settings.git_history:
         return None
-    from bot.git_history import AsyncGitHistory
+    from bot.git_history import AsyncGitHistory, RulesFolderInsideRepository
 
     try:
         return AsyncGitHistory.open(settings.rules_dir, remote=settings.git_remote, branch=settings.git_branch)
+    except RulesFolderInsideRepository as exc:  # the README's default start: not a failure (describe() says so)
+        log.debug("git history: off, %s", exc)
+        return None
     except Exception as exc:  # no git binary, unwritable folder: deploys still work, without history
         log.error("git history is off: %s", exc)
         return None

@@ -493,3 +493,29 @@ def test_an_existing_repository_gets_the_ignore_rule(tmp_path: Path) -> None:
     assert status(folder) == []  # Auto-Train's working files never show as changes
     history.ensure_repo()
     assert rev_count(folder) == 2  # a second start adds nothing
+
+
+async def test_a_rules_folder_inside_another_repository_starts_without_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's own set-up (the config/ of a clone): history is off by design, said in one INFO line."""
+    import logging
+
+    from bot.runtime import describe, open_runtime
+    from tests.conftest import make_settings
+
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    folder = copy_rules(project / "config")
+    caplog.set_level(logging.INFO)
+    settings = make_settings(tmp_path, folder, git_history=True)
+    runtime = await open_runtime(settings)
+    try:
+        assert runtime.history is None
+    finally:
+        await runtime.close()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    [said] = [line for line in describe(settings) if line.startswith("git history")]  # the start-up log's line
+    assert said.startswith("git history: off,") and "inside another git repository" in said
+    assert "AUTOTRAIN_RULES_DIR" in said
