@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from autotrain.models import Deployment, Rule, RuleStatus
+from autotrain.models import Deployment, DeployOutcome, Rule, RuleStatus
 from autotrain.ports import DeploymentStore, RuleStore
 from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, same_rule
 from autotrain.ruleset import ActiveChange, derivation
@@ -81,15 +81,19 @@ class FileModels:
                 removed_by_other = removed_by_other or (
                     theirs is not None and theirs.change.get("outcome") == "replaced"
                 )
-        # nor is a line put back that a rule now rolled back had added (no rolled-back rule's line in a file)
+        # nor is a line put back that a rule now rolled back had added (no rolled-back rule's line in a file); a
+        # rolled-back rule that only rode on a line already there (a no-op deploy) did not add it
         added_by_rolled_back = False
         if rule.old_rule:
             rolled = await self.rules.list_rules(
                 status=RuleStatus.ROLLED_BACK, module_name=rule.module_name, limit=200, offset=0
             )
-            added_by_rolled_back = any(
-                same_rule(r.new_rule, rule.old_rule) and r.rule_id != rule.rule_id for r in rolled.items
-            )
+            for other in rolled.items:
+                if other.rule_id == rule.rule_id or not same_rule(other.new_rule, rule.old_rule):
+                    continue
+                history = await self.deployments.list_deployments(rule_id=other.rule_id, limit=20, offset=0)
+                added = [d for d in history.items if d.rollback_of is None and d.outcome is not DeployOutcome.NOOP]
+                added_by_rolled_back = added_by_rolled_back or bool(added)
         return document.revert(
             new_rule=rule.new_rule,
             change=await self.effective_change(original),
