@@ -26,6 +26,9 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
     """This process's environment without Slack / Anthropic / Auto-Train settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "AUTOTRAIN_"))}
     env["PYTHONPATH"] = str(REPO_ROOT)
+    # as in tests/conftest.py's make_settings: replays run only in the tests about them (they write in the
+    # background, and a test of something else should not race them)
+    env["AUTOTRAIN_EVALUATE"] = "off"
     env.update(extra)
     return env
 

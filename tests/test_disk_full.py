@@ -229,6 +229,8 @@ def server(workdir: Path, database: Path, rules_dir: Path) -> Iterator[Server]:
         AUTOTRAIN_RULES_DIR=str(rules_dir),
         AUTOTRAIN_JWT_SECRET=JWT_SECRET,
         AUTOTRAIN_AUTO_GENERATE="false",
+        # no background replays: the server must be idle between requests for the WAL checkpoint to hold
+        AUTOTRAIN_EVALUATE="off",
         AUTOTRAIN_FEEDBACK_RATE_LIMIT="100000/minute",
     )
     with serving(workdir, env) as (base_url, process):
