@@ -216,7 +216,11 @@ class ComplaintStore(Protocol):
         """The corpus's document frequencies of the n-grams of these texts (and the number of documents)."""
         ...
 
-    async def complaint_candidates(self, statuses: Sequence[RuleStatus]) -> list[ComplaintCandidate]: ...
+    async def complaint_candidates(
+        self, statuses: Sequence[RuleStatus], *, with_texts: bool = True
+    ) -> list[ComplaintCandidate]:
+        """The rules in these states, each with the texts of its newest feedbacks (unless `with_texts` is off)."""
+        ...
 
     async def mark_recurrence(
         self, feedback_id: str, rule_id: str, *, actor_id: str, now: datetime, event: NewEvent | None = None

@@ -90,7 +90,7 @@ class Complaints:
         """A rule under review that proposes this same line in this same file (fold the two together)."""
         if not self.enabled:
             return None
-        for candidate in await self.complaints.complaint_candidates(UNDER_REVIEW):
+        for candidate in await self.complaints.complaint_candidates(UNDER_REVIEW, with_texts=False):
             rule = candidate.rule
             if rule.module_name == proposal.module_name and same_rule(rule.new_rule, proposal.new_rule):
                 return rule

@@ -75,7 +75,9 @@ class ComplaintMixin(SqliteConnection):
         log.info("counted the complaint corpus of %d stored feedbacks (%d n-grams)", total, len(counts))
         return total
 
-    async def complaint_candidates(self, statuses: Sequence[RuleStatus]) -> list[ComplaintCandidate]:
+    async def complaint_candidates(
+        self, statuses: Sequence[RuleStatus], *, with_texts: bool = True
+    ) -> list[ComplaintCandidate]:
         if not statuses:
             return []
         marks = ",".join("?" * len(statuses))
@@ -91,6 +93,9 @@ class ComplaintMixin(SqliteConnection):
                 data = dict(row)
                 kind = FeedbackType(data.pop("complaint_type"))
                 rule = rule_row(data)  # type: ignore[arg-type]
+                if not with_texts:
+                    candidates.append(ComplaintCandidate(rule=rule, feedback_type=kind, texts=[]))
+                    continue
                 texts = await db.execute(
                     # its own feedback, what was attached to it, and what came back after it was deployed
                     "SELECT feedback_text, query FROM feedbacks WHERE feedback_id = ?"
