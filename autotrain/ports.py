@@ -30,6 +30,7 @@ from autotrain.models import (
     RuleStatus,
 )
 from autotrain.monitoring import AlertState, DigestData, MetricsData
+from autotrain.pagination import Cursor, Order
 
 T = TypeVar("T")
 
@@ -40,6 +41,7 @@ class Page(Generic[T]):
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = None  # autotrain/pagination.py: None on the last page
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class FeedbackStore(Protocol):
         feedback_type: FeedbackType | None,
         limit: int,
         offset: int,
+        cursor: Cursor | None = None,
+        order: Order = Order.NEWEST,
     ) -> Page[Feedback]: ...
 
     async def pending_feedback_ids(self, *, now: datetime) -> list[str]:
@@ -261,7 +265,14 @@ class RuleStore(Protocol):
     async def get_rule_for_feedback(self, feedback_id: str) -> Rule | None: ...
 
     async def list_rules(
-        self, *, status: RuleStatus | None, module_name: str | None, limit: int, offset: int
+        self,
+        *,
+        status: RuleStatus | None,
+        module_name: str | None,
+        limit: int,
+        offset: int,
+        cursor: Cursor | None = None,
+        order: Order = Order.NEWEST,
     ) -> Page[Rule]: ...
 
     async def deployed_rules(self, module_name: str) -> list[Rule]: ...
@@ -360,7 +371,11 @@ class DeploymentStore(Protocol):
         """Why their commit has not reached the remote yet (left alone on those pushed meanwhile)."""
         ...
 
-    async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]: ...
+    async def list_deployments(
+        self, *, rule_id: str | None, limit: int, offset: int, cursor: Cursor | None = None
+    ) -> Page[Deployment]:
+        """Applied deployments, newest first."""
+        ...
 
 
 class ReviewCardStore(Protocol):
@@ -412,7 +427,11 @@ class ReportStore(Protocol):
 
     async def counts(self, *, since: datetime) -> PipelineCounts: ...
 
-    async def list_audit(self, *, subject_id: str | None, limit: int, offset: int) -> Page[AuditEntry]: ...
+    async def list_audit(
+        self, *, subject_id: str | None, limit: int, offset: int, cursor: Cursor | None = None
+    ) -> Page[AuditEntry]:
+        """The audit log, oldest first."""
+        ...
 
     async def metrics_data(
         self, *, now: datetime, error_window_start: datetime, day_start: datetime, approval_window_start: datetime

@@ -28,6 +28,7 @@ from autotrain.models import (
     StatusReport,
 )
 from autotrain.notifications import EventDispatcher
+from autotrain.pagination import Order, page_request
 from autotrain.policy import Actor
 from autotrain.ports import DeploymentStore, FeedbackStore, Page, RuleStore
 from autotrain.usecases.deploys import DeployRules
@@ -98,9 +99,12 @@ class PipelineService:
         feedback_type: FeedbackType | None = None,
         limit: int = 50,
         offset: int = 0,
+        cursor: str | None = None,
+        order: Order | None = None,
     ) -> Page[Feedback]:
+        after, order = page_request(cursor=cursor, offset=offset, order=order)
         return await self._readers.feedback.list_feedback(
-            status=status, feedback_type=feedback_type, limit=limit, offset=offset
+            status=status, feedback_type=feedback_type, limit=limit, offset=offset, cursor=after, order=order
         )
 
     # generation
@@ -142,9 +146,19 @@ class PipelineService:
         return await self._rulesets.etag(module_name, actor)
 
     async def list_rules(
-        self, *, status: RuleStatus | None = None, module_name: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        status: RuleStatus | None = None,
+        module_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        cursor: str | None = None,
+        order: Order | None = None,
     ) -> Page[Rule]:
-        return await self._readers.rules.list_rules(status=status, module_name=module_name, limit=limit, offset=offset)
+        after, order = page_request(cursor=cursor, offset=offset, order=order)
+        return await self._readers.rules.list_rules(
+            status=status, module_name=module_name, limit=limit, offset=offset, cursor=after, order=order
+        )
 
     async def approve(self, rule_id: str, actor: Actor) -> Rule:
         return await self._review.approve(rule_id, actor)
@@ -189,9 +203,13 @@ class PipelineService:
         return await self._deploys.rollback(rule_id, actor)
 
     async def list_deployments(
-        self, *, rule_id: str | None = None, limit: int = 50, offset: int = 0
+        self, *, rule_id: str | None = None, limit: int = 50, offset: int = 0, cursor: str | None = None
     ) -> Page[Deployment]:
-        return await self._readers.deployments.list_deployments(rule_id=rule_id, limit=limit, offset=offset)
+        """Applied deployments, newest first."""
+        after, _ = page_request(cursor=cursor, offset=offset, order=Order.NEWEST)
+        return await self._readers.deployments.list_deployments(
+            rule_id=rule_id, limit=limit, offset=offset, cursor=after
+        )
 
     # reports and start-up
     async def status(self) -> StatusReport:

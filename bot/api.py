@@ -46,6 +46,7 @@ from autotrain.models import (
     RunAllSummary,
     StatusReport,
 )
+from autotrain.pagination import MAX_OFFSET, Order
 from autotrain.policy import Actor
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
@@ -91,6 +92,7 @@ class ListResponse(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last page")
 
 
 class RejectIn(BaseModel):
@@ -210,7 +212,13 @@ async def get_actor(
 ServiceDep = Annotated[PipelineService, Depends(get_service)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
 Limit = Annotated[int, Query(ge=1, le=200, description="page size, 1–200")]
-Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
+Offset = Annotated[
+    int, Query(ge=0, le=1_000_000_000, description=f"items to skip, at most {MAX_OFFSET:,} (page further with cursor)")
+]
+PageCursor = Annotated[
+    str | None, Query(max_length=64, description="`next_cursor` of the previous page: the page after it")
+]
+ListOrder = Annotated[Order | None, Query(description="newest (the default) or oldest first")]
 
 
 def build_router() -> APIRouter:
@@ -220,7 +228,7 @@ def build_router() -> APIRouter:
     async def submit_feedback(data: FeedbackIn, service: ServiceDep, actor: ActorDep) -> Feedback:
         return await service.submit(data, actor, source="api")
 
-    @router.get("/feedback", response_model=ListResponse[Feedback], summary="List feedback")
+    @router.get("/feedback", response_model=ListResponse[Feedback], summary="List feedback, newest first")
     async def list_feedback(
         service: ServiceDep,
         actor: ActorDep,
@@ -228,8 +236,12 @@ def build_router() -> APIRouter:
         feedback_type: FeedbackType | None = None,
         limit: Limit = 50,
         offset: Offset = 0,
+        cursor: PageCursor = None,
+        order: ListOrder = None,
     ) -> dict[str, Any]:
-        page = await service.list_feedback(status=status, feedback_type=feedback_type, limit=limit, offset=offset)
+        page = await service.list_feedback(
+            status=status, feedback_type=feedback_type, limit=limit, offset=offset, cursor=cursor, order=order
+        )
         return page.__dict__
 
     @router.get("/feedback/{feedback_id}", response_model=Feedback, summary="One feedback")
@@ -240,7 +252,7 @@ def build_router() -> APIRouter:
     async def generate(feedback_id: str, service: ServiceDep, actor: ActorDep) -> Rule:
         return await service.generate(feedback_id, actor)
 
-    @router.get("/rules", response_model=ListResponse[Rule], summary="List rules")
+    @router.get("/rules", response_model=ListResponse[Rule], summary="List rules, newest first")
     async def list_rules(
         service: ServiceDep,
         actor: ActorDep,
@@ -248,8 +260,12 @@ def build_router() -> APIRouter:
         module_name: str | None = Query(None, max_length=128),
         limit: Limit = 50,
         offset: Offset = 0,
+        cursor: PageCursor = None,
+        order: ListOrder = None,
     ) -> dict[str, Any]:
-        page = await service.list_rules(status=status, module_name=module_name, limit=limit, offset=offset)
+        page = await service.list_rules(
+            status=status, module_name=module_name, limit=limit, offset=offset, cursor=cursor, order=order
+        )
         return page.__dict__
 
     @router.get(
@@ -319,8 +335,9 @@ def build_router() -> APIRouter:
         rule_id: str | None = Query(None, max_length=32),
         limit: Limit = 50,
         offset: Offset = 0,
+        cursor: PageCursor = None,
     ) -> dict[str, Any]:
-        page = await service.list_deployments(rule_id=rule_id, limit=limit, offset=offset)
+        page = await service.list_deployments(rule_id=rule_id, limit=limit, offset=offset, cursor=cursor)
         return page.__dict__
 
     @router.get("/rulesets", response_model=RuleSetList, summary="The rule files, each with its version and ETag")

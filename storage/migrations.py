@@ -260,6 +260,136 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX ix_evaluations_rule ON evaluations (rule_id, id);
     """,
+    # 14: maintained figures, so that status, /metrics, alerts and the digest cost the same at a million rows as
+    # at a thousand. `figures` holds one counter per name, kept by triggers in the transaction of each change
+    # (a failed or interrupted transaction changes no counter): feedback by status and type, rules by status
+    # and module, deployments by state and kind, generations and evaluations with their tokens and latency,
+    # audit rows. A rule's effect reads columns set when it is deployed: `feedback_mark` (the feedback stored
+    # before the deploy, so "since" is the total minus it) and `recurrences_since` (its complaint since the
+    # deploy); the window before it is counted once, on first use (effect_before_*). Covering indexes serve
+    # the windowed figures (the day's feedback, approvals, generations) without reading rows.
+    """
+    CREATE TABLE figures (
+        name TEXT PRIMARY KEY,
+        n    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TRIGGER figures_feedback_insert AFTER INSERT ON feedbacks BEGIN
+        INSERT INTO figures (name, n) VALUES ('feedback|' || NEW.status || '|' || NEW.feedback_type, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER figures_feedback_update AFTER UPDATE OF status, feedback_type ON feedbacks
+    WHEN OLD.status IS NOT NEW.status OR OLD.feedback_type IS NOT NEW.feedback_type BEGIN
+        UPDATE figures SET n = n - 1 WHERE name = 'feedback|' || OLD.status || '|' || OLD.feedback_type;
+        INSERT INTO figures (name, n) VALUES ('feedback|' || NEW.status || '|' || NEW.feedback_type, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER figures_feedback_delete AFTER DELETE ON feedbacks BEGIN
+        UPDATE figures SET n = n - 1 WHERE name = 'feedback|' || OLD.status || '|' || OLD.feedback_type;
+    END;
+
+    CREATE TRIGGER figures_rule_insert AFTER INSERT ON generated_rules BEGIN
+        INSERT INTO figures (name, n) VALUES ('rule|' || NEW.status || '|' || NEW.module_name, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER figures_rule_update AFTER UPDATE OF status, module_name ON generated_rules
+    WHEN OLD.status IS NOT NEW.status OR OLD.module_name IS NOT NEW.module_name BEGIN
+        UPDATE figures SET n = n - 1 WHERE name = 'rule|' || OLD.status || '|' || OLD.module_name;
+        INSERT INTO figures (name, n) VALUES ('rule|' || NEW.status || '|' || NEW.module_name, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER figures_rule_delete AFTER DELETE ON generated_rules BEGIN
+        UPDATE figures SET n = n - 1 WHERE name = 'rule|' || OLD.status || '|' || OLD.module_name;
+    END;
+
+    CREATE TRIGGER figures_deployment_insert AFTER INSERT ON deployments BEGIN
+        INSERT INTO figures (name, n)
+            VALUES ('deployment|' || NEW.state || '|' || IIF(NEW.rollback_of IS NULL, 'deploy', 'rollback'), 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER figures_deployment_update AFTER UPDATE OF state, rollback_of ON deployments
+    WHEN OLD.state IS NOT NEW.state OR (OLD.rollback_of IS NULL) IS NOT (NEW.rollback_of IS NULL) BEGIN
+        UPDATE figures SET n = n - 1
+            WHERE name = 'deployment|' || OLD.state || '|' || IIF(OLD.rollback_of IS NULL, 'deploy', 'rollback');
+        INSERT INTO figures (name, n)
+            VALUES ('deployment|' || NEW.state || '|' || IIF(NEW.rollback_of IS NULL, 'deploy', 'rollback'), 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER figures_deployment_delete AFTER DELETE ON deployments BEGIN
+        UPDATE figures SET n = n - 1
+            WHERE name = 'deployment|' || OLD.state || '|' || IIF(OLD.rollback_of IS NULL, 'deploy', 'rollback');
+    END;
+
+    CREATE TRIGGER figures_generation_insert AFTER INSERT ON generations BEGIN
+        INSERT INTO figures (name, n) VALUES
+            ('generation|' || NEW.outcome, 1),
+            ('generation_tokens|input', COALESCE(NEW.input_tokens, 0)),
+            ('generation_tokens|output', COALESCE(NEW.output_tokens, 0)),
+            ('generation_latency|sum', COALESCE(NEW.latency_ms, 0)),
+            ('generation_latency|n', NEW.latency_ms IS NOT NULL)
+            ON CONFLICT (name) DO UPDATE SET n = n + excluded.n;
+    END;
+
+    CREATE TRIGGER figures_evaluation_insert AFTER INSERT ON evaluations BEGIN
+        INSERT INTO figures (name, n) VALUES
+            ('evaluation|' || NEW.status, 1),
+            ('evaluation_tokens|' || NEW.status, NEW.tokens),
+            ('evaluation_latency|' || NEW.status, NEW.latency_ms)
+            ON CONFLICT (name) DO UPDATE SET n = n + excluded.n;
+    END;
+
+    CREATE TRIGGER figures_audit_insert AFTER INSERT ON audit_log BEGIN
+        INSERT INTO figures (name, n) VALUES ('audit', 1) ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+
+    INSERT INTO figures (name, n)
+        SELECT 'feedback|' || status || '|' || feedback_type, COUNT(*) FROM feedbacks GROUP BY status, feedback_type;
+    INSERT INTO figures (name, n)
+        SELECT 'rule|' || status || '|' || module_name, COUNT(*) FROM generated_rules GROUP BY status, module_name;
+    INSERT INTO figures (name, n)
+        SELECT 'deployment|' || state || '|' || IIF(rollback_of IS NULL, 'deploy', 'rollback'), COUNT(*)
+        FROM deployments GROUP BY 1;
+    INSERT INTO figures (name, n) SELECT 'generation|' || outcome, COUNT(*) FROM generations GROUP BY outcome;
+    INSERT INTO figures (name, n) SELECT 'generation_tokens|input', COALESCE(SUM(input_tokens), 0) FROM generations;
+    INSERT INTO figures (name, n) SELECT 'generation_tokens|output', COALESCE(SUM(output_tokens), 0) FROM generations;
+    INSERT INTO figures (name, n) SELECT 'generation_latency|sum', COALESCE(SUM(latency_ms), 0) FROM generations;
+    INSERT INTO figures (name, n) SELECT 'generation_latency|n', COUNT(latency_ms) FROM generations;
+    INSERT INTO figures (name, n) SELECT 'evaluation|' || status, COUNT(*) FROM evaluations GROUP BY status;
+    INSERT INTO figures (name, n)
+        SELECT 'evaluation_tokens|' || status, COALESCE(SUM(tokens), 0) FROM evaluations GROUP BY status;
+    INSERT INTO figures (name, n)
+        SELECT 'evaluation_latency|' || status, COALESCE(SUM(latency_ms), 0) FROM evaluations GROUP BY status;
+    INSERT INTO figures (name, n) SELECT 'audit', COUNT(*) FROM audit_log;
+
+    ALTER TABLE generated_rules ADD COLUMN feedback_mark INTEGER;
+    ALTER TABLE generated_rules ADD COLUMN recurrences_since INTEGER;
+    ALTER TABLE generated_rules ADD COLUMN effect_window_days INTEGER;
+    ALTER TABLE generated_rules ADD COLUMN effect_before_feedback INTEGER;
+    ALTER TABLE generated_rules ADD COLUMN effect_before_complaints INTEGER;
+    -- a deploy (deployed_at set anew) starts the rule's count "since"; the window before it is counted on first use
+    CREATE TRIGGER effect_mark_deploy AFTER UPDATE OF deployed_at ON generated_rules
+    WHEN NEW.deployed_at IS NOT NULL AND NEW.deployed_at IS NOT OLD.deployed_at BEGIN
+        UPDATE generated_rules SET
+            feedback_mark = (SELECT COALESCE(SUM(n), 0) FROM figures WHERE name >= 'feedback|' AND name < 'feedback}'),
+            recurrences_since = 0,
+            effect_window_days = NULL, effect_before_feedback = NULL, effect_before_complaints = NULL
+        WHERE id = NEW.id;
+    END;
+    CREATE INDEX ix_rules_deployed_effect ON generated_rules (recurrences_since) WHERE status = 'deployed';
+
+    -- the day's feedback by type (digest), and a canary's users since it started, read from the index alone
+    DROP INDEX ix_feedbacks_created;
+    CREATE INDEX ix_feedbacks_created ON feedbacks (created_at, feedback_type, user_id, recurrence_of);
+    DROP INDEX ix_rules_approved_at;
+    CREATE INDEX ix_rules_approved_at ON generated_rules (approved_at, created_at) WHERE approved_at IS NOT NULL;
+    CREATE INDEX ix_rules_rejected_at ON generated_rules (rejected_at) WHERE rejected_at IS NOT NULL;
+    DROP INDEX ix_generations_at;
+    CREATE INDEX ix_generations_at ON generations (at, outcome);
+    CREATE INDEX ix_deployments_push_error ON deployments (id) WHERE push_error IS NOT NULL;
+    CREATE INDEX ix_deployments_applied_at ON deployments (deployed_at, rollback_of) WHERE state = 'applied';
+    CREATE INDEX ix_deployments_module ON deployments (module_name, id) WHERE state = 'applied';
+    CREATE INDEX ix_deployments_reload_failed ON deployments (module_name) WHERE reload_status = 'failed';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -772,7 +772,7 @@ async def test_list_paging_out_of_range_is_422(client: httpx.AsyncClient, admin_
 async def test_list_paging_bounds_accepted(client: httpx.AsyncClient, admin_headers: Headers, path: str) -> None:
     default = await client.get(path, headers=admin_headers)
     assert default.status_code == 200
-    assert default.json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    assert default.json() == {"items": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": None}
     for query, limit in (("limit=1", 1), ("limit=200", 200)):
         response = await client.get(f"{path}?{query}", headers=admin_headers)
         assert response.status_code == 200, response.text
@@ -793,15 +793,18 @@ async def test_feedback_pagination(client: httpx.AsyncClient, admin_headers: Hea
     assert ids == ["FB-1001", "FB-1002", "FB-1003", "FB-1004", "FB-1005"]
     response = await client.get("/autotrain/feedback?limit=2&offset=2", headers=admin_headers)
     assert response.status_code == 200
-    page = response.json()
-    assert [item["feedback_id"] for item in page["items"]] == ["FB-1003", "FB-1004"]
-    assert [item["feedback_text"] for item in page["items"]] == ["feedback 3", "feedback 4"]
+    page = response.json()  # newest first
+    assert [item["feedback_id"] for item in page["items"]] == ["FB-1003", "FB-1002"]
+    assert [item["feedback_text"] for item in page["items"]] == ["feedback 3", "feedback 2"]
     assert (page["total"], page["limit"], page["offset"]) == (5, 2, 2)
 
     tail = (await client.get("/autotrain/feedback?limit=2&offset=4", headers=admin_headers)).json()
-    assert [item["feedback_id"] for item in tail["items"]] == ["FB-1005"]
+    assert [item["feedback_id"] for item in tail["items"]] == ["FB-1001"]
+    assert tail["next_cursor"] is None
+    oldest = (await client.get("/autotrain/feedback?limit=2&offset=4&order=oldest", headers=admin_headers)).json()
+    assert [item["feedback_id"] for item in oldest["items"]] == ["FB-1005"]
     past = (await client.get("/autotrain/feedback?limit=2&offset=10", headers=admin_headers)).json()
-    assert past == {"items": [], "total": 5, "limit": 2, "offset": 10}
+    assert past == {"items": [], "total": 5, "limit": 2, "offset": 10, "next_cursor": None}
 
 
 async def test_feedback_filters(client: httpx.AsyncClient, admin_headers: Headers) -> None:
@@ -818,12 +821,12 @@ async def test_feedback_filters(client: httpx.AsyncClient, admin_headers: Header
         body = response.json()
         return [item["feedback_id"] for item in body["items"]], body["total"]
 
-    assert await ids("status=processed") == (["FB-1001", "FB-1003"], 2)
-    assert await ids("status=pending") == (["FB-1002", "FB-1004", "FB-1005"], 3)
+    assert await ids("status=processed") == (["FB-1003", "FB-1001"], 2)
+    assert await ids("status=pending") == (["FB-1005", "FB-1004", "FB-1002"], 3)
     assert await ids("status=rejected") == ([], 0)
-    assert await ids("feedback_type=bug") == (["FB-1001", "FB-1002"], 2)
+    assert await ids("feedback_type=bug") == (["FB-1002", "FB-1001"], 2)
     assert await ids("feedback_type=praise") == (["FB-1003"], 1)
-    assert await ids("feedback_type=suggestion") == (["FB-1004", "FB-1005"], 2)
+    assert await ids("feedback_type=suggestion") == (["FB-1005", "FB-1004"], 2)
     assert await ids("status=pending&feedback_type=bug") == (["FB-1002"], 1)
     assert await ids("status=pending&limit=1&offset=1") == (["FB-1004"], 3)
 

@@ -43,8 +43,18 @@ def busy(exc: sqlite3.Error) -> Exception:
 
 
 def statements(script: str) -> list[str]:
+    """The statements of a migration, in order (a trigger's body, with its own semicolons, stays whole)."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+    found, pending = [], ""
+    for piece in "\n".join(lines).split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                found.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        found.append(pending.strip())
+    return found
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from autotrain.models import Deployment, NewEvent, RuleStatus
+from autotrain.pagination import Cursor, Order
 from autotrain.ports import NewDeployment, Page, ReloadResult
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.events import insert_event, release_held_events
-from storage.sqlite.queries import audit, count, deployment_in, deployment_row, rule_in, where
+from storage.sqlite.figures import figures
+from storage.sqlite.queries import audit, count, deployment_in, deployment_row, keyset, paged, rule_in, where
 from storage.sqlite.rules import STAMPS, move_rule
 
 
@@ -203,16 +205,27 @@ class DeploymentMixin(SqliteConnection):
                     (error, *chunk),
                 )
 
-    async def list_deployments(self, *, rule_id: str | None, limit: int, offset: int) -> Page[Deployment]:
+    async def list_deployments(
+        self, *, rule_id: str | None, limit: int, offset: int, cursor: Cursor | None = None
+    ) -> Page[Deployment]:
         condition, args = where(("rule_id", rule_id))
         condition = f"{condition} {'AND' if condition else 'WHERE'} state = 'applied'"
+        tail, tail_args = keyset("id", condition, args, cursor=cursor, order=Order.NEWEST, limit=limit, offset=offset)
         async with self._read() as db:
-            total = await count(db, f"SELECT COUNT(*) FROM deployments {condition}", args)
-            cursor = await db.execute(
-                f"SELECT * FROM deployments {condition} ORDER BY id DESC LIMIT ? OFFSET ?", (*args, limit, offset)
-            )
-            rows = await cursor.fetchall()
-        return Page([deployment_row(row) for row in rows], total, limit, offset)
+            if rule_id is None:
+                total = (await figures(db, "deployment|")).deployments(state="applied")
+            else:
+                total = await count(db, f"SELECT COUNT(*) FROM deployments {condition}", args)
+            found = await db.execute(f"SELECT * FROM deployments {tail}", tail_args)
+            rows = await found.fetchall()
+        return paged(
+            [deployment_row(row) for row in rows],
+            [row["id"] for row in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+            order=Order.NEWEST,
+        )
 
 
 def _chunks(ids: Sequence[int], size: int = 500) -> list[list[int]]:

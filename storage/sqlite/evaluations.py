@@ -9,6 +9,7 @@ from autotrain.evaluation import Evaluation
 from autotrain.models import Feedback, NewEvent, Rule, RuleWarning
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.events import insert_event
+from storage.sqlite.figures import figures
 from storage.sqlite.queries import FEEDBACK_SELECT, audit, feedback_row, rule_in, rule_row
 
 
@@ -92,17 +93,15 @@ class EvaluationMixin(SqliteConnection):
     async def evaluation_totals(self) -> dict[str, int]:
         """Evaluations by status, and the tokens and milliseconds they spent (apart from generation)."""
         async with self._read() as db:
-            cursor = await db.execute(
-                "SELECT status, COUNT(*), COALESCE(SUM(tokens), 0), COALESCE(SUM(latency_ms), 0)"
-                " FROM evaluations GROUP BY status"
-            )
-            rows = await cursor.fetchall()
+            maintained = await figures(db, "evaluation")
         totals = {"runs": 0, "tokens": 0, "latency_ms": 0, "passed": 0, "failed": 0, "skipped": 0, "error": 0}
-        for status, runs, tokens, latency in rows:
-            totals[status] = int(runs)
-            totals["runs"] += int(runs)
-            totals["tokens"] += int(tokens)
-            totals["latency_ms"] += int(latency)
+        for name, n in maintained.values.items():
+            kind, status = name.split("|", 1)
+            if kind == "evaluation":
+                totals[status] = n
+                totals["runs"] += n
+            else:
+                totals["tokens" if kind == "evaluation_tokens" else "latency_ms"] += n
         return totals
 
     async def record_evaluation_gate(

@@ -7,10 +7,12 @@ from datetime import datetime, timedelta
 
 from autotrain.clustering import complaint_text
 from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, FeedbackType, feedback_id_for
+from autotrain.pagination import Cursor, Order
 from autotrain.ports import Page
 from storage.sqlite.complaints import count_complaint_grams
 from storage.sqlite.connection import SqliteConnection, ts
-from storage.sqlite.queries import FEEDBACK_SELECT, audit, count, feedback_in, feedback_row, where
+from storage.sqlite.figures import figures
+from storage.sqlite.queries import FEEDBACK_SELECT, audit, feedback_in, feedback_row, keyset, paged, where
 
 
 # a generation whose process stopped renewing its lease (another live process's generation is never this)
@@ -91,15 +93,23 @@ class FeedbackMixin(SqliteConnection):
         feedback_type: FeedbackType | None,
         limit: int,
         offset: int,
+        cursor: Cursor | None = None,
+        order: Order = Order.NEWEST,
     ) -> Page[Feedback]:
         condition, args = where(("f.status", status), ("f.feedback_type", feedback_type))
+        tail, tail_args = keyset("f.id", condition, args, cursor=cursor, order=order, limit=limit, offset=offset)
         async with self._read() as db:
-            total = await count(db, f"SELECT COUNT(*) FROM feedbacks f {condition}", args)
-            cursor = await db.execute(
-                f"{FEEDBACK_SELECT} {condition} ORDER BY f.id LIMIT ? OFFSET ?", (*args, limit, offset)
-            )
-            rows = await cursor.fetchall()
-        return Page([feedback_row(row) for row in rows], total, limit, offset)
+            total = (await figures(db, "feedback|")).feedback(status, feedback_type)
+            cursor_ = await db.execute(f"{FEEDBACK_SELECT} {tail}", tail_args)
+            rows = await cursor_.fetchall()
+        return paged(
+            [feedback_row(row) for row in rows],
+            [row["id"] for row in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+            order=order,
+        )
 
     async def pending_feedback_ids(self, *, now: datetime) -> list[str]:
         """Pending feedback, and feedback whose generation was abandoned (its lease expired)."""

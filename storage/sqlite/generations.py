@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import aiosqlite
 
 from autotrain.models import GenerationInfo, GenerationTotals
 from storage.sqlite.connection import SqliteConnection, ts
+from storage.sqlite.figures import figures
 
 
 async def insert_generation(
@@ -55,15 +57,23 @@ class GenerationMixin(SqliteConnection):
             await insert_generation(db, feedback_id, info, outcome=outcome, now=now, error=error, rule_id=rule_id)
 
     async def generation_totals(self, *, since: datetime | None = None) -> GenerationTotals:
-        condition, args = ("WHERE at >= ?", (ts(since),)) if since is not None else ("", ())
-        async with self._read() as db:
-            cursor = await db.execute(
-                "SELECT COUNT(*), SUM(outcome = 'succeeded'), SUM(outcome = 'failed'), SUM(outcome = 'declined'),"
-                f" SUM(input_tokens), SUM(output_tokens), AVG(latency_ms) FROM generations {condition}",
-                args,
-            )
-            row = await cursor.fetchone()
-        assert row is not None
+        if since is None:  # all time: the maintained figures
+            async with self._read() as db:
+                maintained = await figures(db, "generation")
+            counted = [maintained.get(f"generation|{outcome}") for outcome in ("succeeded", "failed", "declined")]
+            sums = [maintained.get(f"generation_{name}") for name in ("tokens|input", "tokens|output", "latency|sum")]
+            timed = maintained.get("generation_latency|n")
+            row: tuple[Any, ...] = (sum(counted), *counted, *sums[:2], sums[2] / timed if timed else None)
+        else:
+            async with self._read() as db:
+                cursor = await db.execute(
+                    "SELECT COUNT(*), SUM(outcome = 'succeeded'), SUM(outcome = 'failed'), SUM(outcome = 'declined'),"
+                    " SUM(input_tokens), SUM(output_tokens), AVG(latency_ms) FROM generations WHERE at >= ?",
+                    (ts(since),),
+                )
+                found = await cursor.fetchone()
+            assert found is not None
+            row = tuple(found)
         attempts, succeeded, failed, declined = (int(row[i] or 0) for i in range(4))
         return GenerationTotals(
             attempts=attempts,

@@ -9,6 +9,8 @@ from typing import Any
 import aiosqlite
 
 from autotrain.models import Deployment, Feedback, Rule
+from autotrain.pagination import Cursor, Order
+from autotrain.ports import Page
 from storage.sqlite.connection import ts
 
 FEEDBACK_SELECT = """
@@ -51,6 +53,28 @@ def where(*conditions: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
             parts.append(f"{column} = ?")
             args.append(value.value if hasattr(value, "value") else value)
     return ("WHERE " + " AND ".join(parts)) if parts else "", tuple(args)
+
+
+def keyset(
+    column: str, condition: str, args: tuple[Any, ...], *, cursor: Cursor | None, order: Order, limit: int, offset: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE / ORDER BY / LIMIT of one page, ordered by the row number `column`; one row more than the
+    page, so that the caller knows whether there is a next one (`paged`)."""
+    newest = order is Order.NEWEST
+    if cursor is not None:
+        condition = f"{condition} {'AND' if condition else 'WHERE'} {column} {'<' if newest else '>'} ?"
+        args = (*args, cursor.position)
+    return (
+        f"{condition} ORDER BY {column}{' DESC' if newest else ''} LIMIT ? OFFSET ?",
+        (*args, limit + 1, offset),
+    )
+
+
+def paged(items: list[Any], positions: list[int], *, total: int, limit: int, offset: int, order: Order) -> Page[Any]:
+    """A page of at most `limit` items (of the limit + 1 read), with the cursor of the next page if any."""
+    more = len(items) > limit
+    next_cursor = Cursor(positions[limit - 1], order).encode() if more else None
+    return Page(items[:limit], total, limit, offset, next_cursor)
 
 
 async def count(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> int:

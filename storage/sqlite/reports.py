@@ -9,27 +9,17 @@ import aiosqlite
 
 from autotrain.models import AuditEntry, FeedbackStatus, FeedbackType, PipelineCounts, RuleStatus
 from autotrain.monitoring import CanaryRule, DigestData, DigestRule, MetricsData
+from autotrain.pagination import Cursor, Order
 from autotrain.ports import Page
 from storage.sqlite.connection import SqliteConnection, ts
-from storage.sqlite.queries import count, grouped, where
+from storage.sqlite.figures import figures
+from storage.sqlite.queries import count, grouped, keyset, paged, where
 
 _APPLIED = "SELECT COUNT(*) FROM deployments WHERE state = 'applied'"
 _UNCOMMITTED = "FROM deployments WHERE state = 'applied' AND commit_sha IS NULL AND commit_error IS NOT NULL"
 # a push was tried and failed (a deployment from before AUTOTRAIN_GIT_REMOTE was set, never tried, is not counted)
 _UNPUSHED = "FROM deployments WHERE commit_sha IS NOT NULL AND pushed_at IS NULL AND push_error IS NOT NULL"
 _OLDEST_PENDING = "SELECT feedback_id, created_at FROM feedbacks WHERE status = 'pending' ORDER BY id LIMIT 1"
-
-
-async def _by_status_and_type(db: aiosqlite.Connection) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """Feedback by status and by type, rules by status: every value present, 0 when none."""
-    feedback_by_status = await grouped(db, "SELECT status, COUNT(*) FROM feedbacks GROUP BY status")
-    feedback_by_type = await grouped(db, "SELECT feedback_type, COUNT(*) FROM feedbacks GROUP BY feedback_type")
-    rules_by_status = await grouped(db, "SELECT status, COUNT(*) FROM generated_rules GROUP BY status")
-    return (
-        {s.value: feedback_by_status.get(s.value, 0) for s in FeedbackStatus},
-        {t.value: feedback_by_type.get(t.value, 0) for t in FeedbackType},
-        {s.value: rules_by_status.get(s.value, 0) for s in RuleStatus},
-    )
 
 
 async def _approval_seconds(
@@ -51,32 +41,34 @@ async def _approval_seconds(
 class ReportMixin(SqliteConnection):
     async def counts(self, *, since: datetime) -> PipelineCounts:
         async with self._read() as db:
-            feedback_by_status, feedback_by_type, rules_by_status = await _by_status_and_type(db)
-            deployments_total = await count(db, f"{_APPLIED} AND rollback_of IS NULL", ())
-            rollbacks_total = await count(db, f"{_APPLIED} AND rollback_of IS NOT NULL", ())
+            maintained = await figures(db)
             deployed_since = await count(db, f"{_APPLIED} AND rollback_of IS NULL AND deployed_at >= ?", (ts(since),))
             uncommitted = await count(db, f"SELECT COUNT(*) {_UNCOMMITTED}", ())
             cursor = await db.execute(f"SELECT commit_error {_UNCOMMITTED} ORDER BY id DESC LIMIT 1")
             last_error = await cursor.fetchone()
         return PipelineCounts(
-            feedback_by_status=feedback_by_status,
-            feedback_by_type=feedback_by_type,
-            rules_by_status=rules_by_status,
-            deployments_total=deployments_total,
+            feedback_by_status=maintained.feedback_by_status(),
+            feedback_by_type=maintained.feedback_by_type(),
+            rules_by_status=maintained.rules_by_status(),
+            deployments_total=maintained.deployments(rollback=False),
             deployed_since=deployed_since,
-            rollbacks_total=rollbacks_total,
+            rollbacks_total=maintained.deployments(rollback=True),
             uncommitted_deployments=uncommitted,
             last_commit_error=last_error[0] if last_error else None,
         )
 
-    async def list_audit(self, *, subject_id: str | None, limit: int, offset: int) -> Page[AuditEntry]:
+    async def list_audit(
+        self, *, subject_id: str | None, limit: int, offset: int, cursor: Cursor | None = None
+    ) -> Page[AuditEntry]:
         condition, args = where(("subject_id", subject_id))
+        tail, tail_args = keyset("id", condition, args, cursor=cursor, order=Order.OLDEST, limit=limit, offset=offset)
         async with self._read() as db:
-            total = await count(db, f"SELECT COUNT(*) FROM audit_log {condition}", args)
-            cursor = await db.execute(
-                f"SELECT * FROM audit_log {condition} ORDER BY id LIMIT ? OFFSET ?", (*args, limit, offset)
-            )
-            rows = await cursor.fetchall()
+            if subject_id is None:
+                total = (await figures(db, "audit")).get("audit")
+            else:
+                total = await count(db, f"SELECT COUNT(*) FROM audit_log {condition}", args)
+            found = await db.execute(f"SELECT * FROM audit_log {tail}", tail_args)
+            rows = await found.fetchall()
         entries = [
             AuditEntry(
                 audit_id=row["id"],
@@ -90,13 +82,14 @@ class ReportMixin(SqliteConnection):
             )
             for row in rows
         ]
-        return Page(entries, total, limit, offset)
+        return paged(entries, [row["id"] for row in rows], total=total, limit=limit, offset=offset, order=Order.OLDEST)
 
     async def metrics_data(
         self, *, now: datetime, error_window_start: datetime, day_start: datetime, approval_window_start: datetime
     ) -> MetricsData:
         async with self._read() as db:
-            feedback_by_status, feedback_by_type, rules_by_status = await _by_status_and_type(db)
+            maintained = await figures(db)
+            feedback_by_status, rules_by_status = maintained.feedback_by_status(), maintained.rules_by_status()
             cursor = await db.execute(_OLDEST_PENDING)
             oldest = await cursor.fetchone()
             cursor = await db.execute(
@@ -119,7 +112,7 @@ class ReportMixin(SqliteConnection):
             oldest_pending_at=oldest[1] if oldest else None,
             pending_rules=rules_by_status[RuleStatus.PENDING.value],
             feedback_by_status=feedback_by_status,
-            feedback_by_type=feedback_by_type,
+            feedback_by_type=maintained.feedback_by_type(),
             rules_by_status=rules_by_status,
             generation_attempts=int(row[0]),
             generation_failures=int(row[1]),
@@ -150,8 +143,9 @@ class ReportMixin(SqliteConnection):
             in_period = f"{_APPLIED} AND deployed_at >= ? AND deployed_at < ?"
             deployed = await count(db, in_period + " AND rollback_of IS NULL", period)
             rolled_back = await count(db, in_period + " AND rollback_of IS NOT NULL", period)
-            pending_feedback = await count(db, "SELECT COUNT(*) FROM feedbacks WHERE status = 'pending'", ())
-            pending_rules = await count(db, "SELECT COUNT(*) FROM generated_rules WHERE status = 'pending'", ())
+            maintained = await figures(db)
+            pending_feedback = maintained.feedback(status=FeedbackStatus.PENDING)
+            pending_rules = maintained.rules(status=RuleStatus.PENDING)
             cursor = await db.execute(_OLDEST_PENDING)
             oldest = await cursor.fetchone()
             approvals = await _approval_seconds(db, *period, end_inclusive=False)

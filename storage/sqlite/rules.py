@@ -9,11 +9,13 @@ from typing import Any
 import aiosqlite
 
 from autotrain.models import GenerationInfo, NewEvent, Rule, RuleProposal, RuleStatus, rule_id_for
+from autotrain.pagination import Cursor, Order
 from autotrain.ports import Page
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.events import insert_event
+from storage.sqlite.figures import figures
 from storage.sqlite.generations import insert_generation
-from storage.sqlite.queries import audit, count, rule_in, rule_row, where
+from storage.sqlite.queries import audit, keyset, paged, rule_in, rule_row, where
 
 # Columns set when a rule enters a state: who did it and when.
 STAMPS = {
@@ -159,16 +161,29 @@ class RuleMixin(SqliteConnection):
             return rule_row(row) if row else None
 
     async def list_rules(
-        self, *, status: RuleStatus | None, module_name: str | None, limit: int, offset: int
+        self,
+        *,
+        status: RuleStatus | None,
+        module_name: str | None,
+        limit: int,
+        offset: int,
+        cursor: Cursor | None = None,
+        order: Order = Order.NEWEST,
     ) -> Page[Rule]:
         condition, args = where(("status", status), ("module_name", module_name))
+        tail, tail_args = keyset("id", condition, args, cursor=cursor, order=order, limit=limit, offset=offset)
         async with self._read() as db:
-            total = await count(db, f"SELECT COUNT(*) FROM generated_rules {condition}", args)
-            cursor = await db.execute(
-                f"SELECT * FROM generated_rules {condition} ORDER BY id LIMIT ? OFFSET ?", (*args, limit, offset)
-            )
-            rows = await cursor.fetchall()
-        return Page([rule_row(row) for row in rows], total, limit, offset)
+            total = (await figures(db, "rule|")).rules(status, module_name)
+            found = await db.execute(f"SELECT * FROM generated_rules {tail}", tail_args)
+            rows = await found.fetchall()
+        return paged(
+            [rule_row(row) for row in rows],
+            [row["id"] for row in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+            order=order,
+        )
 
     async def deployed_rules(self, module_name: str) -> list[Rule]:
         async with self._read() as db:
