@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from enum import StrEnum
@@ -419,6 +419,14 @@ class MonitoringSink(Protocol):
     async def canary_decided(self, outcome: CanaryOutcome) -> None: ...
 
 
+class EffectsOf(Protocol):
+    """The effects of deployed rules (autotrain/usecases/effects.py RuleEffects.deployed), filtered."""
+
+    async def __call__(
+        self, *, min_complaints: int | None = None, deployed_since: datetime | None = None, canaries: bool = False
+    ) -> list[RuleEffect]: ...
+
+
 class Monitor:
     """Computes metrics, evaluates alerts and builds digests; tells the sinks."""
 
@@ -432,7 +440,7 @@ class Monitor:
         timezone: tzinfo,
         approval_window_days: int = 7,
         holder: str = "autotrain",
-        effects: Callable[[], Awaitable[list[RuleEffect]]] | None = None,
+        effects: EffectsOf | None = None,
         effect_window_days: int = 7,
     ) -> None:
         self.effects = effects  # the effect of every deployed rule (autotrain/usecases/effects.py)
@@ -485,7 +493,8 @@ class Monitor:
             ],
             rules_not_working=[
                 e.rule_id
-                for e in (await self.effects() if self.effects else [])
+                # only a rule whose complaint came back often enough can be one: the others are not judged
+                for e in (await self.effects(min_complaints=self.thresholds.recurrences_min) if self.effects else [])
                 if e.verdict is EffectVerdict.NOT_WORKING and e.since.complaints >= self.thresholds.recurrences_min
             ],
         )
@@ -552,7 +561,10 @@ class Monitor:
         end = end or self.clock()
         start = end - timedelta(hours=hours)
         data = await self.store.digest_data(start=start, end=end)
-        effects = {e.rule_id: e for e in await self.effects()} if self.effects else {}
+        recent = end - timedelta(days=self.effect_window_days)
+        # the rules deployed lately ("Did it work?") and the canaries (their split)
+        found = await self.effects(deployed_since=recent, canaries=True) if self.effects else []
+        effects = {e.rule_id: e for e in found}
         users = data.feedback_users
         canaries = []
         for canary in data.canaries:
@@ -565,7 +577,6 @@ class Monitor:
             canaries.append(
                 DigestCanary(**canary.model_dump(), feedback_in_canary=inside, feedback_outside=outside, split=split)
             )
-        recent = end - timedelta(days=self.effect_window_days)
         return Digest(
             start=start,
             end=end,

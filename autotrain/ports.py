@@ -233,10 +233,22 @@ class ComplaintStore(Protocol):
         feedback was already marked."""
         ...
 
-    async def effect_tallies(
-        self, rule_id: str, *, window_start: datetime, deployed_at: datetime
-    ) -> tuple[Tally, Tally]:
-        """(before, since) the deploy: all feedback, and how much of it was this rule's complaint."""
+    async def effect_tallies(self, rule_id: str, *, window_days: int) -> tuple[Tally, Tally] | None:
+        """(before, since) the deploy of a deployed rule: all feedback in the `window_days` before it and since
+        it, and how much of it was this rule's complaint; None when the rule is not deployed."""
+        ...
+
+    async def deployed_effect_tallies(
+        self,
+        *,
+        window_days: int,
+        rule_id: str | None = None,
+        min_complaints: int | None = None,
+        deployed_since: datetime | None = None,
+        canaries: bool = False,
+    ) -> list[tuple[Rule, Tally, Tally]]:
+        """(rule, before, since) of every deployed rule, or of those matching any of the filters given: at least
+        `min_complaints` recurrences since the deploy, deployed since `deployed_since`, a canary."""
         ...
 
     async def feedback_users_since(self, rule_id: str, since: datetime) -> list[tuple[str, bool]]:

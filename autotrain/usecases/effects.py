@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime
 
 from autotrain.effect import (
     CanaryDecision,
@@ -39,17 +39,40 @@ class RuleEffects:
         """The effect of a deployed rule so far; None for a rule that is not deployed."""
         if rule.status is not RuleStatus.DEPLOYED or rule.deployed_at is None:
             return None
-        start = rule.deployed_at
-        before, since = await self.complaints.effect_tallies(
-            rule.rule_id, window_start=start - timedelta(days=self.settings.window_days), deployed_at=start
+        tallies = await self.complaints.effect_tallies(rule.rule_id, window_days=self.settings.window_days)
+        if tallies is None:  # no longer deployed
+            return None
+        return await self._judged(rule, *tallies)
+
+    async def deployed(
+        self, *, min_complaints: int | None = None, deployed_since: datetime | None = None, canaries: bool = False
+    ) -> list[RuleEffect]:
+        """The effect of every rule deployed now (or of those matching any filter given: at least
+        `min_complaints` recurrences since the deploy, deployed since `deployed_since`, a canary), oldest
+        deploy first. Read from maintained figures: no feedback is counted here, but a canary's split."""
+        found = await self.complaints.deployed_effect_tallies(
+            window_days=self.settings.window_days,
+            min_complaints=min_complaints,
+            deployed_since=deployed_since,
+            canaries=canaries,
         )
+        effects = [await self._judged(rule, before, since) for rule, before, since in found]
+        return sorted(effects, key=lambda e: e.deployed_at)
+
+    async def canaries(self) -> list[tuple[Rule, RuleEffect]]:
+        """Every canary now, with its effect."""
+        found = await self.complaints.deployed_effect_tallies(window_days=self.settings.window_days, canaries=True)
+        return [(rule, await self._judged(rule, before, since)) for rule, before, since in found if rule.canary]
+
+    async def _judged(self, rule: Rule, before: Tally, since: Tally) -> RuleEffect:
+        assert rule.deployed_at is not None
         canary = await self._split(rule) if rule.canary else None
         if canary is not None:  # only the canary's users have the rule: the others' complaints say nothing of it
             since = canary.inside
         p_value, verdict = judge(before, since, self.settings)
         return RuleEffect(
             rule_id=rule.rule_id,
-            deployed_at=start,
+            deployed_at=rule.deployed_at,
             window_days=self.settings.window_days,
             before=before,
             since=since,
@@ -57,25 +80,6 @@ class RuleEffects:
             verdict=verdict,
             canary=canary,
         )
-
-    async def deployed(self) -> list[RuleEffect]:
-        """The effect of every rule deployed now, oldest deploy first."""
-        effects = []
-        for rule in await self.deployed_rules():
-            effect = await self.effect(rule)
-            if effect is not None:
-                effects.append(effect)
-        return sorted(effects, key=lambda e: e.deployed_at)
-
-    async def deployed_rules(self) -> list[Rule]:
-        rules: list[Rule] = []
-        while True:
-            page = await self.rules.list_rules(
-                status=RuleStatus.DEPLOYED, module_name=None, limit=200, offset=len(rules)
-            )
-            rules += page.items
-            if not page.items or len(rules) >= page.total:
-                return rules
 
     async def _split(self, rule: Rule) -> CanarySplit:
         assert rule.deployed_at is not None and rule.rollout_percent is not None
@@ -109,11 +113,8 @@ class DecideCanaries:
 
     async def run(self) -> list[CanaryOutcome]:
         outcomes = []
-        for rule in await self.effects.deployed_rules():
-            if not rule.canary:
-                continue
-            effect = await self.effects.effect(rule)
-            if effect is None or effect.canary is None or effect.canary.decision is CanaryDecision.WAIT:
+        for rule, effect in await self.effects.canaries():
+            if effect.canary is None or effect.canary.decision is CanaryDecision.WAIT:
                 continue
             try:
                 if effect.canary.decision is CanaryDecision.PROMOTE:

@@ -4,9 +4,10 @@ a new feedback is compared with, and recurrences of deployed rules."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiosqlite
 
@@ -16,6 +17,7 @@ from autotrain.models import FeedbackType, NewEvent, Rule, RuleStatus
 from autotrain.ports import ComplaintCandidate
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.events import insert_event
+from storage.sqlite.figures import feedback_total
 from storage.sqlite.queries import audit, rule_in, rule_row
 
 log = logging.getLogger("autotrain.storage")
@@ -25,13 +27,14 @@ CHUNK = 500  # bound parameters per IN (...) query
 TEXTS_PER_RULE = 20  # the newest feedbacks of a rule a new one is compared with
 
 
-async def count_complaint_grams(db: aiosqlite.Connection, text: str) -> None:
-    """Count one new feedback into the corpus (in the transaction that stores it). Until the corpus of an
-    older database has been counted (its documents row is missing), nothing is counted here."""
-    cursor = await db.execute("UPDATE complaint_grams SET df = df + 1 WHERE gram = ?", (DOCUMENTS,))
+def count_complaint_grams(db: sqlite3.Connection, text: str) -> None:
+    """Count one new feedback into the corpus (in the transaction that stores it, on the writer's thread).
+    Until the corpus of an older database has been counted (its documents row is missing), nothing is
+    counted here."""
+    cursor = db.execute("UPDATE complaint_grams SET df = df + 1 WHERE gram = ?", (DOCUMENTS,))
     if cursor.rowcount != 1:
         return
-    await db.executemany(
+    db.executemany(
         "INSERT INTO complaint_grams (gram, df) VALUES (?, 1) ON CONFLICT (gram) DO UPDATE SET df = df + 1",
         [(gram,) for gram in ngrams(text)],
     )
@@ -120,7 +123,8 @@ class ComplaintMixin(SqliteConnection):
             if cursor.rowcount != 1:
                 return None
             await db.execute(
-                "UPDATE generated_rules SET recurrences = recurrences + 1, updated_at = ? WHERE rule_id = ?",
+                "UPDATE generated_rules SET recurrences = recurrences + 1,"
+                " recurrences_since = recurrences_since + 1, updated_at = ? WHERE rule_id = ?",
                 (ts(now), rule_id),
             )
             await audit(
@@ -136,36 +140,106 @@ class ComplaintMixin(SqliteConnection):
                 await insert_event(db, event, rule, now=now)
             return rule
 
-    async def effect_tallies(
-        self, rule_id: str, *, window_start: datetime, deployed_at: datetime
-    ) -> tuple[Tally, Tally]:
-        """(before, since): all feedback, and this rule's complaint, in [window_start, deployed_at) — its own and
-        attached feedback — and since deployed_at — its recurrences."""
+    async def effect_tallies(self, rule_id: str, *, window_days: int) -> tuple[Tally, Tally] | None:
+        found = await self.deployed_effect_tallies(window_days=window_days, rule_id=rule_id)
+        return (found[0][1], found[0][2]) if found else None
+
+    async def deployed_effect_tallies(
+        self,
+        *,
+        window_days: int,
+        rule_id: str | None = None,
+        min_complaints: int | None = None,
+        deployed_since: datetime | None = None,
+        canaries: bool = False,
+    ) -> list[tuple[Rule, Tally, Tally]]:
+        """(rule, before, since) of deployed rules — all of them, or those that match any of: `rule_id`, at least
+        `min_complaints` recurrences since the deploy, deployed since `deployed_since`, a canary. Read from
+        the rules' maintained columns and the feedback total; a window not counted yet is counted first."""
+        conditions, args = [], []
+        if rule_id is not None:
+            conditions.append("rule_id = ?")
+            args.append(rule_id)
+        if min_complaints is not None:
+            conditions.append("recurrences_since >= ?")
+            args.append(min_complaints)
+        if deployed_since is not None:
+            conditions.append("deployed_at >= ?")
+            args.append(ts(deployed_since))
+        if canaries:
+            conditions.append("rollout_percent < 100")
+        # the partial index ix_rules_deployed_effect holds exactly the deployed rules
+        match = f" AND ({' OR '.join(conditions)})" if conditions else ""
+        select = (
+            f"SELECT * FROM generated_rules WHERE status = 'deployed' AND deployed_at IS NOT NULL{match} ORDER BY id"
+        )
         async with self._read() as db:
-            before_all = await _count(
-                db,
-                "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ? AND created_at < ?",
-                ts(window_start),
-                ts(deployed_at),
+            rows = await (await db.execute(select, args)).fetchall()
+            total = await feedback_total(db)
+        if any(_uncounted(row, window_days) for row in rows):
+            await self._count_effect_windows(window_days)
+            async with self._read() as db:
+                rows = await (await db.execute(select, args)).fetchall()
+                total = await feedback_total(db)
+        return [
+            (
+                rule_row(row),
+                Tally(feedback=row["effect_before_feedback"], complaints=row["effect_before_complaints"]),
+                Tally(feedback=max(0, total - row["feedback_mark"]), complaints=row["recurrences_since"]),
             )
-            before_mine = await _count(
-                db,
-                "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ? AND created_at < ? AND (feedback_id ="
-                " (SELECT feedback_id FROM generated_rules WHERE rule_id = ?) OR feedback_id IN"
-                " (SELECT feedback_id FROM rule_feedbacks WHERE rule_id = ?))",
-                ts(window_start),
-                ts(deployed_at),
-                rule_id,
-                rule_id,
-            )
-            since_all = await _count(db, "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ?", ts(deployed_at))
-            since_mine = await _count(
-                db,
-                "SELECT COUNT(*) FROM feedbacks WHERE recurrence_of = ? AND created_at >= ?",
-                rule_id,
-                ts(deployed_at),
-            )
-        return Tally(feedback=before_all, complaints=before_mine), Tally(feedback=since_all, complaints=since_mine)
+            for row in rows
+            if not _uncounted(row, window_days)
+        ]
+
+    async def _count_effect_windows(self, window_days: int) -> None:
+        """Count what the maintained columns of deployed rules lack: the window before each deploy (once per
+        window setting) and, for a rule deployed before the columns existed, its marks. One pass over the
+        feedback's time index however many rules need it."""
+        async with self._tx() as db:
+            rows = await (
+                await db.execute(
+                    "SELECT rule_id, feedback_id, deployed_at, feedback_mark, recurrences_since, effect_window_days"
+                    " FROM generated_rules WHERE status = 'deployed' AND deployed_at IS NOT NULL"
+                    " AND (feedback_mark IS NULL OR recurrences_since IS NULL OR effect_window_days IS NOT ?"
+                    " OR effect_before_feedback IS NULL OR effect_before_complaints IS NULL)",
+                    (window_days,),
+                )
+            ).fetchall()
+            if not rows:
+                return
+            starts = {
+                row["rule_id"]: ts(datetime.fromisoformat(row["deployed_at"]) - timedelta(days=window_days))
+                for row in rows
+            }
+            before = await _created_before(db, {*starts.values(), *(row["deployed_at"] for row in rows)})
+            total = await feedback_total(db)
+            for row in rows:
+                rule_id, deployed_at = row["rule_id"], row["deployed_at"]
+                mark = row["feedback_mark"]
+                if mark is None:  # deployed before migration 14: everything stored since counts as since
+                    mark = total - await _count(db, "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ?", deployed_at)
+                recurred = row["recurrences_since"]
+                if recurred is None:
+                    recurred = await _count(
+                        db,
+                        "SELECT COUNT(*) FROM feedbacks WHERE recurrence_of = ? AND created_at >= ?",
+                        rule_id,
+                        deployed_at,
+                    )
+                mine = await _count(
+                    db,
+                    "SELECT COUNT(*) FROM feedbacks WHERE created_at >= ? AND created_at < ? AND (feedback_id = ?"
+                    " OR feedback_id IN (SELECT feedback_id FROM rule_feedbacks WHERE rule_id = ?))",
+                    starts[rule_id],
+                    deployed_at,
+                    row["feedback_id"],
+                    rule_id,
+                )
+                await db.execute(
+                    "UPDATE generated_rules SET feedback_mark = ?, recurrences_since = ?, effect_window_days = ?,"
+                    " effect_before_feedback = ?, effect_before_complaints = ? WHERE rule_id = ?",
+                    (mark, recurred, window_days, before[deployed_at] - before[starts[rule_id]], mine, rule_id),
+                )
 
     async def feedback_users_since(self, rule_id: str, since: datetime) -> list[tuple[str, bool]]:
         """(user_id, is a recurrence of this rule) of every feedback since `since`: a canary's split."""
@@ -181,6 +255,38 @@ async def _count(db: aiosqlite.Connection, sql: str, *args: object) -> int:
     cursor = await db.execute(sql, args)
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+def _uncounted(row: aiosqlite.Row, window_days: int) -> bool:
+    return (
+        row["feedback_mark"] is None
+        or row["recurrences_since"] is None
+        or row["effect_window_days"] != window_days
+        or row["effect_before_feedback"] is None
+        or row["effect_before_complaints"] is None
+    )
+
+
+async def _created_before(db: aiosqlite.Connection, moments: set[str]) -> dict[str, int]:
+    """How many feedbacks were created before each moment: a COUNT each for a few, one walk of the time index
+    for many."""
+    if len(moments) <= 16:
+        return {m: await _count(db, "SELECT COUNT(*) FROM feedbacks WHERE created_at < ?", m) for m in moments}
+    ordered = sorted(moments)
+    found: dict[str, int] = {}
+    seen = 0
+    index = 0
+    async with db.execute("SELECT created_at FROM feedbacks ORDER BY created_at") as cursor:
+        async for (created_at,) in cursor:
+            while index < len(ordered) and ordered[index] <= created_at:
+                found[ordered[index]] = seen
+                index += 1
+            if index == len(ordered):
+                break
+            seen += 1
+    for moment in ordered[index:]:
+        found[moment] = seen
+    return found
 
 
 async def _documents(db: aiosqlite.Connection) -> int | None:

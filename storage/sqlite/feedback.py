@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from autotrain.clustering import complaint_text
+from autotrain.errors import StoreBusy
 from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, FeedbackType, feedback_id_for
 from autotrain.pagination import Cursor, Order
 from autotrain.ports import Page
 from storage.sqlite.complaints import count_complaint_grams
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.figures import figures
-from storage.sqlite.queries import FEEDBACK_SELECT, audit, feedback_in, feedback_row, keyset, paged, where
+from storage.sqlite.queries import (
+    AUDIT_INSERT,
+    FEEDBACK_SELECT,
+    audit,
+    audit_values,
+    feedback_in,
+    feedback_row,
+    keyset,
+    paged,
+    where,
+)
 
 
 # a generation whose process stopped renewing its lease (another live process's generation is never this)
@@ -27,7 +43,99 @@ def _abandoned(table: str = "") -> str:
 _ABANDONED = _abandoned()
 
 
+@dataclass(frozen=True)
+class _Submission:
+    data: FeedbackIn
+    user_id: str
+    source: str
+    actor_id: str
+    now: datetime
+    flags: tuple[str, ...]
+    closed_because: str | None
+    settled: bool
+
+
+def _store_submissions(db: sqlite3.Connection, submissions: list[_Submission]) -> list[Feedback | Exception]:
+    """One transaction for the batch, on the writer's thread; each submission in a savepoint of its own, so
+    that one refused (a constraint) does not take the others with it."""
+    db.execute("BEGIN IMMEDIATE")
+    results: list[Feedback | Exception] = []
+    try:
+        for submission in submissions:
+            db.execute("SAVEPOINT submission")
+            try:
+                results.append(_store_submission(db, submission))
+            except sqlite3.IntegrityError as exc:
+                db.execute("ROLLBACK TO submission")
+                results.append(exc)
+            db.execute("RELEASE submission")
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _store_submission(db: sqlite3.Connection, submission: _Submission) -> Feedback:
+    data, now, closed_because = submission.data, submission.now, submission.closed_because
+    status = "rejected" if closed_because else "processed" if submission.settled else "pending"
+    row_id = db.execute(
+        "INSERT INTO feedbacks (user_id, query, ai_response, feedback_text, feedback_type, status,"
+        " source, metadata, flags, last_error, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            submission.user_id,
+            data.query,
+            data.ai_response,
+            data.feedback_text,
+            data.feedback_type.value,
+            status,
+            submission.source,
+            json.dumps(data.metadata, ensure_ascii=False) if data.metadata is not None else None,
+            json.dumps(list(submission.flags)),
+            closed_because,
+            ts(now),
+            ts(now),
+        ),
+    ).lastrowid
+    assert row_id is not None
+    feedback_id = feedback_id_for(row_id)
+    db.execute("UPDATE feedbacks SET feedback_id = ? WHERE id = ?", (feedback_id, row_id))
+    count_complaint_grams(db, complaint_text(data.feedback_text, data.query))
+    detail = {
+        "source": submission.source,
+        "user_id": submission.user_id,
+        "feedback_type": data.feedback_type.value,
+        **({"flags": list(submission.flags), "closed_because": closed_because} if closed_because else {}),
+    }
+    values = audit_values(
+        now=now,
+        actor=submission.actor_id,
+        action="feedback_submitted",
+        subject_id=feedback_id,
+        to_state=status,
+        detail=detail,
+    )
+    db.execute(AUDIT_INSERT, values)
+    row = db.execute(FEEDBACK_SELECT + " WHERE f.id = ?", (row_id,)).fetchone()
+    return feedback_row(row)
+
+
 class FeedbackMixin(SqliteConnection):
+    _submissions: list[tuple[_Submission, asyncio.Future[Feedback]]]
+    _committer: asyncio.Task[None] | None
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path)
+        self._submissions = []
+        self._committer = None
+
+    async def close(self) -> None:
+        if self._committer is not None and not self._committer.done():
+            await asyncio.wait([self._committer])  # what is queued is committed (and answered) first
+        await super().close()
+
     async def create_feedback(
         self,
         data: FeedbackIn,
@@ -40,47 +148,36 @@ class FeedbackMixin(SqliteConnection):
         closed_because: str | None = None,
         settled: bool = False,
     ) -> Feedback:
-        status = "rejected" if closed_because else "processed" if settled else "pending"
-        async with self._tx() as db:
-            cursor = await db.execute(
-                "INSERT INTO feedbacks (user_id, query, ai_response, feedback_text, feedback_type, status,"
-                " source, metadata, flags, last_error, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    user_id,
-                    data.query,
-                    data.ai_response,
-                    data.feedback_text,
-                    data.feedback_type.value,
-                    status,
-                    source,
-                    json.dumps(data.metadata, ensure_ascii=False) if data.metadata is not None else None,
-                    json.dumps(list(flags)),
-                    closed_because,
-                    ts(now),
-                    ts(now),
-                ),
-            )
-            row_id = cursor.lastrowid
-            assert row_id is not None
-            feedback_id = feedback_id_for(row_id)
-            await db.execute("UPDATE feedbacks SET feedback_id = ? WHERE id = ?", (feedback_id, row_id))
-            await count_complaint_grams(db, complaint_text(data.feedback_text, data.query))
-            await audit(
-                db,
-                now=now,
-                actor=actor_id,
-                action="feedback_submitted",
-                subject_id=feedback_id,
-                to_state=status,
-                detail={
-                    "source": source,
-                    "user_id": user_id,
-                    "feedback_type": data.feedback_type.value,
-                    **({"flags": list(flags), "closed_because": closed_because} if closed_because else {}),
-                },
-            )
-            return await feedback_in(db, feedback_id)  # type: ignore[return-value]
+        """Stored and on disk when this returns. Submissions that arrive while a commit is in flight share
+        the next one (group commit: one transaction, one fsync, one hop to the writer's thread per batch)."""
+        submission = _Submission(data, user_id, source, actor_id, now, flags, closed_because, settled)
+        future: asyncio.Future[Feedback] = asyncio.get_running_loop().create_future()
+        self._submissions.append((submission, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_submissions())
+        return await asyncio.shield(future)  # a caller that gives up does not take the batch down with it
+
+    async def _commit_submissions(self) -> None:
+        while self._submissions:
+            batch, self._submissions = self._submissions, []
+            try:
+                async with self._batch() as run:
+                    submissions = [s for s, _ in batch]
+                    stored = await run(lambda db: _store_submissions(db, submissions))
+            except BaseException as exc:  # the whole batch failed (disk full, busy): none of it is stored
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else StoreBusy(str(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), result in zip(batch, stored, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     async def get_feedback(self, feedback_id: str) -> Feedback | None:
         async with self._read() as db:

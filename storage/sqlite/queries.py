@@ -20,6 +20,26 @@ FEEDBACK_SELECT = """
 """
 
 
+AUDIT_INSERT = (
+    "INSERT INTO audit_log (at, actor, action, subject_id, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def audit_values(
+    *,
+    now: datetime,
+    actor: str,
+    action: str,
+    subject_id: str,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> tuple[Any, ...]:
+    """The parameters of AUDIT_INSERT for one audit row."""
+    encoded = json.dumps(detail, ensure_ascii=False) if detail else None
+    return (ts(now), actor, action, subject_id, from_state, to_state, encoded)
+
+
 async def audit(
     db: aiosqlite.Connection,
     *,
@@ -31,19 +51,16 @@ async def audit(
     to_state: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    await db.execute(
-        "INSERT INTO audit_log (at, actor, action, subject_id, from_state, to_state, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            ts(now),
-            actor,
-            action,
-            subject_id,
-            from_state,
-            to_state,
-            json.dumps(detail, ensure_ascii=False) if detail else None,
-        ),
+    values = audit_values(
+        now=now,
+        actor=actor,
+        action=action,
+        subject_id=subject_id,
+        from_state=from_state,
+        to_state=to_state,
+        detail=detail,
     )
+    await db.execute(AUDIT_INSERT, values)
 
 
 def where(*conditions: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
