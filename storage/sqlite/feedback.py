@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -162,8 +163,7 @@ class FeedbackMixin(SqliteConnection):
             batch, self._submissions = self._submissions, []
             try:
                 async with self._batch() as run:
-                    submissions = [s for s, _ in batch]
-                    stored = await run(lambda db: _store_submissions(db, submissions))
+                    stored = await run(functools.partial(_store_submissions, submissions=[s for s, _ in batch]))
             except BaseException as exc:  # the whole batch failed (disk full, busy): none of it is stored
                 for _, future in batch:
                     if not future.done():
