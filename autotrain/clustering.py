@@ -1,6 +1,7 @@
 """Group near-duplicate feedback so one rule is generated per cluster instead of N near-identical rules.
 
-Pure standard library (no numpy, scikit-learn or model downloads). Each text is NFC-normalised and folded
+Pure standard library (no scikit-learn or model downloads; ComplaintIndex, for intake's comparison with
+every stored complaint, uses scipy.sparse). Each text is NFC-normalised and folded
 with `autotrain.text.fold` (lower case, Vietnamese diacritics stripped, đ → d, punctuation → spaces), so
 "Trời nóng quá" and "troi nong qua" are the same text. Every word is padded with a space on each side and cut
 into character 3-, 4- and 5-grams (scikit-learn's "char_wb" analyser); n-grams tolerate typos, missing
@@ -21,8 +22,9 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from autotrain.text import fold
 
@@ -153,6 +155,91 @@ def best_match(
             if score >= threshold and (best is None or score > best[1]):
                 best = (key, score)
     return best
+
+
+REBUILD_AFTER = 256  # texts added since the matrix was built, scored one by one until it is built again
+
+
+class ComplaintIndex:
+    """best_match against many stored texts at once (intake compares each new feedback with the feedback of
+    every rule under review or deployed). Each stored text's unit vector is computed once, into a sparse
+    matrix (scipy.sparse: one row per text, one column per gram), so that scoring a new text is one sparse
+    product in C over the columns of its grams, not a Python loop over thousands of texts. The scores are
+    best_match's, with the stored texts weighted by the frequencies the index was built with and the new
+    text by the frequencies given for it."""
+
+    def __init__(self, frequencies: DocumentFrequencies) -> None:
+        self.frequencies = frequencies
+        self._idf, self._unseen_idf = frequencies.idf()
+        self._keys: list[str] = []
+        self._columns: dict[str, int] = {}
+        self._data: list[float] = []
+        self._indices: list[int] = []
+        self._indptr: list[int] = [0]
+        self._matrix: Any = None  # the texts added before the last build (CSC: a column per gram)
+        self._built = 0  # how many texts the matrix holds; the later ones (few) are scored one by one
+        self._recent: list[dict[int, float]] = []
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: str, text: str) -> None:
+        row = {}
+        for gram, weight in _unit_vector(ngrams(text), self._idf, self._unseen_idf).items():
+            column = self._columns.setdefault(gram, len(self._columns))
+            self._indices.append(column)
+            self._data.append(weight)
+            row[column] = weight
+        self._indptr.append(len(self._data))
+        self._keys.append(key)
+        self._recent.append(row)
+        if len(self._recent) > REBUILD_AFTER:
+            self._matrix = None
+
+    def best(
+        self,
+        text: str,
+        frequencies: DocumentFrequencies,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        allowed: Callable[[str], bool] = lambda key: True,
+    ) -> tuple[str, float] | None:
+        """The key (among those `allowed`) whose nearest text is most similar to `text`, when that reaches
+        `threshold`; of equal scores, the text added first, as in best_match."""
+        idf, unseen_idf = frequencies.idf()
+        query = {
+            self._columns[gram]: weight
+            for gram, weight in _unit_vector(ngrams(text), idf, unseen_idf).items()
+            if gram in self._columns
+        }
+        if not query or not self._keys:
+            return None
+        import numpy as np  # with scipy (a dependency); imported on first use, not at start-up
+
+        matrix = self._csc()
+        built = [column for column in query if column < matrix.shape[1]]
+        columns = np.fromiter(built, dtype=np.int64, count=len(built))
+        weights = np.fromiter((query[c] for c in built), dtype=np.float64, count=len(built))
+        recent = [sum(w * row.get(c, 0.0) for c, w in query.items()) for row in self._recent]
+        scores = np.concatenate([matrix[:, columns] @ weights, np.asarray(recent, dtype=np.float64)])
+        above = np.flatnonzero(scores >= threshold)
+        verdicts: dict[str, bool] = {}
+        for number in above[np.argsort(-scores[above], kind="stable")]:
+            key = self._keys[int(number)]
+            if key not in verdicts:
+                verdicts[key] = allowed(key)
+            if verdicts[key]:
+                return key, float(scores[number])
+        return None
+
+    def _csc(self) -> Any:
+        if self._matrix is None:
+            from scipy.sparse import csr_matrix
+
+            shape = (len(self._keys), max(1, len(self._columns)))
+            self._matrix = csr_matrix((self._data, self._indices, self._indptr), shape=shape).tocsc()
+            self._built, self._recent = len(self._keys), []
+        return self._matrix
 
 
 class _UnionFind:

@@ -100,6 +100,16 @@ def _fisher(first: Tally, second: Tally, alternative: str) -> float | None:
     return round(float(fisher_exact(table, alternative=alternative).pvalue), 6)
 
 
+def not_working(before: Tally, since: Tally, settings: EffectSettings) -> bool:
+    """Enough feedback since the deploy, and the complaint at least as frequent as before it. Needs no test:
+    a rate since at least the rate before is never significantly lower (p ≥ 0.5 > alpha), so this is the
+    `not_working` verdict of `judge` without computing its p-value (what /metrics needs, for every rule)."""
+    if since.feedback < settings.min_sample or not since.complaints:
+        return False
+    rate_before = before.complaints / before.feedback if before.feedback else 0.0
+    return since.complaints / since.feedback >= rate_before
+
+
 def judge(before: Tally, since: Tally, settings: EffectSettings) -> tuple[float | None, EffectVerdict]:
     """The p-value that the complaint became rarer after the deploy, and the verdict (see the module)."""
     p_value = _fisher(before, since, "greater")
@@ -107,8 +117,7 @@ def judge(before: Tally, since: Tally, settings: EffectSettings) -> tuple[float 
         return p_value, EffectVerdict.TOO_EARLY
     if p_value is not None and p_value < settings.alpha:
         return p_value, EffectVerdict.WORKING
-    rate_before = before.complaints / before.feedback if before.feedback else 0.0
-    if since.complaints and since.complaints / since.feedback >= rate_before:
+    if not_working(before, since, settings):
         return p_value, EffectVerdict.NOT_WORKING
     return p_value, EffectVerdict.TOO_EARLY
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from autotrain.effect import CanaryOutcome, CanarySplit, EffectVerdict, RuleEffect
+from autotrain.effect import CanaryOutcome, CanarySplit, RuleEffect
 from autotrain.rollout import in_rollout
 from autotrain.text import fold
 
@@ -427,6 +427,12 @@ class EffectsOf(Protocol):
     ) -> list[RuleEffect]: ...
 
 
+class NotWorking(Protocol):
+    """The deployed rules judged `not_working` (RuleEffects.not_working)."""
+
+    async def __call__(self, *, min_complaints: int) -> list[str]: ...
+
+
 class Monitor:
     """Computes metrics, evaluates alerts and builds digests; tells the sinks."""
 
@@ -441,9 +447,11 @@ class Monitor:
         approval_window_days: int = 7,
         holder: str = "autotrain",
         effects: EffectsOf | None = None,
+        not_working: NotWorking | None = None,
         effect_window_days: int = 7,
     ) -> None:
-        self.effects = effects  # the effect of every deployed rule (autotrain/usecases/effects.py)
+        self.effects = effects  # the effect of deployed rules (autotrain/usecases/effects.py)
+        self.not_working = not_working  # the deployed rules whose complaint keeps coming back
         self.effect_window_days = effect_window_days
         self.store = store
         self.thresholds = thresholds
@@ -491,12 +499,9 @@ class Monitor:
                 d.module_name
                 for d in await self.store.failing_reloads(min_attempts=self.thresholds.reload_attempts_min)
             ],
-            rules_not_working=[
-                e.rule_id
-                # only a rule whose complaint came back often enough can be one: the others are not judged
-                for e in (await self.effects(min_complaints=self.thresholds.recurrences_min) if self.effects else [])
-                if e.verdict is EffectVerdict.NOT_WORKING and e.since.complaints >= self.thresholds.recurrences_min
-            ],
+            rules_not_working=(
+                await self.not_working(min_complaints=self.thresholds.recurrences_min) if self.not_working else []
+            ),
         )
 
     async def check_alerts(self) -> list[AlertEvent]:

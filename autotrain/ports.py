@@ -220,6 +220,11 @@ class ComplaintStore(Protocol):
         """The corpus's document frequencies of the n-grams of these texts (and the number of documents)."""
         ...
 
+    async def complaint_version(self) -> int:
+        """A number that changes whenever a rule is made or changes state (which rules a feedback is compared
+        with)."""
+        ...
+
     async def complaint_candidates(
         self, statuses: Sequence[RuleStatus], *, with_texts: bool = True
     ) -> list[ComplaintCandidate]:

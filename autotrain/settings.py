@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     # period (or a canary group) needs before a verdict, and the significance level of Fisher's exact test
     effect_window_days: int = Field(7, ge=1, le=365, validation_alias=_env("AUTOTRAIN_EFFECT_WINDOW_DAYS"))
     effect_min_sample: int = Field(30, ge=1, validation_alias=_env("AUTOTRAIN_EFFECT_MIN_SAMPLE"))
-    effect_alpha: float = Field(0.05, gt=0, lt=1, validation_alias=_env("AUTOTRAIN_EFFECT_ALPHA"))
+    effect_alpha: float = Field(0.05, gt=0, lt=0.5, validation_alias=_env("AUTOTRAIN_EFFECT_ALPHA"))
     # replay before deploy (autotrain/evaluation.py): after generation and after an edit when a judge is set
     evaluate: Literal["auto", "off"] = Field("auto", validation_alias=_env("AUTOTRAIN_EVALUATE"))
     require_evaluation: bool = Field(False, validation_alias=_env("AUTOTRAIN_REQUIRE_EVALUATION"))

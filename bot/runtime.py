@@ -203,6 +203,7 @@ async def open_runtime(
         holder=holder,
         sinks=sinks,
         effects=effects.deployed,
+        not_working=effects.not_working,
         effect_window_days=options.effect.window_days,
     )
     history = git_history(settings)

@@ -390,6 +390,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ix_deployments_module ON deployments (module_name, id) WHERE state = 'applied';
     CREATE INDEX ix_deployments_reload_failed ON deployments (module_name) WHERE reload_status = 'failed';
     """,
+    # 15: which rules a new feedback is compared with changes (a rule made, or its state changed): a version the
+    # intake's in-memory complaint index is rebuilt on (autotrain/usecases/complaints.py)
+    """
+    INSERT INTO figures (name, n) VALUES ('complaints|version', 0);
+    CREATE TRIGGER complaints_version_rule_insert AFTER INSERT ON generated_rules BEGIN
+        UPDATE figures SET n = n + 1 WHERE name = 'complaints|version';
+    END;
+    CREATE TRIGGER complaints_version_rule_update AFTER UPDATE OF status ON generated_rules
+    WHEN OLD.status IS NOT NEW.status BEGIN
+        UPDATE figures SET n = n + 1 WHERE name = 'complaints|version';
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,7 +10,17 @@ import unicodedata
 
 import pytest
 
-from autotrain.clustering import DEFAULT_THRESHOLD, Cluster, FeedbackText, cluster_feedback, similarity
+from autotrain.clustering import (
+    DEFAULT_THRESHOLD,
+    REBUILD_AFTER,
+    Cluster,
+    ComplaintIndex,
+    DocumentFrequencies,
+    FeedbackText,
+    best_match,
+    cluster_feedback,
+    similarity,
+)
 from autotrain.text import fold
 
 # (id, intended group, text). Groups are interleaved so that order and representatives are really tested.
@@ -209,3 +219,28 @@ def test_five_hundred_items_cluster() -> None:
     assert sorted(ids) == [item.feedback_id for item in batch]
     assert clusters[0].feedback_ids[0] == "L000"
     assert 1 < len(clusters) < 500
+
+
+def test_the_complaint_index_scores_as_best_match_does() -> None:
+    """Intake's index (a sparse matrix, and the texts added since it was built) finds what best_match finds."""
+    words = "trời nóng quá áo khoác tư vấn size vừa giao hàng chậm ảnh mờ màu sai lùn cao váy".split()
+    chooser = random.Random(7)
+    texts = [" ".join(chooser.choice(words) for _ in range(chooser.randint(2, 7))) for _ in range(600)]
+    frequencies = DocumentFrequencies.of(texts)
+    index = ComplaintIndex(frequencies)
+    candidates: list[tuple[str, list[str]]] = []
+    for number, text in enumerate(texts):
+        key = f"R{number % 150}"
+        index.add(key, text)
+        candidates.append((key, [text]))
+        if number in (10, 300):
+            index.best("áo khoác", frequencies)  # builds the matrix: later texts are scored one by one
+    assert 600 - 300 > REBUILD_AFTER  # so the matrix was rebuilt once more on the way
+    allowed = {f"R{n}" for n in range(0, 150, 2)}
+    for query in [*texts[:40], "trời nóng quá mà tư vấn áo khoác", "zzz"]:
+        expected = best_match(query, [c for c in candidates if c[0] in allowed], frequencies, threshold=0.3)
+        found = index.best(query, frequencies, threshold=0.3, allowed=allowed.__contains__)
+        assert (found is None) == (expected is None), query
+        if found and expected:
+            assert abs(found[1] - expected[1]) < 1e-9, query
+            assert found[0] == expected[0], (query, found, expected)

@@ -9,11 +9,13 @@ compared; praise never is."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from autotrain.clustering import best_match, complaint_text
+from autotrain.clustering import ComplaintIndex, best_match, complaint_text
 from autotrain.models import EventKind, Feedback, FeedbackType, NewEvent, Rule, RuleProposal, RuleStatus
 from autotrain.options import PipelineOptions
 from autotrain.policy import SYSTEM_ACTOR
@@ -29,10 +31,26 @@ class ComplaintMatch:
     deployed: Rule | None = None  # the feedback is a recurrence of this deployed rule's complaint
 
 
+REFRESH_SECONDS = 60.0  # what other instances attached is seen by this one's index within this long
+REWEIGH_GROWTH = 0.10  # the stored texts are weighed again once the corpus grew by this share
+
+
+@dataclass(frozen=True)
+class _ComplaintIndex:
+    """The rules a new feedback is compared with, as of `version`, and their texts indexed."""
+
+    version: int
+    built_at: float
+    candidates: dict[str, ComplaintCandidate]
+    index: ComplaintIndex
+
+
 class Complaints:
     def __init__(self, *, complaints: ComplaintStore, options: PipelineOptions) -> None:
         self.complaints = complaints
         self.options = options
+        self._index: _ComplaintIndex | None = None
+        self._building = asyncio.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -42,26 +60,63 @@ class Complaints:
         """The rule under review and the deployed rule whose feedback is this same complaint, if any."""
         if not self.enabled or feedback.feedback_type is FeedbackType.PRAISE:
             return ComplaintMatch()
-        statuses = (*UNDER_REVIEW, RuleStatus.DEPLOYED) if deployed else UNDER_REVIEW
-        candidates = [
-            c
-            for c in await self.complaints.complaint_candidates(statuses)
-            if c.feedback_type is feedback.feedback_type and c.rule.feedback_id != feedback.feedback_id
-        ]
-        if not candidates:
+        current = await self._current()
+        if not current.candidates:
             return ComplaintMatch()
         text = complaint_text(feedback.feedback_text, feedback.query)
-        frequencies = await self.complaints.document_frequencies([text, *(t for c in candidates for t in c.texts)])
+        frequencies = await self.complaints.document_frequencies([text])
+        if frequencies.documents > current.index.frequencies.documents * (1 + REWEIGH_GROWTH) + 100:
+            self._index = None  # weighed with a corpus much smaller than today's: rebuilt on the next call
 
-        def nearest(group: list[ComplaintCandidate]) -> Rule | None:
-            found = best_match(
-                text, [(c.rule.rule_id, c.texts) for c in group], frequencies, threshold=self._threshold()
-            )
-            return next(c.rule for c in group if c.rule.rule_id == found[0]) if found else None
+        def nearest(statuses: Sequence[RuleStatus]) -> Rule | None:
+            def allowed(rule_id: str) -> bool:
+                candidate = current.candidates[rule_id]
+                return (
+                    candidate.rule.status in statuses
+                    and candidate.feedback_type is feedback.feedback_type
+                    and candidate.rule.feedback_id != feedback.feedback_id
+                )
+
+            found = current.index.best(text, frequencies, threshold=self._threshold(), allowed=allowed)
+            return current.candidates[found[0]].rule if found else None
 
         return ComplaintMatch(
-            under_review=nearest([c for c in candidates if c.rule.status in UNDER_REVIEW]),
-            deployed=nearest([c for c in candidates if c.rule.status is RuleStatus.DEPLOYED]),
+            under_review=nearest(UNDER_REVIEW),
+            deployed=nearest((RuleStatus.DEPLOYED,)) if deployed else None,
+        )
+
+    def remember(self, rule_id: str, feedback: Feedback) -> None:
+        """A feedback this process attached to a rule, or marked as its recurrence: compared with from now on
+        (another instance's index takes it in at its next rebuild)."""
+        current = self._index
+        if current is not None and rule_id in current.candidates:
+            current.index.add(rule_id, complaint_text(feedback.feedback_text, feedback.query))
+
+    async def _current(self) -> _ComplaintIndex:
+        """The index, rebuilt when the rules to compare with changed (a version the store keeps), when it is
+        older than REFRESH_SECONDS, or when the corpus grew enough to change the weights."""
+        version = await self.complaints.complaint_version()
+        if self._fresh(version):
+            assert self._index is not None
+            return self._index
+        async with self._building:  # one rebuild at a time; the others use it
+            if self._fresh(version):
+                assert self._index is not None
+                return self._index
+            built_at = time.monotonic()
+            found = await self.complaints.complaint_candidates((*UNDER_REVIEW, RuleStatus.DEPLOYED))
+            frequencies = await self.complaints.document_frequencies([t for c in found for t in c.texts])
+            index = ComplaintIndex(frequencies)
+            for candidate in found:
+                for text in candidate.texts:
+                    index.add(candidate.rule.rule_id, text)
+            self._index = _ComplaintIndex(version, built_at, {c.rule.rule_id: c for c in found}, index)
+            return self._index
+
+    def _fresh(self, version: int) -> bool:
+        current = self._index
+        return (
+            current is not None and current.version == version and time.monotonic() - current.built_at < REFRESH_SECONDS
         )
 
     async def mark_recurrence(self, feedback_id: str, rule_id: str, *, now: datetime) -> bool:

@@ -15,6 +15,7 @@ from autotrain.effect import (
     RuleEffect,
     Tally,
     judge,
+    not_working,
     split_canary,
 )
 from autotrain.errors import AutotrainError
@@ -58,6 +59,22 @@ class RuleEffects:
         )
         effects = [await self._judged(rule, before, since) for rule, before, since in found]
         return sorted(effects, key=lambda e: e.deployed_at)
+
+    async def not_working(self, *, min_complaints: int) -> list[str]:
+        """The deployed rules whose complaint came back at least `min_complaints` times and is not rarer than
+        before the deploy (the `not_working` verdict), oldest deploy first — from the maintained figures,
+        without a statistical test (autotrain/effect.py not_working): what /metrics and the alert ask on
+        every call."""
+        found = await self.complaints.deployed_effect_tallies(
+            window_days=self.settings.window_days, min_complaints=min_complaints
+        )
+        failing = []
+        for rule, before, since in sorted(found, key=lambda f: f[0].deployed_at or datetime.min):
+            if rule.canary:  # only the canary's users have the rule
+                since = (await self._split(rule)).inside
+            if since.complaints >= min_complaints and not_working(before, since, self.settings):
+                failing.append(rule.rule_id)
+        return failing
 
     async def canaries(self) -> list[tuple[Rule, RuleEffect]]:
         """Every canary now, with its effect."""

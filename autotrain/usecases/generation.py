@@ -232,8 +232,11 @@ class GenerateRules:
             changed = await self.complaints.mark_recurrence(
                 feedback.feedback_id, match.deployed.rule_id, now=self.clock()
             )
-        if match.under_review is not None:
-            changed = await self._attach(match.under_review.rule_id, feedback.feedback_id) is not None or changed
+            if changed:
+                self.complaints.remember(match.deployed.rule_id, feedback)
+        if match.under_review is not None and await self._attach(match.under_review.rule_id, feedback.feedback_id):
+            self.complaints.remember(match.under_review.rule_id, feedback)
+            changed = True
         if changed:
             self.wake()
             return await feedback_or_404(self.feedback, feedback.feedback_id)

@@ -13,11 +13,12 @@ import aiosqlite
 
 from autotrain.clustering import DocumentFrequencies, complaint_text, ngrams
 from autotrain.effect import Tally
+from autotrain.errors import StoreBusy, StoreFull
 from autotrain.models import FeedbackType, NewEvent, Rule, RuleStatus
 from autotrain.ports import ComplaintCandidate
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.events import insert_event
-from storage.sqlite.figures import feedback_total
+from storage.sqlite.figures import feedback_total, figures
 from storage.sqlite.queries import audit, rule_in, rule_row
 
 log = logging.getLogger("autotrain.storage")
@@ -78,36 +79,50 @@ class ComplaintMixin(SqliteConnection):
         log.info("counted the complaint corpus of %d stored feedbacks (%d n-grams)", total, len(counts))
         return total
 
+    async def complaint_version(self) -> int:
+        async with self._read() as db:
+            return (await figures(db, "complaints|")).get("complaints|version")
+
     async def complaint_candidates(
         self, statuses: Sequence[RuleStatus], *, with_texts: bool = True
     ) -> list[ComplaintCandidate]:
         if not statuses:
             return []
         marks = ",".join("?" * len(statuses))
+        values = [s.value for s in statuses]
         async with self._read() as db:
             cursor = await db.execute(
                 f"SELECT r.*, f.feedback_type AS complaint_type FROM generated_rules r"
                 f" JOIN feedbacks f ON f.feedback_id = r.feedback_id WHERE r.status IN ({marks}) ORDER BY r.id",
-                [s.value for s in statuses],
+                values,
             )
             rows = await cursor.fetchall()
-            candidates = []
-            for row in rows:
-                data = dict(row)
-                kind = FeedbackType(data.pop("complaint_type"))
-                rule = rule_row(data)  # type: ignore[arg-type]
-                if not with_texts:
-                    candidates.append(ComplaintCandidate(rule=rule, feedback_type=kind, texts=[]))
-                    continue
-                texts = await db.execute(
-                    # its own feedback, what was attached to it, and what came back after it was deployed
-                    "SELECT feedback_text, query FROM feedbacks WHERE feedback_id = ?"
-                    " OR feedback_id IN (SELECT feedback_id FROM rule_feedbacks WHERE rule_id = ?)"
-                    " OR recurrence_of = ? ORDER BY id DESC LIMIT ?",
-                    (rule.feedback_id, rule.rule_id, rule.rule_id, TEXTS_PER_RULE),
+            texts: dict[str, list[str]] = {}
+            if with_texts and rows:
+                # each rule's newest TEXTS_PER_RULE: its own feedback, what was attached to it, and what came back
+                # after it was deployed — one query for all the rules
+                cursor = await db.execute(
+                    "WITH texts AS ("
+                    f" SELECT r.rule_id, f.id, f.feedback_text, f.query FROM generated_rules r"
+                    f" JOIN feedbacks f ON f.feedback_id = r.feedback_id WHERE r.status IN ({marks})"
+                    " UNION SELECT r.rule_id, f.id, f.feedback_text, f.query FROM generated_rules r"
+                    " JOIN rule_feedbacks rf ON rf.rule_id = r.rule_id"
+                    f" JOIN feedbacks f ON f.feedback_id = rf.feedback_id WHERE r.status IN ({marks})"
+                    " UNION SELECT r.rule_id, f.id, f.feedback_text, f.query FROM generated_rules r"
+                    f" CROSS JOIN feedbacks f ON f.recurrence_of = r.rule_id WHERE r.status IN ({marks}))"
+                    " SELECT rule_id, feedback_text, query FROM (SELECT *, ROW_NUMBER() OVER"
+                    " (PARTITION BY rule_id ORDER BY id DESC) AS newest FROM texts) WHERE newest <= ?"
+                    " ORDER BY rule_id, newest",
+                    [*values, *values, *values, TEXTS_PER_RULE],
                 )
-                found = [complaint_text(t[0], t[1]) for t in await texts.fetchall()]
-                candidates.append(ComplaintCandidate(rule=rule, feedback_type=kind, texts=found))
+                for rule_id, feedback_text, query in await cursor.fetchall():
+                    texts.setdefault(rule_id, []).append(complaint_text(feedback_text, query))
+        candidates = []
+        for row in rows:
+            data = dict(row)
+            kind = FeedbackType(data.pop("complaint_type"))
+            rule = rule_row(data)  # type: ignore[arg-type]
+            candidates.append(ComplaintCandidate(rule=rule, feedback_type=kind, texts=texts.get(rule.rule_id, [])))
         return candidates
 
     async def mark_recurrence(
@@ -176,26 +191,33 @@ class ComplaintMixin(SqliteConnection):
         async with self._read() as db:
             rows = await (await db.execute(select, args)).fetchall()
             total = await feedback_total(db)
-        if any(_uncounted(row, window_days) for row in rows):
-            await self._count_effect_windows(window_days)
-            async with self._read() as db:
-                rows = await (await db.execute(select, args)).fetchall()
-                total = await feedback_total(db)
-        return [
-            (
-                rule_row(row),
-                Tally(feedback=row["effect_before_feedback"], complaints=row["effect_before_complaints"]),
-                Tally(feedback=max(0, total - row["feedback_mark"]), complaints=row["recurrences_since"]),
+        counted = await self._count_effect_windows(window_days) if any(_uncounted(r, window_days) for r in rows) else {}
+        found = []
+        for row in rows:
+            values = counted.get(row["rule_id"]) or (
+                row["feedback_mark"],
+                row["recurrences_since"],
+                row["effect_before_feedback"],
+                row["effect_before_complaints"],
             )
-            for row in rows
-            if not _uncounted(row, window_days)
-        ]
+            if None in values:  # its deploy changed while it was counted: left out of this answer
+                continue
+            mark, recurred, before_feedback, before_complaints = values
+            found.append(
+                (
+                    rule_row(row),
+                    Tally(feedback=before_feedback, complaints=before_complaints),
+                    Tally(feedback=max(0, total - mark), complaints=recurred),
+                )
+            )
+        return found
 
-    async def _count_effect_windows(self, window_days: int) -> None:
-        """Count what the maintained columns of deployed rules lack: the window before each deploy (once per
-        window setting) and, for a rule deployed before the columns existed, its marks. One pass over the
-        feedback's time index however many rules need it."""
-        async with self._tx() as db:
+    async def _count_effect_windows(self, window_days: int) -> dict[str, tuple[int, int, int, int]]:
+        """Count what the maintained columns of deployed rules lack — the window before each deploy (once per
+        window setting) and, for a rule deployed before the columns existed, its marks — and keep it. One
+        pass over the feedback's time index however many rules need it. Counted on a read connection and
+        kept when it can be: on a full disk the figures are still answered, and counted again next time."""
+        async with self._read() as db:
             rows = await (
                 await db.execute(
                     "SELECT rule_id, feedback_id, deployed_at, feedback_mark, recurrences_since, effect_window_days"
@@ -206,13 +228,14 @@ class ComplaintMixin(SqliteConnection):
                 )
             ).fetchall()
             if not rows:
-                return
+                return {}
             starts = {
                 row["rule_id"]: ts(datetime.fromisoformat(row["deployed_at"]) - timedelta(days=window_days))
                 for row in rows
             }
             before = await _created_before(db, {*starts.values(), *(row["deployed_at"] for row in rows)})
             total = await feedback_total(db)
+            counted: dict[str, tuple[int, int, int, int]] = {}
             for row in rows:
                 rule_id, deployed_at = row["rule_id"], row["deployed_at"]
                 mark = row["feedback_mark"]
@@ -235,11 +258,21 @@ class ComplaintMixin(SqliteConnection):
                     row["feedback_id"],
                     rule_id,
                 )
-                await db.execute(
-                    "UPDATE generated_rules SET feedback_mark = ?, recurrences_since = ?, effect_window_days = ?,"
-                    " effect_before_feedback = ?, effect_before_complaints = ? WHERE rule_id = ?",
-                    (mark, recurred, window_days, before[deployed_at] - before[starts[rule_id]], mine, rule_id),
-                )
+                counted[rule_id] = (mark, recurred, before[deployed_at] - before[starts[rule_id]], mine)
+        try:
+            async with self._tx() as db:
+                for row in rows:  # kept only for the same deploy (not one redeployed meanwhile)
+                    mark, recurred, before_feedback, mine = counted[row["rule_id"]]
+                    await db.execute(
+                        "UPDATE generated_rules SET feedback_mark = COALESCE(feedback_mark, ?),"
+                        " recurrences_since = COALESCE(recurrences_since, ?), effect_window_days = ?,"
+                        " effect_before_feedback = ?, effect_before_complaints = ?"
+                        " WHERE rule_id = ? AND deployed_at = ? AND status = 'deployed'",
+                        (mark, recurred, window_days, before_feedback, mine, row["rule_id"], row["deployed_at"]),
+                    )
+        except (StoreFull, StoreBusy) as exc:
+            log.info("the effect windows of %d deployed rules were counted, not kept: %s", len(rows), exc)
+        return counted
 
     async def feedback_users_since(self, rule_id: str, since: datetime) -> list[tuple[str, bool]]:
         """(user_id, is a recurrence of this rule) of every feedback since `since`: a canary's split."""
