@@ -193,7 +193,7 @@ def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_service(request: Request) -> PipelineService:
+async def get_service(request: Request) -> PipelineService:  # async: a sync dependency costs a thread hop
     return get_runtime(request).service
 
 

@@ -159,6 +159,7 @@ class FeedbackMixin(SqliteConnection):
         return await asyncio.shield(future)  # a caller that gives up does not take the batch down with it
 
     async def _commit_submissions(self) -> None:
+        await asyncio.sleep(0)  # the requests already read get to join the first batch
         while self._submissions:
             batch, self._submissions = self._submissions, []
             try:
