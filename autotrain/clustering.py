@@ -183,9 +183,11 @@ class ComplaintIndex:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, key: str, text: str) -> None:
+    def add(self, key: str, text: str | Counter[str]) -> None:
+        """Compare with `text` (or its ngrams, counted already) as one of `key`'s from now on."""
         row = {}
-        for gram, weight in _unit_vector(ngrams(text), self._idf, self._unseen_idf).items():
+        counted = ngrams(text) if isinstance(text, str) else text
+        for gram, weight in _unit_vector(counted, self._idf, self._unseen_idf).items():
             column = self._columns.setdefault(gram, len(self._columns))
             self._indices.append(column)
             self._data.append(weight)

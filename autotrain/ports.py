@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -216,8 +216,9 @@ class ComplaintCandidate:
 class ComplaintStore(Protocol):
     """The complaint corpus (document frequencies over all stored feedback) and the rules to compare with."""
 
-    async def document_frequencies(self, texts: Sequence[str]) -> DocumentFrequencies:
-        """The corpus's document frequencies of the n-grams of these texts (and the number of documents)."""
+    async def document_frequencies(self, texts: Sequence[str], *, grams: Iterable[str] = ()) -> DocumentFrequencies:
+        """The corpus's document frequencies of the n-grams of these texts and of `grams` (and the number of
+        documents)."""
         ...
 
     async def complaint_version(self) -> int:
@@ -226,9 +227,11 @@ class ComplaintStore(Protocol):
         ...
 
     async def complaint_candidates(
-        self, statuses: Sequence[RuleStatus], *, with_texts: bool = True
+        self, statuses: Sequence[RuleStatus], *, with_texts: bool = True, changed_since: int | None = None
     ) -> list[ComplaintCandidate]:
-        """The rules in these states, each with the texts of its newest feedbacks (unless `with_texts` is off)."""
+        """The rules in these states, each with the texts of its newest feedbacks (unless `with_texts` is off).
+        With `changed_since` (a complaint_version): the rules made or changed since, in any state (texts only
+        for those in these states)."""
         ...
 
     async def mark_recurrence(

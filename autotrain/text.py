@@ -59,8 +59,17 @@ def fold(text: str) -> str:
     Vietnamese is often typed without accents ("troi nong qua"), so patterns match on the folded form.
     """
     decomposed = unicodedata.normalize("NFD", strip_invisible(text).lower().replace("đ", "d").replace("Đ", "d"))
-    bare = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
+    # the combining diacritical marks (all Vietnamese tones and vowel marks) in one pass; a character-by-
+    # character look only for text with other non-ASCII left (another script's marks)
+    bare = _COMBINING_MARKS.sub("", decomposed)
+    if bare.isascii():  # the usual case: a byte table turns every non-word character into a space
+        return " ".join(bare.encode("ascii").translate(_ASCII_WORD_TABLE).decode("ascii").split())
+    bare = "".join(ch for ch in bare if unicodedata.category(ch) != "Mn")
     return _NON_WORD.sub(" ", bare).strip()
+
+
+_COMBINING_MARKS = re.compile("[\u0300-\u036f]+")  # the block is all category Mn
+_ASCII_WORD_TABLE = bytes(c if chr(c) in "0123456789abcdefghijklmnopqrstuvwxyz" else 32 for c in range(256))
 
 
 _WORD = re.compile(r"\w+")

@@ -3,6 +3,7 @@ the facade, the event dispatcher, Slack, webhooks, the monitor). Nothing is patc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -69,6 +70,7 @@ class Runtime:
     slack: SlackBot | None = None
     history: RuleHistory | None = None  # the rules folder's git history (None: AUTOTRAIN_GIT off or unusable)
     _started: bool = False
+    _warming: asyncio.Task[None] | None = None
 
     async def push_pending(self) -> bool:
         """The scheduler's retry of failed pushes to AUTOTRAIN_GIT_REMOTE (True: nothing left unpushed)."""
@@ -77,13 +79,19 @@ class Runtime:
         return await push_pending(self.history, self.store, clock=self.clock)
 
     async def start(self) -> None:
-        """Serve: deliver events in the background, and start Slack (card retries, Socket Mode)."""
+        """Serve: deliver events in the background, start Slack (card retries, Socket Mode), and build the
+        intake's complaint index in the background (the first feedback need not wait for it)."""
         self._started = True
         self.events.start()
+        self._warming = asyncio.create_task(self.generation.complaints.warm())
+        self._warming.add_done_callback(_log_warm_failure)
         if self.slack is not None:
             await self.slack.start()
 
     async def close(self) -> None:
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
+            await asyncio.wait([self._warming])
         await self.generation.drain()
         if self._started:
             await self.events.stop()
@@ -91,6 +99,11 @@ class Runtime:
             if self.slack is not None:
                 await self.slack.close()
         await self.store.close()
+
+
+def _log_warm_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # the first feedback builds it instead
+        log.warning("building the complaint index at start failed: %s", task.exception())
 
 
 def alert_thresholds(settings: Settings) -> AlertThresholds:

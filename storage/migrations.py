@@ -391,15 +391,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ix_deployments_reload_failed ON deployments (module_name) WHERE reload_status = 'failed';
     """,
     # 15: which rules a new feedback is compared with changes (a rule made, or its state changed): a version the
-    # intake's in-memory complaint index is rebuilt on (autotrain/usecases/complaints.py)
+    # intake's in-memory complaint index follows (autotrain/usecases/complaints.py), and on each rule the version
+    # of its last such change, so an index catches up with only the rules changed since it was built
     """
     INSERT INTO figures (name, n) VALUES ('complaints|version', 0);
+    ALTER TABLE generated_rules ADD COLUMN complaint_version INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX ix_rules_complaint_version ON generated_rules (complaint_version);
     CREATE TRIGGER complaints_version_rule_insert AFTER INSERT ON generated_rules BEGIN
         UPDATE figures SET n = n + 1 WHERE name = 'complaints|version';
+        UPDATE generated_rules SET complaint_version = (SELECT n FROM figures WHERE name = 'complaints|version')
+            WHERE id = NEW.id;
     END;
     CREATE TRIGGER complaints_version_rule_update AFTER UPDATE OF status ON generated_rules
     WHEN OLD.status IS NOT NEW.status BEGIN
         UPDATE figures SET n = n + 1 WHERE name = 'complaints|version';
+        UPDATE generated_rules SET complaint_version = (SELECT n FROM figures WHERE name = 'complaints|version')
+            WHERE id = NEW.id;
     END;
     """,
 )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from autotrain.clustering import ComplaintIndex, best_match, complaint_text
+from autotrain.clustering import ComplaintIndex, best_match, complaint_text, ngrams
 from autotrain.models import EventKind, Feedback, FeedbackType, NewEvent, Rule, RuleProposal, RuleStatus
 from autotrain.options import PipelineOptions
 from autotrain.policy import SYSTEM_ACTOR
@@ -31,6 +31,8 @@ class ComplaintMatch:
     deployed: Rule | None = None  # the feedback is a recurrence of this deployed rule's complaint
 
 
+COMPARED = (*UNDER_REVIEW, RuleStatus.DEPLOYED)
+CATCH_UP_MAX = 200  # rules changed since the index was built that it takes in one by one (more: built again)
 REFRESH_SECONDS = 60.0  # what other instances attached is seen by this one's index within this long
 REWEIGH_GROWTH = 0.10  # the stored texts are weighed again once the corpus grew by this share
 
@@ -43,6 +45,22 @@ class _ComplaintIndex:
     built_at: float
     candidates: dict[str, ComplaintCandidate]
     index: ComplaintIndex
+
+
+def _caught_up(current: _ComplaintIndex, version: int, changed: Sequence[ComplaintCandidate]) -> _ComplaintIndex:
+    """The index with the rules changed since it was built: one now compared with has its texts added (once),
+    one that left the compared states is dropped (its rows stay, never allowed again)."""
+    candidates = dict(current.candidates)
+    for candidate in changed:
+        rule_id = candidate.rule.rule_id
+        if candidate.rule.status not in COMPARED:
+            candidates.pop(rule_id, None)
+            continue
+        if rule_id not in candidates:
+            for text in candidate.texts:
+                current.index.add(rule_id, text)
+        candidates[rule_id] = candidate
+    return _ComplaintIndex(version, current.built_at, candidates, current.index)
 
 
 class Complaints:
@@ -92,24 +110,39 @@ class Complaints:
         if current is not None and rule_id in current.candidates:
             current.index.add(rule_id, complaint_text(feedback.feedback_text, feedback.query))
 
+    async def warm(self) -> None:
+        """Build the index now (serve does, at start), so that the first feedback does not wait for it."""
+        if self.enabled:
+            await self._current()
+
     async def _current(self) -> _ComplaintIndex:
-        """The index, rebuilt when the rules to compare with changed (a version the store keeps), when it is
-        older than REFRESH_SECONDS, or when the corpus grew enough to change the weights."""
+        """The index: caught up with the rules changed since it was built (the store keeps a version of which
+        rules to compare with); built again when it is older than REFRESH_SECONDS (what other instances
+        attached), when many rules changed, or when the corpus grew enough to change the weights."""
         version = await self.complaints.complaint_version()
         if self._fresh(version):
             assert self._index is not None
             return self._index
-        async with self._building:  # one rebuild at a time; the others use it
+        async with self._building:  # one build at a time; the others use it
             if self._fresh(version):
                 assert self._index is not None
                 return self._index
+            current = self._index
+            if current is not None and time.monotonic() - current.built_at < REFRESH_SECONDS:
+                changed = await self.complaints.complaint_candidates(COMPARED, changed_since=current.version)
+                if len(changed) <= CATCH_UP_MAX:
+                    self._index = _caught_up(current, version, changed)
+                    return self._index
             built_at = time.monotonic()
-            found = await self.complaints.complaint_candidates((*UNDER_REVIEW, RuleStatus.DEPLOYED))
-            frequencies = await self.complaints.document_frequencies([t for c in found for t in c.texts])
+            found = await self.complaints.complaint_candidates(COMPARED)
+            grams = {c.rule.rule_id: [ngrams(text) for text in c.texts] for c in found}
+            frequencies = await self.complaints.document_frequencies(
+                [], grams={gram for counted in grams.values() for each in counted for gram in each}
+            )
             index = ComplaintIndex(frequencies)
             for candidate in found:
-                for text in candidate.texts:
-                    index.add(candidate.rule.rule_id, text)
+                for counted in grams[candidate.rule.rule_id]:
+                    index.add(candidate.rule.rule_id, counted)
             self._index = _ComplaintIndex(version, built_at, {c.rule.rule_id: c for c in found}, index)
             return self._index
 

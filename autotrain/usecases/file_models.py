@@ -11,7 +11,7 @@ from typing import Any
 from autotrain.models import Deployment, DeployOutcome, Rule, RuleStatus
 from autotrain.ports import DeploymentStore, RuleStore
 from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, same_rule
-from autotrain.ruleset import ActiveChange, derivation
+from autotrain.ruleset import ActiveChange, derivation, with_version
 
 log = logging.getLogger("autotrain.deploys")
 
@@ -142,7 +142,7 @@ def derive_content(
         return previous, same.outcomes, False
     if version is None:
         return same.content, same.outcomes, True
-    return derivation(model.base, changes, module_name, version=version + 1).content, same.outcomes, True
+    return with_version(same.content, version + 1), same.outcomes, True  # not a second derivation of a big file
 
 
 async def bases_in_use(deployments: DeploymentStore, module_name: str) -> set[str]:

@@ -8,6 +8,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiosqlite
 
@@ -42,8 +43,8 @@ def count_complaint_grams(db: sqlite3.Connection, text: str) -> None:
 
 
 class ComplaintMixin(SqliteConnection):
-    async def document_frequencies(self, texts: Iterable[str]) -> DocumentFrequencies:
-        grams = sorted({gram for text in texts for gram in ngrams(text)})
+    async def document_frequencies(self, texts: Iterable[str], *, grams: Iterable[str] = ()) -> DocumentFrequencies:
+        grams = sorted({gram for text in texts for gram in ngrams(text)} | set(grams))
         async with self._read() as db:
             documents = await _documents(db)
         if documents is None:
@@ -84,36 +85,41 @@ class ComplaintMixin(SqliteConnection):
             return (await figures(db, "complaints|")).get("complaints|version")
 
     async def complaint_candidates(
-        self, statuses: Sequence[RuleStatus], *, with_texts: bool = True
+        self, statuses: Sequence[RuleStatus], *, with_texts: bool = True, changed_since: int | None = None
     ) -> list[ComplaintCandidate]:
         if not statuses:
             return []
         marks = ",".join("?" * len(statuses))
         values = [s.value for s in statuses]
+        # with changed_since: the rules whose state changed after that version, whatever their state now
+        # (a rule that left these states comes back with its new state and no texts)
+        chosen = f"r.status IN ({marks})" if changed_since is None else "r.complaint_version > ?"
+        chosen_args: list[Any] = values if changed_since is None else [changed_since]
         async with self._read() as db:
             cursor = await db.execute(
                 f"SELECT r.*, f.feedback_type AS complaint_type FROM generated_rules r"
-                f" JOIN feedbacks f ON f.feedback_id = r.feedback_id WHERE r.status IN ({marks}) ORDER BY r.id",
-                values,
+                f" JOIN feedbacks f ON f.feedback_id = r.feedback_id WHERE {chosen} ORDER BY r.id",
+                chosen_args,
             )
             rows = await cursor.fetchall()
             texts: dict[str, list[str]] = {}
             if with_texts and rows:
                 # each rule's newest TEXTS_PER_RULE: its own feedback, what was attached to it, and what came back
                 # after it was deployed — one query for all the rules
+                both = f"{chosen} AND r.status IN ({marks})"
                 cursor = await db.execute(
                     "WITH texts AS ("
                     f" SELECT r.rule_id, f.id, f.feedback_text, f.query FROM generated_rules r"
-                    f" JOIN feedbacks f ON f.feedback_id = r.feedback_id WHERE r.status IN ({marks})"
+                    f" JOIN feedbacks f ON f.feedback_id = r.feedback_id WHERE {both}"
                     " UNION SELECT r.rule_id, f.id, f.feedback_text, f.query FROM generated_rules r"
                     " JOIN rule_feedbacks rf ON rf.rule_id = r.rule_id"
-                    f" JOIN feedbacks f ON f.feedback_id = rf.feedback_id WHERE r.status IN ({marks})"
+                    f" JOIN feedbacks f ON f.feedback_id = rf.feedback_id WHERE {both}"
                     " UNION SELECT r.rule_id, f.id, f.feedback_text, f.query FROM generated_rules r"
-                    f" CROSS JOIN feedbacks f ON f.recurrence_of = r.rule_id WHERE r.status IN ({marks}))"
+                    f" CROSS JOIN feedbacks f ON f.recurrence_of = r.rule_id WHERE {both})"
                     " SELECT rule_id, feedback_text, query FROM (SELECT *, ROW_NUMBER() OVER"
                     " (PARTITION BY rule_id ORDER BY id DESC) AS newest FROM texts) WHERE newest <= ?"
                     " ORDER BY rule_id, newest",
-                    [*values, *values, *values, TEXTS_PER_RULE],
+                    [*chosen_args, *values, *chosen_args, *values, *chosen_args, *values, TEXTS_PER_RULE],
                 )
                 for rule_id, feedback_text, query in await cursor.fetchall():
                     texts.setdefault(rule_id, []).append(complaint_text(feedback_text, query))
