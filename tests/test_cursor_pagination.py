@@ -171,6 +171,12 @@ async def test_cursor_paging_while_feedback_keeps_arriving_sees_each_feedback_on
             pages.append(page)
             async with progress:
                 progress.notify_all()
+            if len(pages) <= 3:  # a submission commits (durably) slower than a page reads: let some land mid-way
+                before = len(arrived)
+                for _ in range(500):
+                    if len(arrived) > before:
+                        break
+                    await asyncio.sleep(0.01)
             cursor = page["next_cursor"]
             if cursor is None:
                 break

@@ -70,6 +70,15 @@ async def _rollback(db: aiosqlite.Connection) -> None:
         await db.execute("ROLLBACK")
 
 
+class _Group:
+    """One group commit: the SQLite transaction several `_tx` blocks share, and its outcome."""
+
+    def __init__(self) -> None:
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closing = False  # its commit is queued
+        self.closed = False  # committed, or abandoned (no block may join it)
+
+
 class SqliteConnection:
     """The base every role mixin of SqliteStore shares: one connection, one lock, `_tx` and `_read`."""
 
@@ -79,6 +88,8 @@ class SqliteConnection:
         self._lock = asyncio.Lock()
         self._readers: asyncio.LifoQueue[aiosqlite.Connection] | None = None
         self._reader_list: list[aiosqlite.Connection] = []
+        self._group: _Group | None = None
+        self._commits: set[asyncio.Task[None]] = set()
 
     def _busy_timeout_ms(self) -> int:
         return BUSY_TIMEOUT_MS
@@ -123,6 +134,8 @@ class SqliteConnection:
                 delay = min(delay * 2, 0.5)
 
     async def close(self) -> None:
+        while self._commits:  # what was written is committed first
+            await asyncio.wait(list(self._commits))
         for reader in self._reader_list:
             await reader.close()
         self._reader_list, self._readers = [], None
@@ -154,31 +167,131 @@ class SqliteConnection:
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: the write lock from the start, so a compare-and-set
-        read and its write cannot interleave with another process)."""
+        """One write transaction, durable when the block has exited. Concurrent ones are group-committed:
+        each runs alone under the lock, in a savepoint of one SQLite transaction (BEGIN IMMEDIATE: the write
+        lock from the start, so a compare-and-set read and its write cannot interleave with another process),
+        and the writers that were waiting for the lock meanwhile join it; one COMMIT (one fsync) makes them
+        all durable, and each returns only then. A block that raises rolls back to its savepoint: the others
+        are not touched."""
         db = self._connection()
         async with self._lock:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise busy(exc) from exc
-            except BaseException:
-                # cancelled while BEGIN was queued: it still runs on the connection's thread, so undo it
-                # (queued after it, before the lock is released), or the next transaction finds one open
-                await _rollback(db)
-                raise
+            group = await self._group_of(db)
+            await self._savepoint(db, group)
             try:
                 yield db
             except BaseException as exc:
-                await _rollback(db)
+                await self._undo(db, group)
+                self._close_group_soon(group)
                 if isinstance(exc, sqlite3.OperationalError):
                     raise busy(exc) from exc
                 raise
+            await self._release(db, group)
+            self._close_group_soon(group)
+        await asyncio.shield(group.committed)
+
+    @contextlib.asynccontextmanager
+    async def _batch(self) -> AsyncIterator[Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]]:
+        """A write transaction (as `_tx`, group-committed) whose work is done in one hop to the writer's
+        thread: `run(fn)` calls fn(sqlite3 connection) there. For hot paths (a batch of submissions) that
+        would otherwise cost a hop per statement. fn may use savepoints of its own, never BEGIN or COMMIT."""
+        db = self._connection()
+
+        async def run(fn: Callable[[sqlite3.Connection], T]) -> T:
+            # aiosqlite runs every call of its own this way (Connection._execute: fn in the connection's thread)
             try:
-                await db.execute("COMMIT")  # if cancelled here, the COMMIT still runs: the change is made
+                return await db._execute(fn, db._conn)
             except sqlite3.OperationalError as exc:
-                await _rollback(db)
                 raise busy(exc) from exc
+
+        async with self._tx():
+            yield run
+
+    async def _group_of(self, db: aiosqlite.Connection) -> _Group:
+        """The open group commit, or a new one (its BEGIN IMMEDIATE)."""
+        if self._group is not None and not self._group.closed:
+            return self._group
+        group = _Group()
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise busy(exc) from exc
+        except BaseException:
+            # cancelled while BEGIN was queued: it still runs on the connection's thread, so undo it
+            # (queued after it, before the lock is released), or the next transaction finds one open
+            await _rollback(db)
+            raise
+        self._group = group
+        return group
+
+    async def _savepoint(self, db: aiosqlite.Connection, group: _Group) -> None:
+        try:
+            await db.execute("SAVEPOINT tx")
+        except BaseException as exc:
+            await self._abandon(db, group, exc)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise busy(exc) from exc
+            raise
+
+    async def _release(self, db: aiosqlite.Connection, group: _Group) -> None:
+        try:
+            await db.execute("RELEASE tx")
+        except BaseException as exc:
+            await self._abandon(db, group, exc)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise busy(exc) from exc
+            raise
+
+    async def _undo(self, db: aiosqlite.Connection, group: _Group) -> None:
+        """Roll one block back to its savepoint; when SQLite ended the whole transaction (some errors do: a full
+        disk, an I/O error), the group's other blocks are lost with it and told so."""
+        try:
+            await db.execute("ROLLBACK TO tx")
+            await db.execute("RELEASE tx")
+        except sqlite3.OperationalError as exc:
+            await self._abandon(db, group, exc)
+
+    async def _abandon(self, db: aiosqlite.Connection, group: _Group, exc: BaseException) -> None:
+        await _rollback(db)
+        group.closed = True
+        if not group.committed.done():
+            error = busy(exc) if isinstance(exc, sqlite3.OperationalError) else exc
+            group.committed.set_exception(
+                error if isinstance(error, Exception) else StoreBusy("the transaction was interrupted")
+            )
+            group.committed.exception()  # retrieved: a group whose blocks all failed already is not "unhandled"
+        if self._group is group:
+            self._group = None
+
+    def _close_group_soon(self, group: _Group) -> None:
+        """Commit the group once the writers queued for the lock now have joined it (the lock is FIFO: the
+        commit queues behind them)."""
+        if group.closing or group.closed:
+            return
+        group.closing = True
+        task = asyncio.create_task(self._commit_group(group))
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+
+    async def _commit_group(self, group: _Group) -> None:
+        db = self._connection()
+        async with self._lock:
+            if group.closed:
+                return
+            group.closed = True
+            if self._group is group:
+                self._group = None
+            try:
+                await db.execute("COMMIT")  # a commit once queued runs to its end: the change is made
+            except BaseException as exc:
+                await _rollback(db)
+                group.committed.set_exception(
+                    busy(exc) if isinstance(exc, sqlite3.OperationalError) else StoreBusy(str(exc))
+                )
+                group.committed.exception()
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            group.committed.set_result(None)
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -195,23 +308,6 @@ class SqliteConnection:
             raise busy(exc) from exc
         finally:
             self._readers.put_nowait(reader)
-
-    @contextlib.asynccontextmanager
-    async def _batch(self) -> AsyncIterator[Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]]:
-        """The writer, for work done in one hop to its thread: `run(fn)` calls fn(sqlite3 connection) there.
-        For hot paths (a batch of submissions in one transaction, one fsync) that would otherwise cost a hop
-        per statement. fn runs its own transaction."""
-        db = self._connection()
-
-        async def run(fn: Callable[[sqlite3.Connection], T]) -> T:
-            # aiosqlite runs every call of its own this way (Connection._execute: fn in the connection's thread)
-            try:
-                return await db._execute(fn, db._conn)
-            except sqlite3.OperationalError as exc:
-                raise busy(exc) from exc
-
-        async with self._lock:
-            yield run
 
     def _connection(self) -> aiosqlite.Connection:
         if self._db is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import sqlite3
@@ -57,24 +56,17 @@ class _Submission:
 
 
 def _store_submissions(db: sqlite3.Connection, submissions: list[_Submission]) -> list[Feedback | Exception]:
-    """One transaction for the batch, on the writer's thread; each submission in a savepoint of its own, so
+    """The batch, in the writer's transaction, on its thread; each submission in a savepoint of its own, so
     that one refused (a constraint) does not take the others with it."""
-    db.execute("BEGIN IMMEDIATE")
     results: list[Feedback | Exception] = []
-    try:
-        for submission in submissions:
-            db.execute("SAVEPOINT submission")
-            try:
-                results.append(_store_submission(db, submission))
-            except sqlite3.IntegrityError as exc:
-                db.execute("ROLLBACK TO submission")
-                results.append(exc)
-            db.execute("RELEASE submission")
-        db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
+    for submission in submissions:
+        db.execute("SAVEPOINT submission")
+        try:
+            results.append(_store_submission(db, submission))
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK TO submission")
+            results.append(exc)
+        db.execute("RELEASE submission")
     return results
 
 
