@@ -259,8 +259,12 @@ class ComplaintStore(Protocol):
         `min_complaints` recurrences since the deploy, deployed since `deployed_since`, a canary."""
         ...
 
-    async def feedback_users_since(self, rule_id: str, since: datetime) -> list[tuple[str, bool]]:
-        """(user_id, is a recurrence of this rule) of every feedback since `since`."""
+    async def feedback_users_since(self, since: datetime, *, after: int = 0) -> list[tuple[int, str]]:
+        """(row number, user_id) of every feedback created since `since` and stored after row `after`."""
+        ...
+
+    async def recurrence_users(self, rule_id: str, *, since: datetime) -> list[str]:
+        """The user_id of each feedback since `since` that is a recurrence of this rule's complaint."""
         ...
 
 

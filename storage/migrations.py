@@ -388,7 +388,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ix_deployments_push_error ON deployments (id) WHERE push_error IS NOT NULL;
     CREATE INDEX ix_deployments_applied_at ON deployments (deployed_at, rollback_of) WHERE state = 'applied';
     CREATE INDEX ix_deployments_module ON deployments (module_name, id) WHERE state = 'applied';
-    CREATE INDEX ix_deployments_reload_failed ON deployments (module_name) WHERE reload_status = 'failed';
+    CREATE INDEX ix_deployments_reload_failed ON deployments (id) WHERE reload_status = 'failed';
     """,
     # 15: which rules a new feedback is compared with changes (a rule made, or its state changed): a version the
     # intake's in-memory complaint index follows (autotrain/usecases/complaints.py), and on each rule the version

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from autotrain.effect import (
@@ -31,6 +32,7 @@ log = logging.getLogger("autotrain.effects")
 
 class RuleEffects:
     def __init__(self, *, complaints: ComplaintStore, rules: RuleStore, clock: Clock, settings: EffectSettings) -> None:
+        self._canary_counts: dict[str, _CanaryCount] = {}
         self.complaints = complaints
         self.rules = rules
         self.clock = clock
@@ -99,19 +101,39 @@ class RuleEffects:
         )
 
     async def _split(self, rule: Rule) -> CanarySplit:
+        """The canary's feedback since it started, by the rollout bucket of each feedback's user. Counted once:
+        each call reads only the feedback stored since the last (rows are never renumbered, and their user
+        and time never change), and the recurrences of this rule (few) anew."""
         assert rule.deployed_at is not None and rule.rollout_percent is not None
-        inside = [0, 0]
-        outside = [0, 0]
-        for user_id, recurred in await self.complaints.feedback_users_since(rule.rule_id, rule.deployed_at):
-            group = inside if in_rollout(rule.rule_id, user_id, rule.rollout_percent) else outside
-            group[0] += 1
-            group[1] += recurred
+        key = (rule.rollout_percent, rule.deployed_at)
+        counted = self._canary_counts.get(rule.rule_id)
+        if counted is None or counted.key != key:  # a new canary, or a wider one: counted from its start
+            counted = _CanaryCount(key)
+            self._canary_counts[rule.rule_id] = counted
+        for row_number, user_id in await self.complaints.feedback_users_since(rule.deployed_at, after=counted.last_row):
+            if in_rollout(rule.rule_id, user_id, rule.rollout_percent):
+                counted.inside += 1
+            else:
+                counted.outside += 1
+            counted.last_row = max(counted.last_row, row_number)
+        recurred = await self.complaints.recurrence_users(rule.rule_id, since=rule.deployed_at)
+        inside_complaints = sum(in_rollout(rule.rule_id, user_id, rule.rollout_percent) for user_id in recurred)
         return split_canary(
             rule.rollout_percent,
-            Tally(feedback=inside[0], complaints=inside[1]),
-            Tally(feedback=outside[0], complaints=outside[1]),
+            Tally(feedback=counted.inside, complaints=inside_complaints),
+            Tally(feedback=counted.outside, complaints=len(recurred) - inside_complaints),
             self.settings,
         )
+
+
+@dataclass
+class _CanaryCount:
+    """A canary's feedback counted so far, by rollout bucket (for `key`: its share and start)."""
+
+    key: tuple[int, datetime]
+    last_row: int = 0
+    inside: int = 0
+    outside: int = 0
 
 
 CanaryAnnouncer = Callable[[CanaryOutcome], Awaitable[None]]

@@ -280,14 +280,21 @@ class ComplaintMixin(SqliteConnection):
             log.info("the effect windows of %d deployed rules were counted, not kept: %s", len(rows), exc)
         return counted
 
-    async def feedback_users_since(self, rule_id: str, since: datetime) -> list[tuple[str, bool]]:
-        """(user_id, is a recurrence of this rule) of every feedback since `since`: a canary's split."""
+    async def feedback_users_since(self, since: datetime, *, after: int = 0) -> list[tuple[int, str]]:
+        # the first count walks the time index (it covers user_id); later ones only the rows stored since
+        by = "INDEXED BY ix_feedbacks_created WHERE" if not after else "WHERE id > :after AND"
         async with self._read() as db:
             cursor = await db.execute(
-                "SELECT user_id, recurrence_of IS NOT NULL AND recurrence_of = ? FROM feedbacks WHERE created_at >= ?",
-                (rule_id, ts(since)),
+                f"SELECT id, user_id FROM feedbacks {by} created_at >= :since", {"after": after, "since": ts(since)}
             )
-            return [(row[0], bool(row[1])) for row in await cursor.fetchall()]
+            return [(int(row[0]), row[1]) for row in await cursor.fetchall()]
+
+    async def recurrence_users(self, rule_id: str, *, since: datetime) -> list[str]:
+        async with self._read() as db:
+            cursor = await db.execute(
+                "SELECT user_id FROM feedbacks WHERE recurrence_of = ? AND created_at >= ?", (rule_id, ts(since))
+            )
+            return [row[0] for row in await cursor.fetchall()]
 
 
 async def _count(db: aiosqlite.Connection, sql: str, *args: object) -> int:

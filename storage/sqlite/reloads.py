@@ -10,9 +10,12 @@ from autotrain.ports import ReloadResult
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.queries import deployment_row
 
-# the newest applied deployment that changed each file
+# the deployment d is the newest applied one that changed its file: only the file's later deployments are looked
+# at (ix_deployments_module), not every deployment of every file
 _NEWEST = (
-    "SELECT MAX(id) FROM deployments WHERE state = 'applied' AND version_after != version_before GROUP BY module_name"
+    "d.state = 'applied' AND d.version_after != d.version_before AND NOT EXISTS (SELECT 1 FROM deployments n"
+    " WHERE n.module_name = d.module_name AND n.state = 'applied' AND n.id > d.id"
+    " AND n.version_after != n.version_before)"
 )
 
 
@@ -28,8 +31,8 @@ class ReloadMixin(SqliteConnection):
         """Failed reloads due for a retry; those a newer change of their file has superseded are left out."""
         async with self._read() as db:  # a read: the job polls it, and an idle poll must not take the write lock
             cursor = await db.execute(
-                "SELECT * FROM deployments WHERE reload_retry_at IS NOT NULL AND reload_retry_at <= ?"
-                f" AND id IN ({_NEWEST}) ORDER BY id",
+                "SELECT * FROM deployments d WHERE d.reload_retry_at IS NOT NULL AND d.reload_retry_at <= ?"
+                f" AND {_NEWEST} ORDER BY d.id",
                 (ts(now),),
             )
             return [deployment_row(row) for row in await cursor.fetchall()]
@@ -48,8 +51,8 @@ class ReloadMixin(SqliteConnection):
         """The newest change of each file whose reload keeps failing (at least `min_attempts` calls)."""
         async with self._read() as db:
             cursor = await db.execute(
-                f"SELECT * FROM deployments WHERE id IN ({_NEWEST}) AND reload_status = 'failed'"
-                " AND reload_attempts >= ? ORDER BY id",
+                "SELECT * FROM deployments d WHERE d.reload_status = 'failed' AND d.reload_attempts >= ?"
+                f" AND {_NEWEST} ORDER BY d.id",
                 (min_attempts,),
             )
             return [deployment_row(row) for row in await cursor.fetchall()]
