@@ -11,6 +11,7 @@ a file, at the service level (tests/test_service.py::test_failed_write_leaves_ru
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import resource
@@ -121,8 +122,11 @@ async def deployment_count(http: httpx.AsyncClient) -> int:
 # ---------------------------------------------------------------------- a database locked by another process
 
 
-@contextlib.contextmanager
-def database_locked_by_another_process(database: Path) -> Iterator[subprocess.Popen[str]]:
+@contextlib.asynccontextmanager
+async def database_locked_by_another_process(database: Path) -> AsyncIterator[subprocess.Popen[str]]:
+    """Another process holds the write lock until the block ends. Its answers are awaited in a thread: the
+    app under test runs on this event loop, and a write of its own in flight (a background event delivery,
+    a group commit) must be able to finish before the other process can take the lock."""
     holder = subprocess.Popen(
         [sys.executable, "-c", LOCK_SCRIPT, str(database)],
         stdin=subprocess.PIPE,
@@ -131,12 +135,12 @@ def database_locked_by_another_process(database: Path) -> Iterator[subprocess.Po
     )
     try:
         assert holder.stdout is not None and holder.stdin is not None
-        assert holder.stdout.readline().strip() == "locked"
+        assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "locked"
         yield holder
         holder.stdin.write("release\n")
         holder.stdin.flush()
-        assert holder.stdout.readline().strip() == "released"
-        assert holder.wait(timeout=10) == 0
+        assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "released"
+        assert await asyncio.to_thread(holder.wait, 10) == 0
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -154,7 +158,7 @@ async def test_locked_database_answers_503_database_busy_then_the_same_requests_
         database = runtime_of(app).settings.database_path
         payload = {**WEATHER_FEEDBACK, "feedback_text": "Gợi ý áo khoác giữa trưa hè"}
 
-        with database_locked_by_another_process(database):
+        async with database_locked_by_another_process(database):
             started = time.perf_counter()
             busy = await http.post("/autotrain/feedback", json=payload, headers=ADMIN_HEADERS)
             waited = time.perf_counter() - started
