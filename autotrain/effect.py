@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import BaseModel, computed_field
 
@@ -100,7 +101,14 @@ def _fisher(first: Tally, second: Tally, alternative: str) -> float | None:
     return round(float(fisher_exact(table, alternative=alternative).pvalue), 6)
 
 
-def not_working(before: Tally, since: Tally, settings: EffectSettings) -> bool:
+class Counts(NamedTuple):
+    """A Tally's two numbers, without the model (for figures read by the thousand)."""
+
+    feedback: int
+    complaints: int
+
+
+def not_working(before: Tally | Counts, since: Tally | Counts, settings: EffectSettings) -> bool:
     """Enough feedback since the deploy, and the complaint at least as frequent as before it. Needs no test:
     a rate since at least the rate before is never significantly lower (p ≥ 0.5 > alpha), so this is the
     `not_working` verdict of `judge` without computing its p-value (what /metrics needs, for every rule)."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from autotrain.clustering import DocumentFrequencies
-from autotrain.effect import Tally
+from autotrain.effect import Counts, Tally
 from autotrain.evaluation import Evaluation
 from autotrain.models import (
     AuditEntry,
@@ -204,6 +204,22 @@ class FeedbackStore(Protocol):
 
 
 @dataclass(frozen=True)
+class EffectFigures:
+    """A deployed rule's figures for its verdict, without the rule (what /metrics reads for every rule):
+    (feedback, complaints) in the window before its deploy and since."""
+
+    rule_id: str
+    deployed_at: datetime
+    rollout_percent: int | None
+    before: Counts
+    since: Counts
+
+    @property
+    def canary(self) -> bool:
+        return self.rollout_percent is not None and self.rollout_percent < 100
+
+
+@dataclass(frozen=True)
 class ComplaintCandidate:
     """A rule a new feedback may be the same complaint as: the rule, its feedback's type, and the complaint
     texts (clustering.complaint_text) of its newest feedbacks."""
@@ -244,6 +260,10 @@ class ComplaintStore(Protocol):
     async def effect_tallies(self, rule_id: str, *, window_days: int) -> tuple[Tally, Tally] | None:
         """(before, since) the deploy of a deployed rule: all feedback in the `window_days` before it and since
         it, and how much of it was this rule's complaint; None when the rule is not deployed."""
+        ...
+
+    async def deployed_effect_figures(self, *, window_days: int, min_complaints: int) -> list[EffectFigures]:
+        """The figures of the deployed rules whose complaint came back at least `min_complaints` times."""
         ...
 
     async def deployed_effect_tallies(

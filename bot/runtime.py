@@ -66,6 +66,7 @@ class Runtime:
     options: PipelineOptions
     clock: Clock
     reloads: ChatbotReloads
+    effects: RuleEffects
     webhooks: WebhookDispatcher | None = None
     slack: SlackBot | None = None
     history: RuleHistory | None = None  # the rules folder's git history (None: AUTOTRAIN_GIT off or unusable)
@@ -80,13 +81,20 @@ class Runtime:
 
     async def start(self) -> None:
         """Serve: deliver events in the background, start Slack (card retries, Socket Mode), and build the
-        intake's complaint index in the background (the first feedback need not wait for it)."""
+        intake's complaint index and the deployed rules' effect windows in the background (the first requests
+        need not wait for them)."""
         self._started = True
         self.events.start()
-        self._warming = asyncio.create_task(self.generation.complaints.warm())
+        self._warming = asyncio.create_task(self._warm())
         self._warming.add_done_callback(_log_warm_failure)
         if self.slack is not None:
             await self.slack.start()
+
+    async def _warm(self) -> None:
+        """What the first requests would otherwise count: the complaint index, and the window before each deploy
+        (its effect's figures)."""
+        await self.generation.complaints.warm()
+        await self.effects.warm()
 
     async def close(self) -> None:
         if self._warming is not None and not self._warming.done():
@@ -377,6 +385,7 @@ async def open_runtime(
         options=options,
         clock=clock,
         reloads=reloads,
+        effects=effects,
         webhooks=webhooks,
         slack=slack,
         history=history,
@@ -387,7 +396,8 @@ def describe(settings: Settings) -> list[str]:
     """What is on and off, for the start-up log (never the secrets themselves)."""
     missing = [m for m in settings.allowed_modules if not (settings.rules_dir / m).exists()]
     lines = [
-        f"database: {settings.database_path.resolve()}",
+        f"database: {settings.database_path.resolve()} (SQLite, WAL; durable group commits; reads on their own"
+        " connections)",
         f"rules folder: {settings.rules_dir.resolve()} (files: {', '.join(settings.allowed_modules)})"
         + (f"; missing, created on first deploy: {', '.join(missing)}" if missing else ""),
         generator_description(settings),

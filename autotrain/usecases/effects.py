@@ -12,6 +12,7 @@ from autotrain.effect import (
     CanaryDecision,
     CanaryOutcome,
     CanarySplit,
+    Counts,
     EffectSettings,
     RuleEffect,
     Tally,
@@ -62,20 +63,27 @@ class RuleEffects:
         effects = [await self._judged(rule, before, since) for rule, before, since in found]
         return sorted(effects, key=lambda e: e.deployed_at)
 
+    async def warm(self) -> None:
+        """Count now what a deployed rule's effect is read from, for every deployed rule (serve does, at start)."""
+        await self.complaints.deployed_effect_figures(window_days=self.settings.window_days, min_complaints=0)
+
     async def not_working(self, *, min_complaints: int) -> list[str]:
         """The deployed rules whose complaint came back at least `min_complaints` times and is not rarer than
         before the deploy (the `not_working` verdict), oldest deploy first — from the maintained figures,
-        without a statistical test (autotrain/effect.py not_working): what /metrics and the alert ask on
-        every call."""
-        found = await self.complaints.deployed_effect_tallies(
+        without a statistical test (autotrain/effect.py not_working) and without reading whole rules: what
+        /metrics and the alert ask on every call."""
+        found = await self.complaints.deployed_effect_figures(
             window_days=self.settings.window_days, min_complaints=min_complaints
         )
         failing = []
-        for rule, before, since in sorted(found, key=lambda f: f[0].deployed_at or datetime.min):
-            if rule.canary:  # only the canary's users have the rule
-                since = (await self._split(rule)).inside
+        for figures in sorted(found, key=lambda f: f.deployed_at):
+            before: Tally | Counts = figures.before
+            since: Tally | Counts = figures.since
+            if figures.canary:  # only the canary's users have the rule
+                assert figures.rollout_percent is not None
+                since = (await self._split(figures.rule_id, figures.rollout_percent, figures.deployed_at)).inside
             if since.complaints >= min_complaints and not_working(before, since, self.settings):
-                failing.append(rule.rule_id)
+                failing.append(figures.rule_id)
         return failing
 
     async def canaries(self) -> list[tuple[Rule, RuleEffect]]:
@@ -85,7 +93,10 @@ class RuleEffects:
 
     async def _judged(self, rule: Rule, before: Tally, since: Tally) -> RuleEffect:
         assert rule.deployed_at is not None
-        canary = await self._split(rule) if rule.canary else None
+        canary = None
+        if rule.canary:
+            assert rule.rollout_percent is not None
+            canary = await self._split(rule.rule_id, rule.rollout_percent, rule.deployed_at)
         if canary is not None:  # only the canary's users have the rule: the others' complaints say nothing of it
             since = canary.inside
         p_value, verdict = judge(before, since, self.settings)
@@ -100,26 +111,25 @@ class RuleEffects:
             canary=canary,
         )
 
-    async def _split(self, rule: Rule) -> CanarySplit:
+    async def _split(self, rule_id: str, rollout_percent: int, deployed_at: datetime) -> CanarySplit:
         """The canary's feedback since it started, by the rollout bucket of each feedback's user. Counted once:
         each call reads only the feedback stored since the last (rows are never renumbered, and their user
         and time never change), and the recurrences of this rule (few) anew."""
-        assert rule.deployed_at is not None and rule.rollout_percent is not None
-        key = (rule.rollout_percent, rule.deployed_at)
-        counted = self._canary_counts.get(rule.rule_id)
+        key = (rollout_percent, deployed_at)
+        counted = self._canary_counts.get(rule_id)
         if counted is None or counted.key != key:  # a new canary, or a wider one: counted from its start
             counted = _CanaryCount(key)
-            self._canary_counts[rule.rule_id] = counted
-        for row_number, user_id in await self.complaints.feedback_users_since(rule.deployed_at, after=counted.last_row):
-            if in_rollout(rule.rule_id, user_id, rule.rollout_percent):
+            self._canary_counts[rule_id] = counted
+        for row_number, user_id in await self.complaints.feedback_users_since(deployed_at, after=counted.last_row):
+            if in_rollout(rule_id, user_id, rollout_percent):
                 counted.inside += 1
             else:
                 counted.outside += 1
             counted.last_row = max(counted.last_row, row_number)
-        recurred = await self.complaints.recurrence_users(rule.rule_id, since=rule.deployed_at)
-        inside_complaints = sum(in_rollout(rule.rule_id, user_id, rule.rollout_percent) for user_id in recurred)
+        recurred = await self.complaints.recurrence_users(rule_id, since=deployed_at)
+        inside_complaints = sum(in_rollout(rule_id, user_id, rollout_percent) for user_id in recurred)
         return split_canary(
-            rule.rollout_percent,
+            rollout_percent,
             Tally(feedback=counted.inside, complaints=inside_complaints),
             Tally(feedback=counted.outside, complaints=len(recurred) - inside_complaints),
             self.settings,

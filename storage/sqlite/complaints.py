@@ -13,10 +13,10 @@ from typing import Any
 import aiosqlite
 
 from autotrain.clustering import DocumentFrequencies, complaint_text, ngrams
-from autotrain.effect import Tally
+from autotrain.effect import Counts, Tally
 from autotrain.errors import StoreBusy, StoreFull
 from autotrain.models import FeedbackType, NewEvent, Rule, RuleStatus
-from autotrain.ports import ComplaintCandidate
+from autotrain.ports import ComplaintCandidate, EffectFigures
 from storage.sqlite.connection import SqliteConnection, ts
 from storage.sqlite.events import insert_event
 from storage.sqlite.figures import feedback_total, figures
@@ -177,6 +177,45 @@ class ComplaintMixin(SqliteConnection):
         """(rule, before, since) of deployed rules — all of them, or those that match any of: `rule_id`, at least
         `min_complaints` recurrences since the deploy, deployed since `deployed_since`, a canary. Read from
         the rules' maintained columns and the feedback total; a window not counted yet is counted first."""
+        found = await self._effect_rows(
+            "*",
+            window_days,
+            rule_id=rule_id,
+            min_complaints=min_complaints,
+            deployed_since=deployed_since,
+            canaries=canaries,
+        )
+        return [
+            (rule_row(row), Tally(feedback=b[0], complaints=b[1]), Tally(feedback=s[0], complaints=s[1]))
+            for row, b, s in found
+        ]
+
+    async def deployed_effect_figures(self, *, window_days: int, min_complaints: int) -> list[EffectFigures]:
+        found = await self._effect_rows(
+            "rule_id, deployed_at, rollout_percent, " + _EFFECT_COLUMNS, window_days, min_complaints=min_complaints
+        )
+        return [
+            EffectFigures(
+                rule_id=row["rule_id"],
+                deployed_at=datetime.fromisoformat(row["deployed_at"]),
+                rollout_percent=row["rollout_percent"],
+                before=Counts(*before),
+                since=Counts(*since),
+            )
+            for row, before, since in found
+        ]
+
+    async def _effect_rows(
+        self,
+        columns: str,
+        window_days: int,
+        *,
+        rule_id: str | None = None,
+        min_complaints: int | None = None,
+        deployed_since: datetime | None = None,
+        canaries: bool = False,
+    ) -> list[tuple[aiosqlite.Row, tuple[int, int], tuple[int, int]]]:
+        """The rows of the deployed rules chosen, each with (feedback, complaints) before and since its deploy."""
         conditions, args = [], []
         if rule_id is not None:
             conditions.append("rule_id = ?")
@@ -189,10 +228,10 @@ class ComplaintMixin(SqliteConnection):
             args.append(ts(deployed_since))
         if canaries:
             conditions.append("rollout_percent < 100")
-        # the partial index ix_rules_deployed_effect holds exactly the deployed rules
         match = f" AND ({' OR '.join(conditions)})" if conditions else ""
         select = (
-            f"SELECT * FROM generated_rules WHERE status = 'deployed' AND deployed_at IS NOT NULL{match} ORDER BY id"
+            f"SELECT {columns} FROM generated_rules WHERE status = 'deployed' AND deployed_at IS NOT NULL{match}"
+            " ORDER BY id"
         )
         async with self._read() as db:
             rows = await (await db.execute(select, args)).fetchall()
@@ -209,13 +248,7 @@ class ComplaintMixin(SqliteConnection):
             if None in values:  # its deploy changed while it was counted: left out of this answer
                 continue
             mark, recurred, before_feedback, before_complaints = values
-            found.append(
-                (
-                    rule_row(row),
-                    Tally(feedback=before_feedback, complaints=before_complaints),
-                    Tally(feedback=max(0, total - mark), complaints=recurred),
-                )
-            )
+            found.append((row, (before_feedback, before_complaints), (max(0, total - mark), recurred)))
         return found
 
     async def _count_effect_windows(self, window_days: int) -> dict[str, tuple[int, int, int, int]]:
@@ -301,6 +334,11 @@ async def _count(db: aiosqlite.Connection, sql: str, *args: object) -> int:
     cursor = await db.execute(sql, args)
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+_EFFECT_COLUMNS = (
+    "feedback_mark, recurrences_since, effect_window_days, effect_before_feedback, effect_before_complaints"
+)
 
 
 def _uncounted(row: aiosqlite.Row, window_days: int) -> bool:
