@@ -157,15 +157,17 @@ def best_match(
     return best
 
 
-REBUILD_AFTER = 256  # texts added since the matrix was built, scored one by one until it is built again
+SEGMENT_ROWS = 256  # texts added since the last segment was made, scored one by one until they make another
 
 
 class ComplaintIndex:
     """best_match against many stored texts at once (intake compares each new feedback with the feedback of
-    every rule under review or deployed). Each stored text's unit vector is computed once, into a sparse
-    matrix (scipy.sparse: one row per text, one column per gram), so that scoring a new text is one sparse
-    product in C over the columns of its grams, not a Python loop over thousands of texts. The scores are
-    best_match's, with the stored texts weighted by the frequencies the index was built with and the new
+    every rule under review or deployed). Each stored text's unit vector is computed once, into sparse
+    matrices (scipy.sparse CSC: one row per text, one column per gram), so that scoring a new text is a
+    sparse product in C over the columns of its grams, not a Python loop over thousands of texts. Texts
+    added later go into small segments (SEGMENT_ROWS at a time; the latest few are scored one by one),
+    merged as they grow like a log-structured tree, so adding one never rebuilds the whole matrix. The scores
+    are best_match's, with the stored texts weighted by the frequencies the index was built with and the new
     text by the frequencies given for it."""
 
     def __init__(self, frequencies: DocumentFrequencies) -> None:
@@ -173,30 +175,44 @@ class ComplaintIndex:
         self._idf, self._unseen_idf = frequencies.idf()
         self._keys: list[str] = []
         self._columns: dict[str, int] = {}
-        self._data: list[float] = []
-        self._indices: list[int] = []
-        self._indptr: list[int] = [0]
-        self._matrix: Any = None  # the texts added before the last build (CSC: a column per gram)
-        self._built = 0  # how many texts the matrix holds; the later ones (few) are scored one by one
-        self._recent: list[dict[int, float]] = []
+        self._segments: list[Any] = []  # CSC matrices, in the order their texts were added
+        self._recent: list[dict[int, float]] = []  # the texts after the last segment, as {column: weight}
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def add(self, key: str, text: str | Counter[str]) -> None:
         """Compare with `text` (or its ngrams, counted already) as one of `key`'s from now on."""
-        row = {}
         counted = ngrams(text) if isinstance(text, str) else text
-        for gram, weight in _unit_vector(counted, self._idf, self._unseen_idf).items():
-            column = self._columns.setdefault(gram, len(self._columns))
-            self._indices.append(column)
-            self._data.append(weight)
-            row[column] = weight
-        self._indptr.append(len(self._data))
+        row = {
+            self._columns.setdefault(gram, len(self._columns)): weight
+            for gram, weight in _unit_vector(counted, self._idf, self._unseen_idf).items()
+        }
         self._keys.append(key)
         self._recent.append(row)
-        if len(self._recent) > REBUILD_AFTER:
-            self._matrix = None
+        if len(self._recent) >= SEGMENT_ROWS:
+            self.seal()
+
+    def seal(self) -> None:
+        """Make the texts added since the last segment a segment (add does, every SEGMENT_ROWS; a bulk build
+        calls it once at the end), merging segments of like size."""
+        if not self._recent:
+            return
+        from scipy.sparse import csr_matrix, vstack  # imported on first use, not at start-up
+
+        data = [weight for row in self._recent for weight in row.values()]
+        indices = [column for row in self._recent for column in row]
+        indptr = [0]
+        for row in self._recent:
+            indptr.append(indptr[-1] + len(row))
+        width = max(1, len(self._columns))
+        self._segments.append(csr_matrix((data, indices, indptr), shape=(len(self._recent), width)).tocsc())
+        self._recent = []
+        while len(self._segments) > 1 and self._segments[-1].shape[0] * 2 >= self._segments[-2].shape[0]:
+            last, before = self._segments.pop(), self._segments.pop()
+            before.resize((before.shape[0], width))
+            last.resize((last.shape[0], width))
+            self._segments.append(vstack([before, last], format="csc"))
 
     def best(
         self,
@@ -216,14 +232,18 @@ class ComplaintIndex:
         }
         if not query or not self._keys:
             return None
-        import numpy as np  # with scipy (a dependency); imported on first use, not at start-up
+        import numpy as np  # with scipy (a dependency)
 
-        matrix = self._csc()
-        built = [column for column in query if column < matrix.shape[1]]
-        columns = np.fromiter(built, dtype=np.int64, count=len(built))
-        weights = np.fromiter((query[c] for c in built), dtype=np.float64, count=len(built))
-        recent = [sum(w * row.get(c, 0.0) for c, w in query.items()) for row in self._recent]
-        scores = np.concatenate([matrix[:, columns] @ weights, np.asarray(recent, dtype=np.float64)])
+        parts = []
+        for segment in self._segments:
+            inside = [column for column in query if column < segment.shape[1]]
+            columns = np.fromiter(inside, dtype=np.int64, count=len(inside))
+            weights = np.fromiter((query[c] for c in inside), dtype=np.float64, count=len(inside))
+            parts.append(segment[:, columns] @ weights)
+        parts.append(
+            np.asarray([sum(w * row.get(c, 0.0) for c, w in query.items()) for row in self._recent], dtype=np.float64)
+        )
+        scores = np.concatenate(parts)
         above = np.flatnonzero(scores >= threshold)
         verdicts: dict[str, bool] = {}
         for number in above[np.argsort(-scores[above], kind="stable")]:
@@ -233,15 +253,6 @@ class ComplaintIndex:
             if verdicts[key]:
                 return key, float(scores[number])
         return None
-
-    def _csc(self) -> Any:
-        if self._matrix is None:
-            from scipy.sparse import csr_matrix
-
-            shape = (len(self._keys), max(1, len(self._columns)))
-            self._matrix = csr_matrix((self._data, self._indices, self._indptr), shape=shape).tocsc()
-            self._built, self._recent = len(self._keys), []
-        return self._matrix
 
 
 class _UnionFind:

@@ -12,7 +12,7 @@ import pytest
 
 from autotrain.clustering import (
     DEFAULT_THRESHOLD,
-    REBUILD_AFTER,
+    SEGMENT_ROWS,
     Cluster,
     ComplaintIndex,
     DocumentFrequencies,
@@ -233,9 +233,9 @@ def test_the_complaint_index_scores_as_best_match_does() -> None:
         key = f"R{number % 150}"
         index.add(key, text)
         candidates.append((key, [text]))
-        if number in (10, 300):
-            index.best("áo khoác", frequencies)  # builds the matrix: later texts are scored one by one
-    assert 600 - 300 > REBUILD_AFTER  # so the matrix was rebuilt once more on the way
+        if number == 10:
+            index.seal()  # a first segment of 11 texts; then segments of SEGMENT_ROWS, merged as they grow
+    assert 600 > 11 + 2 * SEGMENT_ROWS  # so there are segments, merges, and texts scored one by one
     allowed = {f"R{n}" for n in range(0, 150, 2)}
     for query in [*texts[:40], "trời nóng quá mà tư vấn áo khoác", "zzz"]:
         expected = best_match(query, [c for c in candidates if c[0] in allowed], frequencies, threshold=0.3)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from autotrain.clustering import ComplaintIndex, best_match, complaint_text, ngrams
+from autotrain.clustering import ComplaintIndex, DocumentFrequencies, best_match, complaint_text, ngrams
 from autotrain.models import EventKind, Feedback, FeedbackType, NewEvent, Rule, RuleProposal, RuleStatus
 from autotrain.options import PipelineOptions
 from autotrain.policy import SYSTEM_ACTOR
@@ -45,6 +46,17 @@ class _ComplaintIndex:
     built_at: float
     candidates: dict[str, ComplaintCandidate]
     index: ComplaintIndex
+
+
+def _index_of(
+    frequencies: DocumentFrequencies, found: Sequence[ComplaintCandidate], grams: dict[str, list[Counter[str]]]
+) -> ComplaintIndex:
+    index = ComplaintIndex(frequencies)
+    for candidate in found:
+        for counted in grams[candidate.rule.rule_id]:
+            index.add(candidate.rule.rule_id, counted)
+    index.seal()
+    return index
 
 
 def _caught_up(current: _ComplaintIndex, version: int, changed: Sequence[ComplaintCandidate]) -> _ComplaintIndex:
@@ -135,14 +147,12 @@ class Complaints:
                     return self._index
             built_at = time.monotonic()
             found = await self.complaints.complaint_candidates(COMPARED)
-            grams = {c.rule.rule_id: [ngrams(text) for text in c.texts] for c in found}
+            # the counting off the event loop: a big corpus takes seconds, and requests go on meanwhile
+            grams = await asyncio.to_thread(lambda: {c.rule.rule_id: [ngrams(t) for t in c.texts] for c in found})
             frequencies = await self.complaints.document_frequencies(
                 [], grams={gram for counted in grams.values() for each in counted for gram in each}
             )
-            index = ComplaintIndex(frequencies)
-            for candidate in found:
-                for counted in grams[candidate.rule.rule_id]:
-                    index.add(candidate.rule.rule_id, counted)
+            index = await asyncio.to_thread(_index_of, frequencies, found, grams)
             self._index = _ComplaintIndex(version, built_at, {c.rule.rule_id: c for c in found}, index)
             return self._index
 

@@ -200,8 +200,13 @@ class SqliteConnection:
             # aiosqlite runs every call of its own this way (Connection._execute: fn in the connection's thread)
             try:
                 return await db._execute(fn, db._conn)
-            except sqlite3.OperationalError as exc:
-                raise busy(exc) from exc
+            except BaseException as exc:
+                # drop the frames of fn: a statement that failed half way stays open (and the database file
+                # cannot be checkpointed) for as long as a traceback holds its cursor
+                exc.with_traceback(None)
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise busy(exc) from None
+                raise
 
         async with self._tx():
             yield run
