@@ -76,8 +76,13 @@ class RuleDocument(Protocol):
     def revert(self, *, new_rule: str, change: dict[str, Any], keep_new: bool, restore_old: bool) -> RuleChange: ...
 
 
+def rule_key(rule: str) -> str:
+    """A rule as rules are compared: NFC, without surrounding space."""
+    return unicodedata.normalize("NFC", rule.strip())
+
+
 def same_rule(a: str, b: str) -> bool:
-    return unicodedata.normalize("NFC", a.strip()) == unicodedata.normalize("NFC", b.strip())
+    return rule_key(a) == rule_key(b)
 
 
 _same = same_rule

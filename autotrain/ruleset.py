@@ -11,7 +11,6 @@ result does not depend on the order of rollbacks. Pure: bytes in, bytes out, no 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 from autotrain.errors import RuleFileInvalid
 from autotrain.rollout import FULL_ROLLOUT
-from autotrain.rulefiles import BOM, JsonRuleDocument, LineRuleDocument, render_rules_json, same_rule
+from autotrain.rulefiles import BOM, JsonRuleDocument, LineRuleDocument, render_rules_json, rule_key, same_rule
 
 # what one change did when it was derived on top of the ones before it
 REPLACED, APPENDED, CANARY, PROMOTED_CANARY, NOOP = "replaced", "appended", "canary", "promoted_canary", "noop"
@@ -112,15 +111,26 @@ def _index(rules: list[str], text: str | None) -> int | None:
     return next((i for i, rule in enumerate(rules) if same_rule(rule, text)), None)
 
 
+def _position(keys: list[str], text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return keys.index(rule_key(text))
+    except ValueError:
+        return None
+
+
 def _derive_json(base: bytes, changes: Sequence[ActiveChange], version: int | None) -> Derivation:
-    document = JsonRuleDocument.parse(base)
-    data = copy.deepcopy(document.data)
+    document = JsonRuleDocument.parse(base)  # parsed anew from the bytes: its data is this derivation's own
+    data = document.data
     entries: list[dict[str, Any]] = data["rules"]
+    # each entry's rule as same_rule compares them, kept beside the entries: a file of ten thousand rules is
+    # normalised once, and a rule is found by list.index, not by normalising every entry for every change
+    keys = [rule_key(entry["rule"]) for entry in entries]
     outcomes: list[str] = []
     for change in changes:
-        rules = [entry["rule"] for entry in entries]
-        present = _index(rules, change.new_rule)
-        old = _index(rules, change.old_rule)
+        present = _position(keys, change.new_rule)
+        old = _position(keys, change.old_rule)
         full = change.rollout_percent >= FULL_ROLLOUT
         if present is not None:
             held = entries[present]
@@ -128,9 +138,10 @@ def _derive_json(base: bytes, changes: Sequence[ActiveChange], version: int | No
                 # a full deploy (or a promote) of a line a canary holds: the canary goes to every user
                 held.pop("rollout_percent")
                 replaced = held.pop("replaces", None)
-                gone = _index([entry["rule"] for entry in entries], replaced)
+                gone = _position(keys, replaced)
                 if gone is not None:
                     del entries[gone]
+                    del keys[gone]
                 outcomes.append(PROMOTED_CANARY)
             elif not full and "rollout_percent" in held and change.rollout_percent > int(held["rollout_percent"]):
                 # a wider canary of a line a canary holds: the line reaches the wider share while both are active
@@ -140,19 +151,24 @@ def _derive_json(base: bytes, changes: Sequence[ActiveChange], version: int | No
                 outcomes.append(NOOP)
             continue
         new_entry = {"rule": change.new_rule, **change.entry}
+        new_key = rule_key(change.new_rule)
         if not full:
             new_entry["rollout_percent"] = change.rollout_percent
             if old is not None:
                 new_entry["replaces"] = entries[old]["rule"]
                 entries.insert(old + 1, new_entry)
+                keys.insert(old + 1, new_key)
             else:
                 entries.append(new_entry)
+                keys.append(new_key)
             outcomes.append(CANARY)
         elif old is not None:
             entries[old] = new_entry
+            keys[old] = new_key
             outcomes.append(REPLACED)
         else:
             entries.append(new_entry)
+            keys.append(new_key)
             outcomes.append(APPENDED)
     if all(outcome == NOOP for outcome in outcomes):  # nothing to do: the base as it is, byte for byte
         return Derivation(base if version is None else with_version(base, version), outcomes)
