@@ -176,7 +176,7 @@ class SqliteConnection:
         db = self._connection()
         async with self._lock:
             group = await self._group_of(db)
-            await self._savepoint(db, group)
+            await self._in_group(db, group, "SAVEPOINT tx")
             try:
                 yield db
             except BaseException as exc:
@@ -185,7 +185,7 @@ class SqliteConnection:
                 if isinstance(exc, sqlite3.OperationalError):
                     raise busy(exc) from exc
                 raise
-            await self._release(db, group)
+            await self._in_group(db, group, "RELEASE tx")
             self._close_group_soon(group)
         await asyncio.shield(group.committed)
 
@@ -228,18 +228,10 @@ class SqliteConnection:
         self._group = group
         return group
 
-    async def _savepoint(self, db: aiosqlite.Connection, group: _Group) -> None:
+    async def _in_group(self, db: aiosqlite.Connection, group: _Group, statement: str) -> None:
+        """A statement of the group's own (SAVEPOINT, RELEASE): if it fails, the group is lost with it."""
         try:
-            await db.execute("SAVEPOINT tx")
-        except BaseException as exc:
-            await self._abandon(db, group, exc)
-            if isinstance(exc, sqlite3.OperationalError):
-                raise busy(exc) from exc
-            raise
-
-    async def _release(self, db: aiosqlite.Connection, group: _Group) -> None:
-        try:
-            await db.execute("RELEASE tx")
+            await db.execute(statement)
         except BaseException as exc:
             await self._abandon(db, group, exc)
             if isinstance(exc, sqlite3.OperationalError):
