@@ -80,7 +80,8 @@ CRASH_SCRIPT = textwrap.dedent(
                     ADMIN,
                 )
                 rule = await service.generate(feedback.feedback_id, ADMIN)
-                await service.approve(rule.rule_id, ADMIN)
+                if rule.status is RuleStatus.PENDING:  # not a rule it was attached to (the same complaint)
+                    await service.approve(rule.rule_id, ADMIN)
             else:
                 await service.deploy(rng.choice(approved).rule_id, ADMIN)
                 print("deployed", flush=True)

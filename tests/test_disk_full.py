@@ -27,6 +27,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,17 @@ class Server:
         for bad in BAD_LOG_LINES:
             assert bad not in log, f"{bad!r} in the server's log:\n{log}"
 
+    def settle(self) -> None:
+        """Until the server's background work on the last requests is done (its events delivered: each
+        delivery is a write), so that a checkpoint now leaves the WAL empty."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = self.http.get("/autotrain/status", headers=ADMIN_HEADERS).json()
+            if status["events_undelivered"] == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"events still undelivered after 10 s: {status['events_undelivered']}")
+
     def feedback_total(self) -> int:
         response = self.http.get("/autotrain/feedback", headers=ADMIN_HEADERS)
         assert response.status_code == 200, response.text
@@ -254,6 +266,7 @@ def test_served_submit_on_a_full_tmpfs_answers_503_stores_nothing_and_reads_stil
         server(tmp_path / "served", disk / "autotrain.db", tmp_path / "rules") as app,
     ):
         app.http.post("/autotrain/feedback", json=WEATHER_FEEDBACK, headers=ADMIN_HEADERS).raise_for_status()
+        app.settle()
         checkpoint(disk / "autotrain.db")
         with disk_filled(disk):
             answers = [
@@ -286,6 +299,7 @@ def test_served_approve_deploy_rollback_on_a_full_tmpfs_answer_503_and_change_no
         app.act(approved, "approve")
         pending = app.generated_rule(BUDGET_FEEDBACK)
         before = path.read_bytes()
+        app.settle()
         checkpoint(disk / "autotrain.db")
         with disk_filled(disk):
             for rule_id, action in ((approved, "deploy"), (deployed, "rollback"), (pending, "approve")):
