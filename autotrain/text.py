@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -53,6 +54,7 @@ def strip_invisible(text: str) -> str:
     return _INVISIBLE.sub("", text)
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the text: the content filter folds one text per phrase list
 def fold(text: str) -> str:
     """Lower-case, strip diacritics (đ → d), collapse punctuation to single spaces.
 

@@ -192,24 +192,54 @@ class SqliteConnection:
     @contextlib.asynccontextmanager
     async def _batch(self) -> AsyncIterator[Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]]:
         """A write transaction (as `_tx`, group-committed) whose work is done in one hop to the writer's
-        thread: `run(fn)` calls fn(sqlite3 connection) there. For hot paths (a batch of submissions) that
-        would otherwise cost a hop per statement. fn may use savepoints of its own, never BEGIN or COMMIT."""
+        thread: `run(fn)` calls fn(sqlite3 connection) there, in a savepoint of the group (begun in the same
+        hop when there is none). For hot paths (a batch of submissions) that would otherwise cost a hop per
+        statement. fn may use savepoints of its own, never BEGIN or COMMIT."""
         db = self._connection()
+        async with self._lock:
+            group = self._group if self._group is not None and not self._group.closed else _Group()
+            begin = group is not self._group
 
-        async def run(fn: Callable[[sqlite3.Connection], T]) -> T:
-            # aiosqlite runs every call of its own this way (Connection._execute: fn in the connection's thread)
+            def in_group(fn: Callable[[sqlite3.Connection], T], connection: sqlite3.Connection) -> T:
+                if begin:
+                    connection.execute("BEGIN IMMEDIATE")
+                connection.execute("SAVEPOINT tx")
+                try:
+                    result = fn(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK TO tx")
+                    connection.execute("RELEASE tx")
+                    raise
+                connection.execute("RELEASE tx")
+                return result
+
+            async def run(fn: Callable[[sqlite3.Connection], T]) -> T:
+                # aiosqlite runs every call of its own this way (Connection._execute: fn in the connection's thread)
+                try:
+                    return await db._execute(in_group, fn, db._conn)
+                except BaseException as exc:
+                    # drop the frames of fn: a statement that failed half way stays open (and the database
+                    # cannot be checkpointed) for as long as a traceback holds its cursor
+                    exc.with_traceback(None)
+                    if not db._conn.in_transaction:  # SQLite ended it (a full disk): the group is lost
+                        await self._abandon(db, group, exc)
+                    if isinstance(exc, sqlite3.OperationalError):
+                        raise busy(exc) from None
+                    raise
+                finally:
+                    if begin and db._conn.in_transaction:
+                        self._group = group
+
             try:
-                return await db._execute(fn, db._conn)
-            except BaseException as exc:
-                # drop the frames of fn: a statement that failed half way stays open (and the database file
-                # cannot be checkpointed) for as long as a traceback holds its cursor
-                exc.with_traceback(None)
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise busy(exc) from None
-                raise
-
-        async with self._tx():
-            yield run
+                yield run
+            finally:
+                if begin and self._group is not group:  # never begun (BEGIN failed): nothing to commit
+                    group.closed = True
+                    if not group.committed.done():
+                        group.committed.set_exception(StoreBusy("the transaction did not begin"))
+                        group.committed.exception()
+                self._close_group_soon(group)
+        await asyncio.shield(group.committed)
 
     async def _group_of(self, db: aiosqlite.Connection) -> _Group:
         """The open group commit, or a new one (its BEGIN IMMEDIATE)."""
