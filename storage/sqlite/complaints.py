@@ -3,11 +3,13 @@ a new feedback is compared with, and recurrences of deployed rules."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -43,6 +45,10 @@ def count_complaint_grams(db: sqlite3.Connection, text: str) -> None:
 
 
 class ComplaintMixin(SqliteConnection):
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path)
+        self._counting_windows = asyncio.Lock()
+
     async def document_frequencies(self, texts: Iterable[str], *, grams: Iterable[str] = ()) -> DocumentFrequencies:
         grams = sorted({gram for text in texts for gram in ngrams(text)} | set(grams))
         async with self._read() as db:
@@ -236,7 +242,14 @@ class ComplaintMixin(SqliteConnection):
         async with self._read() as db:
             rows = await (await db.execute(select, args)).fetchall()
             total = await feedback_total(db)
-        counted = await self._count_effect_windows(window_days) if any(_uncounted(r, window_days) for r in rows) else {}
+        counted: dict[str, tuple[int, int, int, int]] = {}
+        if any(_uncounted(r, window_days) for r in rows):
+            async with self._counting_windows:  # one count at a time: the others then read what it kept
+                async with self._read() as db:
+                    rows = await (await db.execute(select, args)).fetchall()
+                    total = await feedback_total(db)
+                if any(_uncounted(r, window_days) for r in rows):
+                    counted = await self._count_effect_windows(window_days)
         found = []
         for row in rows:
             values = counted.get(row["rule_id"]) or (
