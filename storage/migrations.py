@@ -409,6 +409,13 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE id = NEW.id;
     END;
     """,
+    # 16: the effect figures of deployed rules read from the index alone (/metrics reads them on every call)
+    """
+    DROP INDEX ix_rules_deployed_effect;
+    CREATE INDEX ix_rules_deployed_effect ON generated_rules (recurrences_since, deployed_at, rule_id,
+        rollout_percent, feedback_mark, effect_window_days, effect_before_feedback, effect_before_complaints)
+        WHERE status = 'deployed';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

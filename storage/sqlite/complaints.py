@@ -235,9 +235,15 @@ class ComplaintMixin(SqliteConnection):
         if canaries:
             conditions.append("rollout_percent < 100")
         match = f" AND ({' OR '.join(conditions)})" if conditions else ""
+        # the figures alone, by recurrences: from the covering index (migration 16), not the rows
+        covering = (
+            " INDEXED BY ix_rules_deployed_effect"
+            if columns != "*" and conditions == ["recurrences_since >= ?"]
+            else ""
+        )
         select = (
-            f"SELECT {columns} FROM generated_rules WHERE status = 'deployed' AND deployed_at IS NOT NULL{match}"
-            " ORDER BY id"
+            f"SELECT {columns} FROM generated_rules{covering} WHERE status = 'deployed' AND deployed_at IS NOT NULL"
+            f"{match} ORDER BY id"
         )
         async with self._read() as db:
             rows = await (await db.execute(select, args)).fetchall()
