@@ -178,9 +178,6 @@ class ComplaintIndex:
         self._segments: list[Any] = []  # CSC matrices, in the order their texts were added
         self._recent: list[dict[int, float]] = []  # the texts after the last segment, as {column: weight}
 
-    def __len__(self) -> int:
-        return len(self._keys)
-
     def add(self, key: str, text: str | Counter[str]) -> None:
         """Compare with `text` (or its ngrams, counted already) as one of `key`'s from now on."""
         counted = ngrams(text) if isinstance(text, str) else text

@@ -214,7 +214,7 @@ async def open_runtime(
     if webhook_notifier is not None:
         sinks.append(webhook_notifier)
     sinks += monitoring_sinks
-    effects = RuleEffects(complaints=store, rules=store, clock=clock, settings=options.effect)
+    effects = RuleEffects(complaints=store, clock=clock, settings=options.effect)
     monitor = Monitor(
         store=store,
         thresholds=alert_thresholds(settings),

@@ -24,7 +24,7 @@ from autotrain.errors import AutotrainError
 from autotrain.models import Rule, RuleStatus
 from autotrain.options import Clock
 from autotrain.policy import AUTO_CANARY
-from autotrain.ports import ComplaintStore, RuleStore
+from autotrain.ports import ComplaintStore
 from autotrain.rollout import in_rollout
 from autotrain.usecases.deploys import DeployRules
 
@@ -32,10 +32,9 @@ log = logging.getLogger("autotrain.effects")
 
 
 class RuleEffects:
-    def __init__(self, *, complaints: ComplaintStore, rules: RuleStore, clock: Clock, settings: EffectSettings) -> None:
+    def __init__(self, *, complaints: ComplaintStore, clock: Clock, settings: EffectSettings) -> None:
         self._canary_counts: dict[str, _CanaryCount] = {}
         self.complaints = complaints
-        self.rules = rules
         self.clock = clock
         self.settings = settings
 

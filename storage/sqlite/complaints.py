@@ -227,7 +227,8 @@ class ComplaintMixin(SqliteConnection):
             conditions.append("rule_id = ?")
             args.append(rule_id)
         if min_complaints is not None:
-            conditions.append("recurrences_since >= ?")
+            # a rule deployed before the maintained columns has none yet: chosen, so that it is counted
+            conditions.append(_RECURRED)
             args.append(min_complaints)
         if deployed_since is not None:
             conditions.append("deployed_at >= ?")
@@ -236,11 +237,7 @@ class ComplaintMixin(SqliteConnection):
             conditions.append("rollout_percent < 100")
         match = f" AND ({' OR '.join(conditions)})" if conditions else ""
         # the figures alone, by recurrences: from the covering index (migration 16), not the rows
-        covering = (
-            " INDEXED BY ix_rules_deployed_effect"
-            if columns != "*" and conditions == ["recurrences_since >= ?"]
-            else ""
-        )
+        covering = " INDEXED BY ix_rules_deployed_effect" if columns != "*" and conditions == [_RECURRED] else ""
         select = (
             f"SELECT {columns} FROM generated_rules{covering} WHERE status = 'deployed' AND deployed_at IS NOT NULL"
             f"{match} ORDER BY id"
@@ -267,6 +264,8 @@ class ComplaintMixin(SqliteConnection):
             if None in values:  # its deploy changed while it was counted: left out of this answer
                 continue
             mark, recurred, before_feedback, before_complaints = values
+            if conditions == [_RECURRED] and recurred < min_complaints:  # chosen only to be counted
+                continue
             found.append((row, (before_feedback, before_complaints), (max(0, total - mark), recurred)))
         return found
 
@@ -355,6 +354,7 @@ async def _count(db: aiosqlite.Connection, sql: str, *args: object) -> int:
     return int(row[0]) if row else 0
 
 
+_RECURRED = "(recurrences_since >= ? OR recurrences_since IS NULL)"
 _EFFECT_COLUMNS = (
     "feedback_mark, recurrences_since, effect_window_days, effect_before_feedback, effect_before_complaints"
 )
