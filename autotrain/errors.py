@@ -1,14 +1,28 @@
-"""Errors the pipeline raises. Each has a stable `code`; the edges map them to HTTP statuses or Slack text."""
+"""Errors the pipeline raises. Each has a stable `code`; the edges map them to HTTP statuses or Slack text.
+
+An error's text is a message template marked for the catalogues (`N_`) and its parameters: `message` is it in
+English (the REST API, logs), `localized()` in the reader's language (Slack, the CLI).
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from autotrain.i18n import translated
 
 
 class AutotrainError(Exception):
     code = "error"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, /, **params: Any) -> None:
+        text = message.format(**params) if params else message
+        super().__init__(text)
+        self.message = text
+        self.template = message
+        self.params = params
+
+    def localized(self) -> str:
+        return translated(self.template, self.params)
 
 
 class NotFound(AutotrainError):
@@ -61,8 +75,8 @@ class GenerationFailed(AutotrainError):
 
     code = "generation_failed"
 
-    def __init__(self, message: str, info: object | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, info: object | None = None, **params: Any) -> None:
+        super().__init__(message, **params)
         self.info = info
 
 
@@ -75,8 +89,8 @@ class RateLimited(AutotrainError):
 
     code = "rate_limited"
 
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: int, **params: Any) -> None:
+        super().__init__(message, **params)
         self.retry_after = retry_after
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from autotrain.effect import RuleEffect
 from autotrain.evaluation import Evaluation
+from autotrain.i18n import N_
 from autotrain.monitoring import Metrics
 from autotrain.text import strip_invisible
 
@@ -395,3 +396,20 @@ class ReconcileReport(BaseModel):
     deployments_aborted: list[int]
     feedback_requeued: list[str]
     commits_restored: list[int] = []  # deployments whose file change was committed to git only now
+
+
+# The words the enums above are shown as, marked for the catalogues (an error's `{status}`, a card's title).
+STATE_WORDS = (
+    N_("pending"),
+    N_("processing"),
+    N_("processed"),
+    N_("rejected"),
+    N_("approved"),
+    N_("deployed"),
+    N_("rolled_back"),
+    N_("bug"),
+    N_("suggestion"),
+    N_("praise"),
+    N_("admin"),
+    N_("reporter"),
+)

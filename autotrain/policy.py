@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from autotrain.errors import CanaryUnsupported, InvalidInput, PermissionDenied, TransitionRefused
+from autotrain.i18n import N_
 from autotrain.models import Rule, RuleStatus
 
 
@@ -56,7 +57,12 @@ def slack_actor(user_id: str, admins: Iterable[str], admin_group_members: Iterab
 
 def require_permission(actor: Actor, action: Action) -> None:
     if action in ADMIN_ACTIONS and not actor.is_admin:
-        raise PermissionDenied(f"{action.value} needs an admin; {actor.id} is a {actor.role.value}")
+        raise PermissionDenied(
+            N_("{action} needs an admin; {actor} is a {role}"),
+            action=action.value,
+            actor=actor.id,
+            role=actor.role.value,
+        )
 
 
 RULE_TRANSITIONS: dict[RuleStatus, frozenset[RuleStatus]] = {
@@ -67,19 +73,30 @@ RULE_TRANSITIONS: dict[RuleStatus, frozenset[RuleStatus]] = {
     RuleStatus.REJECTED: frozenset(),
 }
 
-_VERB = {
-    RuleStatus.APPROVED: "approve",
-    RuleStatus.REJECTED: "reject",
-    RuleStatus.DEPLOYED: "deploy",
-    RuleStatus.ROLLED_BACK: "roll back",
+# each refusal a whole sentence, so that a translation can order it as its language does
+_ALREADY = {
+    RuleStatus.APPROVED: N_("{rule_id} is already approved"),
+    RuleStatus.REJECTED: N_("{rule_id} is already rejected"),
+    RuleStatus.DEPLOYED: N_("{rule_id} is already deployed"),
+    RuleStatus.ROLLED_BACK: N_("{rule_id} is already rolled back"),
 }
+_CANNOT = {
+    RuleStatus.APPROVED: N_("cannot approve {rule_id}: it is {status}"),
+    RuleStatus.REJECTED: N_("cannot reject {rule_id}: it is {status}"),
+    RuleStatus.DEPLOYED: N_("cannot deploy {rule_id}: it is {status}"),
+    RuleStatus.ROLLED_BACK: N_("cannot roll back {rule_id}: it is {status}; only a deployed rule can be rolled back"),
+}
+_APPROVE_FIRST = N_("cannot deploy {rule_id}: it is pending; approve it first")
 
 
 def check_rule_transition(rule_id: str, current: RuleStatus, target: RuleStatus) -> None:
-    if not rule_can(current, target):
-        raise TransitionRefused(
-            f"cannot {_VERB.get(target, target.value)} {rule_id}: it is {current.value}" + _hint(current, target)
-        )
+    if rule_can(current, target):
+        return
+    if current is target and target in _ALREADY:
+        raise TransitionRefused(_ALREADY[target], rule_id=rule_id)
+    if target is RuleStatus.DEPLOYED and current is RuleStatus.PENDING:
+        raise TransitionRefused(_APPROVE_FIRST, rule_id=rule_id)
+    raise TransitionRefused(_CANNOT.get(target, _CANNOT[RuleStatus.APPROVED]), rule_id=rule_id, status=current)
 
 
 def rule_can(current: RuleStatus, target: RuleStatus) -> bool:
@@ -92,15 +109,11 @@ def _editable(current: RuleStatus) -> bool:
 
 def check_rule_editable(rule_id: str, current: RuleStatus) -> None:
     if not _editable(current):
-        raise TransitionRefused(f"cannot edit {rule_id}: it is {current.value}; only pending rules can be edited")
-
-
-def _hint(current: RuleStatus, target: RuleStatus) -> str:
-    if target is RuleStatus.DEPLOYED and current is RuleStatus.PENDING:
-        return " (approve it first)"
-    if target is RuleStatus.ROLLED_BACK and current is not RuleStatus.DEPLOYED:
-        return " (only a deployed rule can be rolled back)"
-    return ""
+        raise TransitionRefused(
+            N_("cannot edit {rule_id}: it is {status}; only pending rules can be edited"),
+            rule_id=rule_id,
+            status=current,
+        )
 
 
 def auto_approval_refusal(
@@ -140,10 +153,10 @@ def supports_canary(module_name: str) -> bool:
 def check_rollout(rule: Rule, rollout_percent: int) -> None:
     """Refuse a rollout share outside 1..100, and a canary (below 100) on a file that cannot hold one."""
     if not 1 <= rollout_percent <= 100:
-        raise InvalidInput("rollout_percent must be between 1 and 100")
+        raise InvalidInput(N_("rollout_percent must be between 1 and 100"))
     if rollout_percent < 100 and not supports_canary(rule.module_name):
         raise CanaryUnsupported(
-            f"{rule.module_name} cannot take a canary: rollouts below 100 % are for JSON rule files"
+            N_("{module} cannot take a canary: rollouts below 100 % are for JSON rule files"), module=rule.module_name
         )
 
 

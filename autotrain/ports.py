@@ -51,6 +51,22 @@ class GenerationResult:
     declined: str | None = None  # why no rule should come of this feedback (set when proposal is None)
 
 
+@dataclass(frozen=True)
+class Person:
+    """Who a Slack user is, as far as Slack tells (each field None when it does not)."""
+
+    user_id: str
+    real_name: str | None = None
+    email: str | None = None  # needs the users:read.email scope
+    locale: str | None = None  # e.g. "vi-VN"
+
+
+class PeopleDirectory(Protocol):
+    """Looks a user id up (Slack's users.info, cached); None when it is not a known user or Slack is off."""
+
+    async def person(self, user_id: str) -> Person | None: ...
+
+
 class RuleGenerator(Protocol):
     """Turns one feedback into a rule proposal, grounded in the current rule lines of each allowed file.
 

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from autotrain.i18n import Language
+
 DEFAULT_ALLOWED_MODULES = ("fashion_rules.json", "prompt_v2.txt", "stylist_guidelines.md")
 DEFAULT_CANARY_PERCENT = 10
 MIN_JWT_SECRET_BYTES = 32  # HS256's key should be as long as its hash (RFC 7518, 3.2)
@@ -62,6 +64,9 @@ class Settings(BaseSettings):
     claude_timeout_seconds: float = Field(60.0, gt=0, validation_alias=_env("AUTOTRAIN_CLAUDE_TIMEOUT_SECONDS"))
     claude_max_retries: int = Field(2, ge=0, le=10, validation_alias=_env("AUTOTRAIN_CLAUDE_MAX_RETRIES"))
     claude_output_retries: int = Field(1, ge=0, le=5, validation_alias=_env("AUTOTRAIN_CLAUDE_OUTPUT_RETRIES"))
+
+    # what Slack, the CLI and the offline generator write in (vi | en); a Slack user's own locale wins
+    language: Language = Field(Language.EN, validation_alias=_env("AUTOTRAIN_LANGUAGE"))
 
     database_url: str = Field("sqlite:///autotrain.db", validation_alias=_env("AUTOTRAIN_DATABASE_URL"))
     rules_dir: Path = Field(Path("config"), validation_alias=_env("AUTOTRAIN_RULES_DIR"))

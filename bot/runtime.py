@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from autotrain.effect import EffectSettings
 from autotrain.evaluation import ChatbotReplay, EvaluationLimits, ReplayJudge
 from autotrain.generators.heuristic import HeuristicRuleGenerator
+from autotrain.i18n import set_default_language
 from autotrain.monitoring import AlertThresholds, Monitor, MonitoringSink
 from autotrain.notifications import EventDispatcher
 from autotrain.options import Clock, PipelineOptions, utcnow
@@ -166,6 +167,7 @@ async def open_runtime(
     `clock` and `generator` replace the real ones, `monitoring_sinks` are told of alerts and digests too
     (tests, benchmarks)."""
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    set_default_language(settings.language)
     options = pipeline_options(settings)
     store = SqliteStore(settings.database_path)
     await store.open()
@@ -402,6 +404,7 @@ def describe(settings: Settings) -> list[str]:
         + (f"; missing, created on first deploy: {', '.join(missing)}" if missing else ""),
         generator_description(settings),
         slack_description(settings),
+        f"language: {settings.language.value} (AUTOTRAIN_LANGUAGE; a Slack user's own locale wins)",
         f"auto-generate on submit: {'on' if settings.auto_generate else 'off'}",
         f"one complaint, one card: feedback matched to rules at similarity {settings.cluster_threshold:g}"
         if settings.cluster_threshold is not None

@@ -346,6 +346,7 @@ class FakeSlackApi:
         self._failures: dict[str, list[_Failure]] = {}
         self._replies: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._usergroups: dict[str, list[str]] = {}
+        self._users: dict[str, dict[str, Any]] = {}
         self._delays: dict[str, float] = {}
         self.socket_mode_url: str | None = None  # what apps.connections.open answers
 
@@ -457,6 +458,14 @@ class FakeSlackApi:
         """What usergroups.users.list returns for that user group."""
         with self._lock:
             self._usergroups[usergroup] = list(users)
+
+    def set_user(
+        self, user_id: str, *, real_name: str = "", email: str | None = None, locale: str | None = None
+    ) -> None:
+        """What users.info answers for that user (`locale` only with include_locale, `email` as with the
+        users:read.email scope); a user never set is `user_not_found`."""
+        with self._lock:
+            self._users[user_id] = {"real_name": real_name, "email": email, "locale": locale}
 
     def register_message(self, channel: str, ts: str | None = None) -> str:
         """Pretend the bot posted a message (so chat.update may target it); returns its ts."""
@@ -782,6 +791,22 @@ class FakeSlackApi:
         if problems:
             return problems
         return {"users": list(self._usergroups.get(params["usergroup"], []))}
+
+    def _api_users_info(self, params: dict[str, Any]) -> dict[str, Any] | list[Problem]:
+        problems = self._require("users.info", params, "user")
+        if problems:
+            return problems
+        known = self._users.get(params["user"])
+        if known is None:
+            return [("user_not_found", f"users.info: no user {params['user']!r}")]
+        profile: dict[str, Any] = {"real_name": known["real_name"], "display_name": ""}
+        if known["email"]:
+            profile["email"] = known["email"]
+        user: dict[str, Any] = {"id": params["user"], "name": known["real_name"].lower(), "profile": profile}
+        user["real_name"] = known["real_name"]
+        if str(params.get("include_locale", "")).lower() in ("true", "1") and known["locale"]:
+            user["locale"] = known["locale"]
+        return {"user": user}
 
 
 def _as_object(value: Any) -> Any:
