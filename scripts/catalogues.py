@@ -29,14 +29,14 @@ SOURCES = ("autotrain", "bot")
 
 def area_of(path: str) -> str:
     """Which catalogue file a message marked in `path` (relative to the repository) belongs to."""
+    if path.startswith(("bot/slack/monitoring", "autotrain/monitoring")):
+        return "monitoring"
     if path.startswith("bot/slack/"):
         return "slack"
     if path.startswith("bot/cli"):
         return "cli"
     if path.startswith("autotrain/generators/"):
         return "generator"
-    if path.startswith("autotrain/monitoring"):
-        return "monitoring"
     return "core"
 
 

@@ -28,7 +28,7 @@ from autotrain.rollout import in_rollout
 from autotrain.settings import Settings
 from bot.api import create_app
 from bot.runtime import Runtime, open_runtime
-from bot.slack.blocks import digest_message
+from bot.slack.monitoring_blocks import digest_message
 from tests.conftest import (
     ADMIN,
     HEIGHT_FEEDBACK,

@@ -20,7 +20,7 @@ from autotrain.models import FeedbackIn, RuleStatus
 from autotrain.policy import Actor, Role
 from autotrain.rollout import in_rollout
 from bot.runtime import Runtime, open_runtime
-from bot.slack import blocks
+from bot.slack import monitoring_blocks
 from tests.conftest import ADMIN, REPORTER, make_settings
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack_api import FakeSlackApi
@@ -295,7 +295,7 @@ async def test_the_digest_says_whether_each_rule_worked(world: Any) -> None:
         0,
         12,
     )
-    _, rendered = blocks.digest_message(digest, {})
+    _, rendered = monitoring_blocks.digest_message(digest, {})
     text = block_texts(rendered)
     assert "*Did it work?*" in text
     assert f"• {rule_id}: 200 → 0 (2 of 10 in the 7 days before, 0 of 12 since, p = " in text

@@ -28,6 +28,7 @@ from autotrain.settings import Settings
 from bot.slack.cards import HomeTabs, RuleCardPublisher
 from bot.slack.deps import AdminDirectory, SlackDeps
 from bot.slack.listeners import malformed_reason, register_listeners
+from bot.slack.people import SlackPeople
 
 log = logging.getLogger("autotrain.slack")
 
@@ -117,7 +118,9 @@ def build_slack_app(
     client: AsyncWebClient,
     cards: RuleCardPublisher,
     home: HomeTabs,
+    people: SlackPeople | None = None,
 ) -> SlackBot:
+    """`people`: the one users.info cache of the process (git authors use it too); a new one when not given."""
     signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = AsyncApp(
         client=client,
@@ -133,6 +136,7 @@ def build_slack_app(
         cards=cards,
         home=home,
         monitor=monitor,
+        people=people or SlackPeople(client),
     )
     register_listeners(app, deps)
 

@@ -23,6 +23,7 @@ from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.slack.blocks import escape
 from bot.slack.cards import HomeTabs, RuleCardPublisher
+from bot.slack.people import SlackPeople
 
 log = logging.getLogger("autotrain.slack")
 
@@ -69,6 +70,7 @@ class SlackDeps:
     cards: RuleCardPublisher
     home: HomeTabs
     monitor: Monitor
+    people: SlackPeople
 
 
 def friendly_error(exc: Exception, deps: SlackDeps | None = None) -> str:

@@ -9,7 +9,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.effect import CanaryOutcome
 from autotrain.monitoring import AlertEvent, Digest
-from bot.slack import blocks
+from bot.slack import monitoring_blocks
 
 log = logging.getLogger("autotrain.slack")
 
@@ -31,13 +31,13 @@ class SlackMonitoringSink:
     async def alert(self, event: AlertEvent) -> None:
         if not self.alert_channel:
             return
-        text, rendered = blocks.alert_message(event)
+        text, rendered = monitoring_blocks.alert_message(event)
         await self.client.chat_postMessage(channel=self.alert_channel, text=text, blocks=rendered, unfurl_links=False)
 
     async def canary_decided(self, outcome: CanaryOutcome) -> None:
         if not self.review_channel:
             return
-        text, rendered = blocks.canary_decision_message(outcome)
+        text, rendered = monitoring_blocks.canary_decision_message(outcome)
         await self.client.chat_postMessage(channel=self.review_channel, text=text, blocks=rendered, unfurl_links=False)
 
     async def digest(self, digest: Digest) -> None:
@@ -51,7 +51,7 @@ class SlackMonitoringSink:
                     permalinks[rule.rule_id] = response["permalink"]
                 except SlackApiError as exc:
                     log.info("no link to the card of %s: %s", rule.rule_id, exc.response.get("error"))
-        text, rendered = blocks.digest_message(digest, permalinks)
+        text, rendered = monitoring_blocks.digest_message(digest, permalinks)
         await self.client.chat_postMessage(
             channel=self.digest_channel, text=text, blocks=rendered, unfurl_links=False, unfurl_media=False
         )

@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.models import RuleStatus
-from bot.slack import blocks
+from bot.slack import blocks, monitoring_blocks
 from bot.slack.deps import SlackDeps, friendly_error
 from bot.slack.run_all import run_all
 
@@ -65,7 +65,7 @@ async def post_digest(deps: SlackDeps, respond: AsyncRespond) -> None:
             error = exc.response.get("error", "error")
             problem = f"⚠️ Could not post to <#{channel}> ({error}; is the bot in that channel?). Here it is:"
     digest = await deps.monitor.build_digest()
-    text, rendered = blocks.digest_message(digest, {})
+    text, rendered = monitoring_blocks.digest_message(digest, {})
     if problem:
         text, rendered = f"{problem} {text}", [blocks.section(problem), *rendered][: blocks.MESSAGE_BLOCK_LIMIT]
     await respond(response_type="ephemeral", text=text, blocks=rendered)
