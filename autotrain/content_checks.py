@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from autotrain.models import RuleWarning
@@ -110,15 +111,29 @@ def content_warnings(
     return warnings
 
 
-def duplicate_warning(new_rule: str, existing: Iterable[str]) -> RuleWarning | None:
-    """DUPLICATE when the rule is already there (ignoring case and accents), NEAR_DUPLICATE when almost."""
+@dataclass(frozen=True)
+class Duplicate:
+    """A rule that (nearly) repeats a line already in a file, and that line as the file has it."""
+
+    warning: RuleWarning  # DUPLICATE or NEAR_DUPLICATE
+    line: str
+
+
+def duplicate_warning(new_rule: str, existing: Iterable[str]) -> Duplicate | None:
+    """DUPLICATE when the rule is already there (ignoring case and accents), NEAR_DUPLICATE when almost; with
+    the line it repeats (the first exact match, else the nearest)."""
     folded = fold(new_rule)
     best = 0.0
+    nearest: str | None = None
     for line in existing:
         other = fold(line)
         if other == folded:
-            return RuleWarning.DUPLICATE
+            return Duplicate(RuleWarning.DUPLICATE, line)
         matcher = SequenceMatcher(None, folded, other, autojunk=False)
         if matcher.real_quick_ratio() >= NEAR_DUPLICATE_RATIO and matcher.quick_ratio() >= NEAR_DUPLICATE_RATIO:
-            best = max(best, matcher.ratio())
-    return RuleWarning.NEAR_DUPLICATE if best >= NEAR_DUPLICATE_RATIO else None
+            ratio = matcher.ratio()
+            if ratio > best:
+                best, nearest = ratio, line
+    if nearest is not None and best >= NEAR_DUPLICATE_RATIO:
+        return Duplicate(RuleWarning.NEAR_DUPLICATE, nearest)
+    return None

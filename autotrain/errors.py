@@ -41,6 +41,13 @@ class EvaluationRequired(TransitionRefused):
     code = "evaluation_required"
 
 
+class FlagsNotAcknowledged(TransitionRefused):
+    """The rule is flagged (`policy.rule_flags`): approving it needs `acknowledge_flags`, once a person has read
+    it. Its parameters: `rule_id`, `flags` (their names, comma-separated) and `flagged` (the RuleWarnings)."""
+
+    code = "flags_not_acknowledged"
+
+
 class PermissionDenied(AutotrainError):
     code = "forbidden"
 

@@ -42,6 +42,18 @@ def clean_text(value: object) -> object:
 CleanText = Annotated[str, BeforeValidator(clean_text)]
 
 
+def _json_object(value: object) -> object:
+    """The store keeps a rule's warning details as JSON text; a record read from it carries that text."""
+    if isinstance(value, str | bytes):
+        return json.loads(value or "{}")
+    return value
+
+
+# What each warning is about, by warning (its value): {"duplicate": "RUL-1003 — fashion_rules.json"}. Filled for
+# duplicate, near_duplicate, old_rule_not_found (autotrain/proposals.py) and conflicts_with_rule (the replay).
+WarningDetails = Annotated[dict[str, str], BeforeValidator(_json_object)]
+
+
 def feedback_id_for(row_id: int) -> str:
     return f"FB-{ID_OFFSET + row_id}"
 
@@ -169,6 +181,7 @@ class RuleProposal(BaseModel):
     reasoning: str
     confidence: float
     warnings: list[RuleWarning] = Field(default_factory=list)
+    warning_details: WarningDetails = Field(default_factory=dict)
 
 
 class GenerationInfo(BaseModel):
@@ -204,6 +217,7 @@ class Rule(BaseModel):
     confidence: float
     status: RuleStatus
     warnings: list[RuleWarning] = Field(default_factory=list)
+    warning_details: WarningDetails = Field(default_factory=dict)
     generator: str
     model: str | None = None
     input_tokens: int | None = None

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from autotrain.errors import CanaryUnsupported, InvalidInput, PermissionDenied, TransitionRefused
+from autotrain.errors import CanaryUnsupported, FlagsNotAcknowledged, InvalidInput, PermissionDenied, TransitionRefused
 from autotrain.i18n import N_
-from autotrain.models import Rule, RuleStatus
+from autotrain.models import FLAG_WARNINGS, Rule, RuleStatus, RuleWarning
 
 
 class Role(StrEnum):
@@ -116,6 +116,26 @@ def check_rule_editable(rule_id: str, current: RuleStatus) -> None:
         )
 
 
+def rule_flags(rule: Rule) -> list[RuleWarning]:
+    """The rule's flag warnings (FLAG_WARNINGS), in the order it carries them: empty exactly when it is not
+    `rule.flagged`."""
+    return [warning for warning in rule.warnings if warning in FLAG_WARNINGS]
+
+
+def check_flags_acknowledged(rule: Rule, *, acknowledge_flags: bool) -> list[RuleWarning]:
+    """A flagged rule is approved only by someone who says they read it (`acknowledge_flags`); the flags
+    acknowledged (to audit) are returned. Raises FlagsNotAcknowledged, naming them, otherwise."""
+    flags = rule_flags(rule)
+    if flags and not acknowledge_flags:
+        raise FlagsNotAcknowledged(
+            N_("{rule_id} is flagged ({flags}): read it, then approve it with acknowledge_flags"),
+            rule_id=rule.rule_id,
+            flags=", ".join(flag.value for flag in flags),
+            flagged=flags,
+        )
+    return flags
+
+
 def auto_approval_refusal(
     rule: Rule, threshold: float | None, *, canary_required: bool, evaluation_status: str | None = None
 ) -> str | None:
@@ -130,6 +150,8 @@ def auto_approval_refusal(
         return f"it is {rule.status.value}"
     if rule.confidence <= threshold:
         return f"confidence {rule.confidence:.2f} is not above {threshold:.2f}"
+    if rule_flags(rule):  # a flag needs a person's acknowledgement (check_flags_acknowledged): never automatic
+        return "it is flagged: " + ", ".join(flag.value for flag in rule_flags(rule))
     if rule.warnings:
         return "it has warnings: " + ", ".join(w.value for w in rule.warnings)
     if rule.old_rule:

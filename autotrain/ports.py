@@ -347,7 +347,13 @@ class RuleStore(Protocol):
         now: datetime,
         reason: str | None = None,
         event: NewEvent | None = None,
-    ) -> Rule | None: ...
+        detail: dict[str, Any] | None = None,
+        as_read: Rule | None = None,
+    ) -> Rule | None:
+        """expected → target, stamped and audited (`detail` added to the audit row); None when it is not in
+        `expected` — or, with `as_read`, when it was edited since it was read like that (what was checked, a
+        flag acknowledged, is no longer what would be approved)."""
+        ...
 
     async def edit_rule(
         self,

@@ -160,8 +160,9 @@ class PipelineService:
             status=status, module_name=module_name, limit=limit, offset=offset, cursor=after, order=order
         )
 
-    async def approve(self, rule_id: str, actor: Actor) -> Rule:
-        return await self._review.approve(rule_id, actor)
+    async def approve(self, rule_id: str, actor: Actor, *, acknowledge_flags: bool = False) -> Rule:
+        """A flagged rule (`policy.rule_flags`) needs `acknowledge_flags=True`: else FlagsNotAcknowledged."""
+        return await self._review.approve(rule_id, actor, acknowledge_flags=acknowledge_flags)
 
     async def reject(self, rule_id: str, actor: Actor, reason: str | None = None) -> Rule:
         return await self._review.reject(rule_id, actor, reason)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from autotrain.errors import (
     AutotrainError,
     EvaluationRequired,
+    FlagsNotAcknowledged,
     GenerationFailed,
     GenerationInProgress,
     InvalidInput,
@@ -66,6 +67,7 @@ HTTP_STATUS: dict[type[AutotrainError], int] = {
     NotFound: 404,
     PermissionDenied: 403,
     EvaluationRequired: 409,
+    FlagsNotAcknowledged: 409,
     TransitionRefused: 409,
     GenerationInProgress: 409,
     RuleFileInvalid: 409,
@@ -98,6 +100,29 @@ class ListResponse(BaseModel, Generic[T]):
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(None, max_length=500)
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    acknowledge_flags: bool = Field(
+        False,
+        strict=True,  # an acknowledgement is a real true, never "yes" or 1
+        description="approve a flagged rule (its `warnings` hold a flag): you read it; the flags are audited",
+    )
+
+
+class RuleEditIn(BaseModel):
+    """The edit form's fields (Slack's edit modal): the rule's new line, its file, the line it replaces."""
+
+    model_config = ConfigDict(extra="forbid")
+    new_rule: str = Field(max_length=2000, description="the rule line (`- ` is added when missing)")
+    module_name: str | None = Field(None, min_length=1, max_length=128, description="omitted: the rule's file")
+    old_rule: str | None = Field(
+        None,
+        max_length=2000,
+        description="the line it replaces, as in the file (case and accents aside); empty or null: append;"
+        " omitted: the rule's own",
+    )
 
 
 class DeployIn(BaseModel):
@@ -276,9 +301,30 @@ def build_router() -> APIRouter:
     async def get_rule(rule_id: str, service: ServiceDep, actor: ActorDep) -> RuleDetail:
         return await service.rule_detail(rule_id)
 
-    @router.post("/rules/{rule_id}/approve", response_model=Rule, summary="Approve a pending rule (admin)")
-    async def approve(rule_id: str, service: ServiceDep, actor: ActorDep) -> Rule:
-        return await service.approve(rule_id, actor)
+    @router.patch(
+        "/rules/{rule_id}",
+        response_model=Rule,
+        summary="Edit a pending rule (admin): its line, its file, the line it replaces; warnings recomputed",
+    )
+    async def edit(rule_id: str, body: RuleEditIn, service: ServiceDep, actor: ActorDep) -> Rule:
+        # omitted: the rule's own old_rule (None to the service); null or "": append ("" to the service)
+        old_rule = (body.old_rule or "") if "old_rule" in body.model_fields_set else None
+        return await service.edit(
+            rule_id, actor, new_rule=body.new_rule, module_name=body.module_name, old_rule=old_rule
+        )
+
+    @router.post(
+        "/rules/{rule_id}/approve",
+        response_model=Rule,
+        summary='Approve a pending rule (admin); a flagged one with {"acknowledge_flags": true}',
+    )
+    async def approve(
+        rule_id: str,
+        service: ServiceDep,
+        actor: ActorDep,
+        body: Annotated[ApproveIn | None, Body()] = None,
+    ) -> Rule:
+        return await service.approve(rule_id, actor, acknowledge_flags=body.acknowledge_flags if body else False)
 
     @router.post("/rules/{rule_id}/reject", response_model=Rule, summary="Reject a pending or approved rule (admin)")
     async def reject(

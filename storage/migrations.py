@@ -416,6 +416,19 @@ MIGRATIONS: tuple[str, ...] = (
         rollout_percent, feedback_mark, effect_window_days, effect_before_feedback, effect_before_complaints)
         WHERE status = 'deployed';
     """,
+    # 17: what each warning is about, as a JSON object by warning (autotrain/models.py WarningDetails): the rule
+    # a duplicate repeats, the line it was meant to replace, ... A replay that finds contradicted lines adds them
+    # as `conflicts_with_rule` in the transaction that keeps it (the same one that adds that warning), quoted
+    # as autotrain/proposals.py quotes a line
+    """
+    ALTER TABLE generated_rules ADD COLUMN warning_details TEXT NOT NULL DEFAULT '{}';
+    CREATE TRIGGER warning_details_conflicts AFTER INSERT ON evaluations
+    WHEN json_array_length(NEW.body, '$.conflicts') > 0 BEGIN
+        UPDATE generated_rules SET warning_details = json_set(warning_details, '$.conflicts_with_rule',
+            (SELECT group_concat('“' || trim(value) || '”', ', ') FROM json_each(NEW.body, '$.conflicts')))
+        WHERE rule_id = NEW.rule_id;
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -222,21 +222,26 @@ EXISTING = [
 
 
 @pytest.mark.parametrize(
-    ("rule", "expected"),
+    ("rule", "expected", "line"),
     [
-        pytest.param("- Không gợi ý sản phẩm đã hết hàng", W.DUPLICATE, id="exact"),
-        pytest.param("- không gợi ý SẢN PHẨM đã hết hàng", W.DUPLICATE, id="case"),
-        pytest.param("- Khong goi y san pham da het hang", W.DUPLICATE, id="no-accents"),
-        pytest.param("- Không gợi ý sản phẩm đã hết hàng.", W.DUPLICATE, id="punctuation"),
-        pytest.param("- Không gợi ý sản phẩm hết hàng", W.NEAR_DUPLICATE, id="near-one-word-less"),
-        pytest.param("- Gợi ý tối đa 5 sản phẩm mỗi lần, kèm giá và size còn hàng", W.NEAR_DUPLICATE, id="near-number"),
-        pytest.param("- Select a dress from the catalogue", W.NEAR_DUPLICATE, id="near-english"),
-        pytest.param("- Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày", None, id="new-rule"),
-        pytest.param("- Dưới 1m55: gợi ý đầm ngắn (midi, knee-length)", None, id="unrelated"),
+        pytest.param("- Không gợi ý sản phẩm đã hết hàng", W.DUPLICATE, 3, id="exact"),
+        pytest.param("- không gợi ý SẢN PHẨM đã hết hàng", W.DUPLICATE, 3, id="case"),
+        pytest.param("- Khong goi y san pham da het hang", W.DUPLICATE, 3, id="no-accents"),
+        pytest.param("- Không gợi ý sản phẩm đã hết hàng.", W.DUPLICATE, 3, id="punctuation"),
+        pytest.param("- Không gợi ý sản phẩm hết hàng", W.NEAR_DUPLICATE, 3, id="near-one-word-less"),
+        pytest.param(
+            "- Gợi ý tối đa 5 sản phẩm mỗi lần, kèm giá và size còn hàng", W.NEAR_DUPLICATE, 2, id="near-number"
+        ),
+        pytest.param("- Select a dress from the catalogue", W.NEAR_DUPLICATE, 4, id="near-english"),
+        pytest.param("- Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày", None, None, id="new-rule"),
+        pytest.param("- Dưới 1m55: gợi ý đầm ngắn (midi, knee-length)", None, None, id="unrelated"),
     ],
 )
-def test_duplicate_warning(rule: str, expected: RuleWarning | None) -> None:
-    assert duplicate_warning(rule, EXISTING) is expected
+def test_duplicate_warning(rule: str, expected: RuleWarning | None, line: int | None) -> None:
+    found = duplicate_warning(rule, EXISTING)
+    assert (found.warning if found else None) is expected
+    # the line it repeats, as the file spells it (the warning's detail names it)
+    assert (found.line if found else None) == (EXISTING[line] if line is not None else None)
 
 
 def test_duplicate_warning_without_existing_rules() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autotrain.errors import GenerationFailed, PermissionDenied, TransitionRefused
+from autotrain.errors import GenerationFailed, InvalidInput, PermissionDenied, TransitionRefused
 from autotrain.models import (
     DeployOutcome,
     Feedback,
@@ -235,13 +235,24 @@ async def test_edit_changes_pending_rule_and_is_audited(
 ) -> None:
     feedback = await submit(service)
     rule = await service.generate(feedback.feedback_id, REPORTER)
+    # the line it replaces is in fashion_rules.json, not in prompt_v2.txt: refused, never turned into an append
+    with pytest.raises(InvalidInput, match="the rule to replace") as refused:
+        await service.edit(
+            rule.rule_id, ADMIN, new_rule="Khi trời trên 30 độ: gợi ý áo thun, váy mỏng", module_name="prompt_v2.txt"
+        )
+    assert refused.value.params["field"] == "old_rule"
+    assert (await service.get_rule(rule.rule_id)).new_rule == NEW_WEATHER_RULE
     edited = await service.edit(
-        rule.rule_id, ADMIN, new_rule="Khi trời trên 30 độ: gợi ý áo thun, váy mỏng", module_name="prompt_v2.txt"
+        rule.rule_id,
+        ADMIN,
+        new_rule="Khi trời trên 30 độ: gợi ý áo thun, váy mỏng",
+        module_name="prompt_v2.txt",
+        old_rule="",  # append
     )
     assert edited.new_rule == "- Khi trời trên 30 độ: gợi ý áo thun, váy mỏng"
     assert edited.module_name == "prompt_v2.txt"
     assert edited.old_rule is None
-    assert RuleWarning.OLD_RULE_NOT_FOUND in edited.warnings  # the old line is not in prompt_v2.txt
+    assert RuleWarning.OLD_RULE_NOT_FOUND not in edited.warnings
     assert edited.edited_by == ADMIN.id
     audit = await runtime.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
     edit_entry = next(entry for entry in audit.items if entry.action == "rule_edited")

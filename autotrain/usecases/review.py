@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from autotrain.errors import TransitionRefused
+from autotrain.i18n import N_
 from autotrain.models import EventKind, NewEvent, Rule, RuleProposal, RuleStatus
 from autotrain.options import Clock
-from autotrain.policy import Action, Actor, check_rule_editable, check_rule_transition, require_permission
+from autotrain.policy import (
+    Action,
+    Actor,
+    check_flags_acknowledged,
+    check_rule_editable,
+    check_rule_transition,
+    require_permission,
+)
 from autotrain.ports import FeedbackStore, RuleStore
-from autotrain.proposals import validate_proposal
+from autotrain.proposals import deployed_rule_ids, validate_proposal
 from autotrain.rulefiles import RuleFiles
 from autotrain.usecases.lookup import feedback_or_404, refuse_changed, rule_or_404
 
@@ -31,37 +40,50 @@ class ReviewRules:
         self.clock = clock
         self.wake = wake
 
-    async def approve(self, rule_id: str, actor: Actor) -> Rule:
-        return await self._transition(rule_id, RuleStatus.APPROVED, actor, Action.APPROVE, EventKind.RULE_APPROVED)
-
-    async def reject(self, rule_id: str, actor: Actor, reason: str | None = None) -> Rule:
-        return await self._transition(
-            rule_id, RuleStatus.REJECTED, actor, Action.REJECT, EventKind.RULE_REJECTED, reason=reason
+    async def approve(self, rule_id: str, actor: Actor, *, acknowledge_flags: bool = False) -> Rule:
+        """pending → approved. A flagged rule needs `acknowledge_flags` (its flags are then audited), and is
+        approved only as it was read: an edit in between refuses it (409), since the flags may have changed."""
+        require_permission(actor, Action.APPROVE)
+        rule = await rule_or_404(self.rules, rule_id)
+        check_rule_transition(rule_id, rule.status, RuleStatus.APPROVED)
+        flags = check_flags_acknowledged(rule, acknowledge_flags=acknowledge_flags)
+        return await self._move(
+            rule,
+            RuleStatus.APPROVED,
+            actor,
+            EventKind.RULE_APPROVED,
+            detail={"acknowledged_flags": [flag.value for flag in flags]} if flags else None,
         )
 
-    async def _transition(
+    async def reject(self, rule_id: str, actor: Actor, reason: str | None = None) -> Rule:
+        require_permission(actor, Action.REJECT)
+        rule = await rule_or_404(self.rules, rule_id)
+        check_rule_transition(rule_id, rule.status, RuleStatus.REJECTED)
+        return await self._move(rule, RuleStatus.REJECTED, actor, EventKind.RULE_REJECTED, reason=reason)
+
+    async def _move(
         self,
-        rule_id: str,
+        rule: Rule,
         target: RuleStatus,
         actor: Actor,
-        action: Action,
         event: EventKind,
+        *,
         reason: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> Rule:
-        require_permission(actor, action)
-        rule = await rule_or_404(self.rules, rule_id)
-        check_rule_transition(rule_id, rule.status, target)
         updated = await self.rules.transition_rule(
-            rule_id,
+            rule.rule_id,
             expected=rule.status,
             target=target,
             actor_id=actor.id,
             now=self.clock(),
             reason=reason,
             event=NewEvent(kind=event, actor_id=actor.id),
+            detail=detail,
+            as_read=rule if target is RuleStatus.APPROVED else None,
         )
         if updated is None:
-            await refuse_changed(self.rules, rule_id, target)
+            await refuse_changed(self.rules, rule.rule_id, target)
             raise AssertionError("refuse_changed always raises")
         self.wake()
         return updated
@@ -82,10 +104,13 @@ class ReviewRules:
         module_name: str | None = None,
         old_rule: str | None = None,
     ) -> Rule:
-        """Change a pending rule's text (and target file) before approval; warnings are recomputed."""
+        """Change a pending rule's text (and target file) before approval; warnings are recomputed, except the
+        generator's confidence warning (the admin wrote this wording). The rule to replace must be in the file
+        (ignoring case and accents); an empty `old_rule` appends, None keeps the rule's."""
         rule = await self.rule_for_edit(rule_id, actor)
         current_rules = await asyncio.to_thread(self.rule_files.current_rules)
         feedback = await feedback_or_404(self.feedback, rule.feedback_id)
+        deployed = [r for module in self.rule_files.allowed_modules for r in await self.rules.deployed_rules(module)]
         proposal = validate_proposal(
             RuleProposal(
                 module_name=module_name or rule.module_name,
@@ -100,12 +125,15 @@ class ReviewRules:
             # the feedback stays untrusted (an injection stays flagged); an admin may quote it on purpose
             feedback_texts=(feedback.query, feedback.ai_response, feedback.feedback_text),
             check_copy=False,
+            admin_edit=True,
+            rule_ids=deployed_rule_ids(deployed),
         )
         changes = {
             "module_name": proposal.module_name,
             "old_rule": proposal.old_rule,
             "new_rule": proposal.new_rule,
             "warnings": list(proposal.warnings),
+            "warning_details": dict(proposal.warning_details),
         }
         updated = await self.rules.edit_rule(
             rule_id,
@@ -117,6 +145,6 @@ class ReviewRules:
         if updated is None:
             current = await rule_or_404(self.rules, rule_id)
             check_rule_editable(rule_id, current.status)
-            raise TransitionRefused(f"{rule_id} changed while it was being edited")
+            raise TransitionRefused(N_("{rule_id} changed while it was being edited"), rule_id=rule_id)
         self.wake()
         return updated

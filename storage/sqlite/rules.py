@@ -25,7 +25,8 @@ STAMPS = {
     RuleStatus.ROLLED_BACK: ("rolled_back_by", "rolled_back_at"),
 }
 
-_EDITABLE = {"module_name", "old_rule", "new_rule", "warnings"}
+_EDITABLE = {"module_name", "old_rule", "new_rule", "warnings", "warning_details"}
+_JSON_COLUMNS = {"warnings", "warning_details"}
 
 
 async def move_rule(
@@ -37,17 +38,23 @@ async def move_rule(
     now: datetime,
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
+    as_read: Rule | None = None,
 ) -> bool:
-    """expected → target in the caller's transaction, stamped and audited; False when not `expected`."""
+    """expected → target in the caller's transaction, stamped and audited; False when not `expected` (or, with
+    `as_read`, when the rule was edited since it was read)."""
     by_column, at_column = STAMPS[target]
     extra = ", reject_reason = ?" if target is RuleStatus.REJECTED else ""
     args: list[Any] = [target.value, actor_id, ts(now), ts(now)]
     if extra:
         args.append(reason)
+    condition = " WHERE rule_id = ? AND status = ?"
+    condition_args: list[Any] = [rule_id, expected.value]
+    if as_read is not None:
+        condition += " AND edited_at IS ?"
+        condition_args.append(ts(as_read.edited_at) if as_read.edited_at else None)
     cursor = await db.execute(
-        f"UPDATE generated_rules SET status = ?, {by_column} = ?, {at_column} = ?, updated_at = ?{extra}"
-        " WHERE rule_id = ? AND status = ?",
-        (*args, rule_id, expected.value),
+        f"UPDATE generated_rules SET status = ?, {by_column} = ?, {at_column} = ?, updated_at = ?{extra}{condition}",
+        (*args, *condition_args),
     )
     if cursor.rowcount != 1:
         return False
@@ -96,8 +103,9 @@ class RuleMixin(SqliteConnection):
                 return rule
             cursor = await db.execute(
                 "INSERT INTO generated_rules (feedback_id, module_name, rule_type, old_rule, new_rule, reasoning,"
-                " confidence, status, warnings, generator, model, input_tokens, output_tokens, latency_ms,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " confidence, status, warnings, warning_details, generator, model, input_tokens, output_tokens,"
+                " latency_ms, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     feedback_id,
                     proposal.module_name,
@@ -107,6 +115,7 @@ class RuleMixin(SqliteConnection):
                     proposal.reasoning,
                     proposal.confidence,
                     json.dumps([w.value for w in proposal.warnings]),
+                    json.dumps(proposal.warning_details, ensure_ascii=False),
                     info.generator,
                     info.model,
                     info.input_tokens,
@@ -203,9 +212,11 @@ class RuleMixin(SqliteConnection):
         now: datetime,
         reason: str | None = None,
         event: NewEvent | None = None,
+        detail: dict[str, Any] | None = None,
+        as_read: Rule | None = None,
     ) -> Rule | None:
         async with self._tx() as db:
-            if not await move_rule(db, rule_id, expected, target, actor_id, now, reason):
+            if not await move_rule(db, rule_id, expected, target, actor_id, now, reason, detail, as_read):
                 return None
             if target is RuleStatus.REJECTED:
                 # the feedback behind a rejected rule is closed too: its own, and what was attached to it
@@ -252,7 +263,7 @@ class RuleMixin(SqliteConnection):
             if expected_new_rule is not None and before.new_rule != expected_new_rule:
                 return None  # someone rewrote the line meanwhile: theirs stands
             values = {
-                key: json.dumps([str(w) for w in value]) if key == "warnings" else value
+                key: json.dumps(value, ensure_ascii=False) if key in _JSON_COLUMNS else value
                 for key, value in changes.items()
             }
             assignments = ", ".join(f"{key} = ?" for key in values)
