@@ -27,13 +27,44 @@ def secret_file_for(settings: Settings) -> Path:
     return database.with_name(database.name + ".jwt-secret")
 
 
-def resolve_secret(settings: Settings) -> str:
-    """AUTOTRAIN_JWT_SECRET, else a secret generated once and kept (mode 0600) beside the database."""
+class SecretNotFound(Exception):
+    """No secret to sign with: neither AUTOTRAIN_JWT_SECRET nor the file `autotrain serve` generates."""
+
+
+def existing_secret(settings: Settings) -> str | None:
+    """The server's HS256 secret as `serve` would find it, or None when there is none yet. Creates nothing."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
     path = secret_file_for(settings)
     if path.exists():
         return path.read_text().strip()
+    return None
+
+
+def missing_secret_message(settings: Settings) -> str:
+    """What was looked for, and how to point a client command at the server's secret."""
+    path = secret_file_for(settings).absolute()
+    database = settings.database_path.absolute()
+    why = (
+        "the database is there, so the server probably has AUTOTRAIN_JWT_SECRET set"
+        if database.exists()
+        else "there is no database there either: `autotrain serve` has not run in this folder"
+    )
+    return (
+        f"no JWT secret found: AUTOTRAIN_JWT_SECRET is not set and there is no {path}, the secret file "
+        f"`autotrain serve` generates beside its database (AUTOTRAIN_DATABASE_URL={settings.database_url}, "
+        f"from the environment or ./.env, relative to {Path.cwd()}); {why}. Run this in the folder where "
+        "`autotrain serve` runs, or set AUTOTRAIN_DATABASE_URL or AUTOTRAIN_JWT_SECRET as the server has them. "
+        "Nothing was created: only `autotrain serve` creates the secret."
+    )
+
+
+def resolve_secret(settings: Settings) -> str:
+    """AUTOTRAIN_JWT_SECRET, else a secret generated once and kept (mode 0600) beside the database."""
+    found = existing_secret(settings)
+    if found is not None:
+        return found
+    path = secret_file_for(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     try:
@@ -62,12 +93,16 @@ def verification_key(settings: Settings) -> str:
 
 
 def signing_key(settings: Settings) -> str:
-    """What `autotrain token` signs with: the HS256 secret, or the RS256 private key."""
+    """What `autotrain token` and the CLI's local admin sign with: the HS256 secret, or the RS256 private key.
+    Never generates a secret (a second one would sign tokens the server refuses): SecretNotFound instead."""
     if settings.jwt_algorithm == "RS256":
         if settings.jwt_private_key is None:
             raise ValueError("minting RS256 tokens needs AUTOTRAIN_JWT_PRIVATE_KEY (PEM text or a file path)")
         return _pem(settings.jwt_private_key.get_secret_value())
-    return resolve_secret(settings)
+    found = existing_secret(settings)
+    if found is None:
+        raise SecretNotFound(missing_secret_message(settings))
+    return found
 
 
 def mint_token(key: str, *, subject: str, role: Role, ttl: timedelta = DEFAULT_TTL, algorithm: str = ALGORITHM) -> str:

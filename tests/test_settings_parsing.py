@@ -86,15 +86,15 @@ def _cli(workdir: Path, env: dict[str, str], *args: str) -> subprocess.Completed
 
 
 def test_an_empty_jwt_secret_uses_the_generated_one(tmp_path: Path) -> None:
-    """`autotrain token` mints with the generated secret file, and `autotrain serve` accepts its token."""
+    """`autotrain serve` generates the secret file, `autotrain token` mints with it, and the server accepts it."""
     workdir = _workdir(tmp_path)
     env = subprocess_environment(AUTOTRAIN_JWT_SECRET="")
-    minted = _cli(workdir, env, "token", "--role", "reporter")
-    assert minted.returncode == 0, minted.stderr
-    assert "Traceback" not in minted.stderr
-    assert (workdir / "autotrain.db.jwt-secret").exists()
-    token = minted.stdout.strip()
     with serving(workdir, env) as (base_url, _):
+        assert (workdir / "autotrain.db.jwt-secret").exists()
+        minted = _cli(workdir, env, "token", "--role", "reporter")
+        assert minted.returncode == 0, minted.stderr
+        assert "Traceback" not in minted.stderr
+        token = minted.stdout.strip()
         answer = httpx.get(f"{base_url}/autotrain/feedback", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert answer.status_code == 200, answer.text
 
