@@ -114,7 +114,8 @@ async def test_admin_review_flow_edit_approve_deploy_rollback(slack: SlackSimula
     fields = "\n".join(f["text"] for b in blocks for f in b.get("fields") or [])
     assert "fashion_rules.json" in fields
     assert "85 %" in fields
-    assert "prompt_update" in fields
+    assert "prompt_update" not in fields  # small print now: the last context line
+    assert "type prompt_update" in blocks[-1]["elements"][0]["text"]
     text = block_texts(blocks)
     assert f">{WEATHER_FEEDBACK['feedback_text']}" in text  # quoted
     assert f">{WEATHER_FEEDBACK['query']}" in text

@@ -242,7 +242,7 @@ async def test_run_all_posts_progress_then_a_summary(slack: SlackSimulator) -> N
     assert all(update.response["ok"] for update in updates)
     assert any("/ 3 feedback processed" in (update.params.get("text") or "") for update in updates[:-1])
     summary = updates[-1]
-    assert "3 feedback, 3 rules created" in summary.params["text"]
+    assert "3 feedbacks, 3 rules created" in summary.params["text"]
     summary_text = all_text(summary.params)
     for rule_id in ("RUL-1001", "RUL-1002", "RUL-1003"):
         assert rule_id in summary_text
@@ -268,7 +268,7 @@ async def test_run_all_falls_back_to_a_dm_when_the_bot_is_not_in_the_channel(sla
     dm_ts = posts[1].response["ts"]
     updates = slack.api.calls_to("chat.update")
     assert updates and all(u.params["channel"] == ADMIN_USER and u.params["ts"] == dm_ts for u in updates)
-    assert "1 rules created" in updates[-1].params["text"]
+    assert "1 feedback, 1 rule created" in updates[-1].params["text"]
     assert (await slack.service.get_feedback("FB-1001")).status is FeedbackStatus.PROCESSED
 
 
@@ -319,7 +319,7 @@ async def test_rollback_with_a_bad_id_shows_usage(slack: SlackSimulator, argumen
 async def test_rollback_of_an_unknown_rule(slack: SlackSimulator) -> None:
     await slack.command("rollback RUL-9999")
     reply = await command_reply(slack)
-    assert "no rule RUL-9999" in reply["text"]
+    assert "No rule RUL-9999" in reply["text"]
     assert "Traceback" not in reply["text"]
 
 

@@ -191,7 +191,7 @@ async def test_malformed_interactions_are_acknowledged_over_socket_mode(
     assert reply.params == {
         "channel": REVIEW_CHANNEL,
         "user": ADMIN_USER,
-        "text": "🤷 no rule RUL-1001.",
+        "text": "🤷 No rule RUL-1001.",
         "team_id": "T0001",
     }
     # the malformed envelope itself made no call: the click's reply is the only message

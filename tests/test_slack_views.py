@@ -223,7 +223,8 @@ async def test_edit_to_a_module_outside_the_allowed_list_is_refused(slack: Slack
         user=ADMIN_USER,
         private_metadata=rule_id,
     )
-    assert_errors(response, "new_rule")
+    errors = assert_errors(response, "module_name")  # on the field it is about
+    assert "not an allowed rule file" in errors["module_name"]
     rule = await slack.service.get_rule(rule_id)
     assert rule.module_name == "fashion_rules.json" and rule.new_rule == NEW_WEATHER_RULE
 

@@ -256,6 +256,11 @@ class DeployRules:
                 change = await self.models.revert_in_place(rule, document, original)
             if hand_edited:
                 change.detail["hand_edited"] = True
+            # the line stays when another deployed rule has it too: the card and the reply say which
+            deployed = await self.deployments.deployed_rules(rule.module_name)
+            holders = [r.rule_id for r in deployed if r.rule_id != rule_id and same_rule(r.new_rule, rule.new_rule)]
+            if holders:
+                change.detail["kept_by"] = holders
             deployment = await self._write_change(
                 rule,
                 actor,

@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any, assert_never
 
 from autotrain.evaluation import Evaluation, EvaluationStatus
+from autotrain.i18n import N_, _, ngettext, number
 from autotrain.models import (
     Deployment,
+    DeployOutcome,
     Feedback,
     FeedbackType,
     Rule,
@@ -24,7 +26,7 @@ from autotrain.models import (
     StatusReport,
 )
 from autotrain.monitoring import Metrics
-from autotrain.policy import RuleAction, rule_actions
+from autotrain.policy import RuleAction, rule_actions, rule_flags
 from autotrain.settings import Settings
 
 Block = dict[str, Any]
@@ -47,28 +49,48 @@ STATUS_EMOJI = {
     RuleStatus.REJECTED: "⛔",
 }
 
+# Each warning in plain words; with its detail (`Rule.warning_details`: the line or rule it is about) when known.
 WARNING_TEXT = {
-    RuleWarning.OLD_RULE_NOT_FOUND: "The rule it replaces is not in the file: deploying will append it instead.",
-    RuleWarning.POSSIBLE_INJECTION: "Looks like instructions injected through the feedback: read it carefully.",
-    RuleWarning.DUPLICATE: "This rule is already in a rule file.",
-    RuleWarning.NEAR_DUPLICATE: "Almost the same as a rule already in a file.",
-    RuleWarning.LOW_CONFIDENCE: "Low confidence: edit the wording before approving.",
-    RuleWarning.FLAGGED_CONTENT: "The feedback was flagged by the content filter.",
-    RuleWarning.CONTAINS_URL: "The rule contains a link.",
-    RuleWarning.CONTAINS_CODE: "The rule contains something that looks like code or markup.",
-    RuleWarning.CONTAINS_SECRET: "The rule contains something that looks like a password or key.",
-    RuleWarning.COPIED_FEEDBACK: "The rule copies the customer's feedback word for word.",
-    RuleWarning.EXISTING_RULE_NOT_FOLLOWED: "The complaint is about a rule already in the file that the bot did not"
-    " follow: a prompt change may not be the fix.",
-    RuleWarning.RECURRENCE_OF_DEPLOYED_RULE: "The same complaint came back after a rule for it was deployed.",
-    RuleWarning.CONFLICTS_WITH_RULE: "It contradicts a rule already deployed in this file (see the replay line).",
+    RuleWarning.OLD_RULE_NOT_FOUND: N_("The rule it replaces is not in the file: deploying will append it instead."),
+    RuleWarning.POSSIBLE_INJECTION: N_("Looks like instructions injected through the feedback: read it carefully."),
+    RuleWarning.DUPLICATE: N_("This rule is already in a rule file: deploying it changes nothing."),
+    RuleWarning.NEAR_DUPLICATE: N_("Almost the same as a rule already in a file."),
+    RuleWarning.LOW_CONFIDENCE: N_("Low confidence: edit the wording before approving."),
+    RuleWarning.FLAGGED_CONTENT: N_("The feedback was flagged by the content filter."),
+    RuleWarning.CONTAINS_URL: N_("The rule contains a link."),
+    RuleWarning.CONTAINS_CODE: N_("The rule contains something that looks like code or markup."),
+    RuleWarning.CONTAINS_SECRET: N_("The rule contains something that looks like a password or key."),
+    RuleWarning.COPIED_FEEDBACK: N_("The rule copies the customer's feedback word for word."),
+    RuleWarning.EXISTING_RULE_NOT_FOLLOWED: N_(
+        "The complaint is about a rule already in the file that the bot did not follow: a prompt change may not be"
+        " the fix."
+    ),
+    RuleWarning.RECURRENCE_OF_DEPLOYED_RULE: N_("The same complaint came back after a rule for it was deployed."),
+    RuleWarning.CONFLICTS_WITH_RULE: N_("It contradicts a rule already deployed in this file (see the replay line)."),
+}
+WARNING_DETAIL_TEXT = {
+    RuleWarning.OLD_RULE_NOT_FOUND: N_(
+        "The rule it replaces ({detail}) is not in the file: deploying will append it instead."
+    ),
+    RuleWarning.DUPLICATE: N_("This rule is already in a rule file ({detail}): deploying it changes nothing."),
+    RuleWarning.NEAR_DUPLICATE: N_("Almost the same as a rule already in a file: {detail}"),
+    RuleWarning.CONFLICTS_WITH_RULE: N_("It contradicts a rule already deployed in this file: {detail}"),
+}
+# A flag's short name, for the card's first line and the approve confirmation.
+FLAG_NAME = {
+    RuleWarning.POSSIBLE_INJECTION: N_("possible prompt injection"),
+    RuleWarning.FLAGGED_CONTENT: N_("feedback flagged by the content filter"),
+    RuleWarning.CONTAINS_URL: N_("contains a link"),
+    RuleWarning.CONTAINS_CODE: N_("contains code or markup"),
+    RuleWarning.CONTAINS_SECRET: N_("contains a password or key"),
+    RuleWarning.COPIED_FEEDBACK: N_("copies the feedback word for word"),
 }
 
-HELP_TEXT = (
+HELP_TEXT = N_(
     "*Auto-Train* turns feedback about the chatbot into reviewed rule changes.\n"
     "• `/autotrain feedback [text]` — report a problem (opens a form)\n"
     "• `/autotrain status` — counts, backlog, last deployments\n"
-    "• `/autotrain rules [pending|approved|deployed|rejected|rolled_back]` — list rules (default: pending)\n"
+    "• `/autotrain rules [pending|approved|deployed|rejected|rolled_back|all]` — list rules (default: pending)\n"
     "• `/autotrain digest` — the digest of the last 24 hours\n"
     "• `/autotrain run-all` — generate rules for all pending feedback _(admins)_\n"
     "• `/autotrain rollback RUL-1234` — undo a deployed rule _(admins)_\n"
@@ -109,11 +131,13 @@ def quote(text: str, limit: int) -> str:
 
 def who(actor_id: str | None) -> str:
     if not actor_id:
-        return "someone"
+        return _("someone")
     if actor_id == "system":
         return "Auto-Train"
     if actor_id == "auto-approve":
-        return "Auto-Train (auto-approve: confident, no warnings)"
+        return _("Auto-Train (auto-approve: confident, no warnings)")
+    if actor_id == "auto-canary":
+        return _("Auto-Train (auto-canary, on the evidence)")
     return f"<@{actor_id}>" if _SLACK_USER.match(actor_id) else f"`{escaped(actor_id, 60)}`"
 
 
@@ -160,19 +184,19 @@ def _rule_text(line: str | None) -> str:
 
 def confirm_dialog(title: str, text: str, confirm: str, style: str | None = None) -> Block:
     dialog: Block = {"title": plain(title, 100), "text": plain(text, 300), "confirm": plain(confirm, 30)}
-    dialog["deny"] = plain("Cancel", 30)
+    dialog["deny"] = plain(_("Cancel"), 30)
     if style:
         dialog["style"] = style
     return dialog
 
 
 def button(action_id: str, label: str, rule_id: str, style: str | None = None, confirm: Block | None = None) -> Block:
-    button: Block = {"type": "button", "action_id": action_id, "text": plain(label), "value": rule_id}
+    element: Block = {"type": "button", "action_id": action_id, "text": plain(label), "value": rule_id}
     if style:
-        button["style"] = style
+        element["style"] = style
     if confirm:
-        button["confirm"] = confirm
-    return button
+        element["confirm"] = confirm
+    return element
 
 
 RULE_ACTION_IDS = {
@@ -185,51 +209,78 @@ RULE_ACTION_IDS = {
     RuleAction.ROLLBACK: "rule_rollback",
     RuleAction.DEPLOY_OVERRIDE: "rule_deploy_override",
 }
+# A flagged rule's Approve: its confirmation names the flags, and the click acknowledges them (the plain
+# `rule_approve` of a rule flagged since its card was drawn is refused, and the card redrawn with this one).
+APPROVE_FLAGGED_ACTION_ID = "rule_approve_flagged"
 
 
-def _rulebutton(action: RuleAction, rule: Rule, *, canary_percent: int) -> Block:
+def flag_names(rule: Rule) -> str:
+    return ", ".join(_(FLAG_NAME[w]) for w in rule_flags(rule))
+
+
+def _approve_button(rule: Rule) -> Block:
+    if rule.flagged:
+        text = _(
+            "{rule_id} is flagged: {flags}. Approve it only if you have read the rule and the feedback and want it"
+            " as it is; the audit log records that you acknowledged the flags.",
+            rule_id=rule.rule_id,
+            flags=flag_names(rule),
+        )
+        confirm = confirm_dialog(_("Approve a flagged rule?"), text, _("Approve anyway"), "danger")
+        return button(APPROVE_FLAGGED_ACTION_ID, _("Approve (flagged)"), rule.rule_id, None, confirm)
+    # primary only for a clean rule: a warning asks the reviewer to read before approving
+    return button(RULE_ACTION_IDS[RuleAction.APPROVE], _("Approve"), rule.rule_id, None if rule.warnings else "primary")
+
+
+def _rule_button(action: RuleAction, rule: Rule, *, canary_percent: int) -> Block:
     """The card's button for one action; what changes a file or closes the rule asks to confirm first."""
     rule_id = rule.rule_id
     action_id = RULE_ACTION_IDS[action]
+    module = rule.module_name
     match action:
         case RuleAction.APPROVE:
-            return button(action_id, "Approve", rule_id, "primary")
+            return _approve_button(rule)
         case RuleAction.EDIT:
-            return button(action_id, "Edit", rule_id)
+            return button(action_id, _("Edit"), rule_id)
         case RuleAction.DEPLOY:
-            text = f"{rule.module_name} will be changed now, for every user, and the chatbot told to reload."
-            confirm = confirm_dialog(f"Deploy {rule_id}?", text, "Deploy", "primary")
-            return button(action_id, "All users", rule_id, "primary", confirm)
+            text = _("{module} will be changed now, for every user, and the chatbot told to reload.", module=module)
+            confirm = confirm_dialog(_("Deploy {rule_id}?", rule_id=rule_id), text, _("Deploy"), "primary")
+            return button(action_id, _("All users"), rule_id, "primary", confirm)
         case RuleAction.CANARY:
-            text = f"{canary_percent} % of users get the new rule first; the others keep the current rules."
-            confirm = confirm_dialog(f"Canary {rule_id}?", text, "Start canary", "primary")
-            return button(action_id, f"Canary {canary_percent} %", rule_id, None, confirm)
-        case RuleAction.PROMOTE:
-            text = "Every user gets the new rule; the rule it replaces goes."
-            confirm = confirm_dialog(f"Promote {rule_id}?", text, "Promote", "primary")
-            return button(action_id, "Promote to 100 %", rule_id, "primary", confirm)
-        case RuleAction.ROLLBACK:
-            text = f"The change to {rule.module_name} will be reverted."
-            confirm = confirm_dialog(f"Roll back {rule_id}?", text, "Roll back", "danger")
-            return button(action_id, "Roll back", rule_id, "danger", confirm)
-        case RuleAction.DEPLOY_OVERRIDE:
-            text = (
-                f"Its replay has not passed. {rule.module_name} will be changed for every user anyway, and the audit"
-                " log records that you overrode the check."
+            text = _(
+                "{percent} % of users get the new rule first; the others keep the current rules.",
+                percent=canary_percent,
             )
-            confirm = confirm_dialog(f"Deploy {rule_id} without a passed replay?", text, "Deploy anyway", "danger")
-            return button(action_id, "Deploy anyway", rule_id, "danger", confirm)
+            confirm = confirm_dialog(_("Canary {rule_id}?", rule_id=rule_id), text, _("Start canary"), "primary")
+            return button(action_id, _("Canary {percent} %", percent=canary_percent), rule_id, None, confirm)
+        case RuleAction.PROMOTE:
+            text = _("Every user gets the new rule; the rule it replaces goes.")
+            confirm = confirm_dialog(_("Promote {rule_id}?", rule_id=rule_id), text, _("Promote"), "primary")
+            return button(action_id, _("Promote to 100 %"), rule_id, "primary", confirm)
+        case RuleAction.ROLLBACK:
+            text = _("The change to {module} will be reverted.", module=module)
+            confirm = confirm_dialog(_("Roll back {rule_id}?", rule_id=rule_id), text, _("Roll back"), "danger")
+            return button(action_id, _("Roll back"), rule_id, "danger", confirm)
+        case RuleAction.DEPLOY_OVERRIDE:
+            text = _(
+                "Its replay has not passed. {module} will be changed for every user anyway, and the audit log records"
+                " that you overrode the check.",
+                module=module,
+            )
+            title = _("Deploy {rule_id} without a passed replay?", rule_id=rule_id)
+            confirm = confirm_dialog(title, text, _("Deploy anyway"), "danger")
+            return button(action_id, _("Deploy anyway"), rule_id, "danger", confirm)
         case RuleAction.REJECT:
-            text = "The rule will not be deployed and its feedback is closed."
-            confirm = confirm_dialog(f"Reject {rule_id}?", text, "Reject", "danger")
-            return button(action_id, "Reject", rule_id, "danger", confirm)
+            text = _("The rule will not be deployed and its feedback is closed.")
+            confirm = confirm_dialog(_("Reject {rule_id}?", rule_id=rule_id), text, _("Reject"), "danger")
+            return button(action_id, _("Reject"), rule_id, "danger", confirm)
     assert_never(action)
 
 
 def rule_buttons(rule: Rule, *, canary_percent: int, evaluation_required: bool = False) -> list[Block]:
     """One button for each action the policy allows the rule (`rule_actions`), in its order."""
     actions = rule_actions(rule, evaluation_required=evaluation_required)
-    return [_rulebutton(action, rule, canary_percent=canary_percent) for action in actions]
+    return [_rule_button(action, rule, canary_percent=canary_percent) for action in actions]
 
 
 EVALUATION_MARK = {
@@ -244,44 +295,47 @@ def evaluation_section(evaluation: Evaluation) -> Block:
     """The card's one line about the replay, with a button to see the answers side by side."""
     text = f"{EVALUATION_MARK[evaluation.status]} {escaped(evaluation.summary, 400)}"
     if evaluation.conflicts:
-        text += "\n⚠️ Contradicts a deployed rule: " + "; ".join(
-            f"`{escaped(c, 150)}`" for c in evaluation.conflicts[:2]
-        )
+        lines = "; ".join(f"`{escaped(c, 150)}`" for c in evaluation.conflicts[:2])
+        text += "\n⚠️ " + _("Contradicts a deployed rule: {lines}", lines=lines)
     if evaluation.revised_from:
-        text += f"\n✏️ Revised from: `{escaped(evaluation.revised_from, 200)}`"
+        text += "\n✏️ " + _("Revised from: {line}", line=f"`{escaped(evaluation.revised_from, 200)}`")
     block = section(text)
     if evaluation.detail:
         block["accessory"] = {
             "type": "button",
             "action_id": "rule_show_replays",
-            "text": plain("Show replays"),
+            "text": plain(_("Show replays")),
             "value": evaluation.rule_id,
         }
     return block
 
 
+REPLAY_KIND = {"complaint": N_("Complaint"), "regression": N_("Earlier fix"), "praise": N_("Praised answer")}
+
+
 def replays_modal(evaluation: Evaluation) -> Block:
     """Each replayed case: the question, the answer before and after, and the judge's verdict."""
-    kinds = {"complaint": "Complaint", "regression": "Earlier fix", "praise": "Praised answer"}
     blocks: list[Block] = [section(f"*{evaluation.rule_id}* · {escaped(evaluation.summary, 300)}")]
+    none = _("_(none)_")
     for case in evaluation.detail[:20]:
         mark = "✅" if case.holds else ("❌" if case.holds is False else "…")
+        kind = _(REPLAY_KIND[case.kind.value])
         blocks += [
             {"type": "divider"},
-            section(f"{mark} *{kinds[case.kind.value]}* {case.feedback_id}: {quote(case.query, 300)}"),
+            section(f"{mark} *{kind}* {case.feedback_id}: {quote(case.query, 300)}"),
             {
                 "type": "section",
                 "fields": [
-                    mrkdwn("*Before*\n" + (escaped(case.answer_before or "", 900) or "_(none)_")),
-                    mrkdwn("*After*\n" + (escaped(case.answer_after or "", 900) or "_(none)_")),
+                    mrkdwn("*" + _("Before") + "*\n" + (escaped(case.answer_before or "", 900) or none)),
+                    mrkdwn("*" + _("After") + "*\n" + (escaped(case.answer_after or "", 900) or none)),
                 ],
             },
-            context(escaped(case.reason or "", 600) or "_(no reason given)_"),
+            context(escaped(case.reason or "", 600) or _("_(no reason given)_")),
         ]
     return {
         "type": "modal",
-        "title": plain("Replays", 24),
-        "close": plain("Close", 24),
+        "title": plain(_("Replays"), 24),
+        "close": plain(_("Close"), 24),
         "blocks": blocks[:100],
     }
 
@@ -290,53 +344,135 @@ def rule_diff(rule: Rule) -> str:
     new = escaped(_rule_text(rule.new_rule), 700)
     if rule.old_rule:
         old = escaped(_rule_text(rule.old_rule), 700)
-        return f"*Change* (replace)\n```− {old}\n+ {new}```"
-    return f"*Change* (append)\n```+ {new}```"
+        return "*" + _("Change") + "* (" + _("replace") + f")\n```− {old}\n+ {new}```"
+    return "*" + _("Change") + "* (" + _("append") + f")\n```+ {new}```"
+
+
+RELOAD_TEXT = {"ok": N_("chatbot reloaded"), "failed": N_("⚠️ chatbot reload failed")}
+
+
+def deployment_summary(deployment: Deployment) -> str | None:
+    """What a deploy or rollback did to the file, in words, when it was not the plain change the card shows:
+    a no-op, or a rollback that left the line because another deployed rule has it too."""
+    module = f"`{escape(deployment.module_name)}`"
+    if deployment.outcome is DeployOutcome.NOOP:
+        provider = deployment.change.get("provided_by")
+        if provider:
+            return _(
+                "ℹ️ The line was already in {module} (from {provider}): the file was not changed.",
+                module=module,
+                provider=provider,
+            )
+        return _("ℹ️ The line was already in {module}: the file was not changed.", module=module)
+    kept_by = deployment.change.get("kept_by")
+    if deployment.rollback_of is not None and kept_by:
+        return _(
+            "ℹ️ Its line stays in {module}: {rules} (deployed) has the same rule. Roll that back too to take the"
+            " line out.",
+            module=module,
+            rules=", ".join(kept_by),
+        )
+    if deployment.rollback_of is not None and deployment.version_before == deployment.version_after:
+        return _("ℹ️ {module} was not changed: the line was no longer in it.", module=module)
+    return None
 
 
 def rule_history(rule: Rule, deployment: Deployment | None) -> list[str]:
     lines = []
     if rule.edited_by:
-        lines.append(f"✏️ Edited by {who(rule.edited_by)} {when(rule.edited_at)}")
+        lines.append("✏️ " + _("Edited by {who} {when}", who=who(rule.edited_by), when=when(rule.edited_at)))
     if rule.approved_by:
-        lines.append(f"✅ Approved by {who(rule.approved_by)} {when(rule.approved_at)}")
+        lines.append("✅ " + _("Approved by {who} {when}", who=who(rule.approved_by), when=when(rule.approved_at)))
     if rule.rejected_by:
         reason = f": {escaped(rule.reject_reason, 200)}" if rule.reject_reason else ""
-        lines.append(f"⛔ Rejected by {who(rule.rejected_by)} {when(rule.rejected_at)}{reason}")
-    if rule.deployed_by:
-        share = f" to {rule.rollout_percent} % of users" if rule.canary else ""
-        lines.append(f"🚀 Deployed{share} by {who(rule.deployed_by)} {when(rule.deployed_at)}")
-    if rule.rolled_back_by:
-        lines.append(f"↩️ Rolled back by {who(rule.rolled_back_by)} {when(rule.rolled_back_at)}")
-    if deployment is not None:
-        reload = {"ok": "chatbot reloaded", "failed": "⚠️ chatbot reload failed", "skipped": "no reload"}.get(
-            deployment.reload_status or "", ""
-        )
-        commit = f", commit `{deployment.commit_sha[:10]}`" if deployment.commit_sha else ""
         lines.append(
-            f"`{escape(deployment.module_name)}` {deployment.version_before} → {deployment.version_after}"
-            f" ({deployment.outcome.value}{', ' + reload if reload else ''}{commit})"
+            "⛔ " + _("Rejected by {who} {when}", who=who(rule.rejected_by), when=when(rule.rejected_at)) + reason
         )
+    if rule.deployed_by:
+        by, at = who(rule.deployed_by), when(rule.deployed_at)
+        if rule.canary:
+            lines.append(
+                "🚀 "
+                + _("Deployed to {percent} % of users by {who} {when}", percent=rule.rollout_percent, who=by, when=at)
+            )
+        else:
+            lines.append("🚀 " + _("Deployed by {who} {when}", who=by, when=at))
+    if rule.rolled_back_by:
+        lines.append(
+            "↩️ " + _("Rolled back by {who} {when}", who=who(rule.rolled_back_by), when=when(rule.rolled_back_at))
+        )
+    if deployment is not None:
+        summary = deployment_summary(deployment)
+        if summary:
+            lines.append(summary)
         if deployment.change.get("hand_edited"):
             lines.append(
-                "✋ The file had been edited by hand since Auto-Train last changed it: the edit was kept, and only"
-                " this rule's line was changed."
+                "✋ "
+                + _(
+                    "The file had been edited by hand since Auto-Train last changed it: the edit was kept, and only"
+                    " this rule's line was changed."
+                )
             )
         promoted = deployment.change.get("promoted_canaries") or []
         if promoted:
             lines.append(
-                f"⏫ The line was already a canary of {', '.join(map(str, promoted))}: that canary now reaches every"
-                " user."
+                "⏫ "
+                + _(
+                    "The line was already a canary of {rules}: that canary now reaches every user.",
+                    rules=", ".join(map(str, promoted)),
+                )
             )
         if deployment.reload_status == "failed":
-            calls = f"{deployment.reload_attempts} calls so far; " if deployment.reload_attempts > 1 else ""
+            reason = escaped(deployment.reload_error or _("no answer"), 200)
             lines.append(
-                f"⚠️ The chatbot has not reloaded this change: {escaped(deployment.reload_error or 'no answer', 200)}"
-                f" ({calls}retried automatically)"
+                "⚠️ "
+                + ngettext(
+                    "The chatbot has not reloaded this change: {reason} (retried automatically)",
+                    "The chatbot has not reloaded this change: {reason} ({n} calls so far; retried automatically)",
+                    deployment.reload_attempts,
+                    reason=reason,
+                )
             )
         if deployment.commit_error and not deployment.commit_sha:
-            lines.append(f"⚠️ Not in git history yet: {escaped(deployment.commit_error, 400)}")
+            lines.append("⚠️ " + _("Not in git history yet: {error}", error=escaped(deployment.commit_error, 400)))
     return lines
+
+
+def technical_details(rule: Rule, deployment: Deployment | None) -> str:
+    """The card's small print: what a reviewer rarely needs and an operator sometimes does."""
+    parts = [_("type {type}", type=rule.rule_type.value)]
+    if deployment is not None:
+        parts.append(
+            _("version {before} → {after}", before=deployment.version_before[:8], after=deployment.version_after[:8])
+        )
+        reload = RELOAD_TEXT.get(deployment.reload_status or "")
+        if reload and deployment.reload_status == "ok":
+            parts.append(_(reload))
+        if deployment.commit_sha:
+            parts.append(_("commit {sha}", sha=f"`{deployment.commit_sha[:10]}`"))
+    return " · ".join(parts)
+
+
+def warning_lines(rule: Rule) -> list[str]:
+    details = rule.warning_details
+    lines = []
+    for warning in rule.warnings:
+        if warning in FLAG_NAME and rule.flagged and warning is not RuleWarning.POSSIBLE_INJECTION:
+            continue  # named in the flag line at the top
+        detail = details.get(warning.value)
+        if detail and warning in WARNING_DETAIL_TEXT:
+            lines.append("⚠️ " + _(WARNING_DETAIL_TEXT[warning], detail=escaped(detail, 300)))
+        elif warning in WARNING_TEXT:
+            lines.append("⚠️ " + _(WARNING_TEXT[warning]))
+        else:
+            lines.append(f"⚠️ {warning.value}")
+    return lines
+
+
+def _confidence_field(rule: Rule) -> Block:
+    if rule.edited_by:  # the admin wrote the wording: the generator's confidence no longer describes it
+        return mrkdwn("*" + _("Wording") + "*\n" + _("edited by {who}", who=who(rule.edited_by)))
+    return mrkdwn("*" + _("Confidence") + f"*\n{percent(rule.confidence)}")
 
 
 def rule_card(
@@ -351,45 +487,71 @@ def rule_card(
 ) -> tuple[str, list[Block]]:
     """The review card of one rule: (fallback text, blocks). `canary_percent` is `Settings.canary_percent`."""
     status = rule.status
-    title = f"{STATUS_EMOJI[status]} {rule.rule_id} · {status.value.replace('_', ' ')}"
+    title = f"{STATUS_EMOJI[status]} {rule.rule_id} · {_(status.value)}"
     if rule.canary:
-        title += f" · canary {rule.rollout_percent} %"
-    blocks: list[Block] = [
-        header(title),
+        title += " · " + _("canary {percent} %", percent=rule.rollout_percent)
+    blocks: list[Block] = [header(title)]
+    if rule.flagged:  # before anything else, so that nobody approves it on its looks
+        blocks.append(
+            section(
+                "🚩 *"
+                + _("Flagged: {flags}.", flags=flag_names(rule))
+                + "* "
+                + _(
+                    "Read the rule and the feedback closely; approving asks you to confirm, and it is never approved"
+                    " automatically."
+                )
+            )
+        )
+    from_whom = (
+        " · " + _("{type} from {who}", type=_(feedback.feedback_type.value), who=who(feedback.user_id))
+        if feedback
+        else ""
+    )
+    blocks.append(
         {
             "type": "section",
             "fields": [
-                mrkdwn(f"*Rule file*\n`{escape(rule.module_name)}`"),
-                mrkdwn(f"*Confidence*\n{percent(rule.confidence)}"),
-                mrkdwn(f"*Type*\n{rule.rule_type.value}"),
-                mrkdwn(
-                    f"*Feedback*\n{rule.feedback_id}"
-                    + (f" · {feedback.feedback_type.value} from {who(feedback.user_id)}" if feedback else "")
-                ),
+                mrkdwn("*" + _("Rule file") + f"*\n`{escape(rule.module_name)}`"),
+                _confidence_field(rule),
+                mrkdwn("*" + _("Feedback") + f"*\n{rule.feedback_id}{from_whom}"),
             ],
-        },
-    ]
+        }
+    )
     if cluster_examples:
         examples = "\n".join(f"• {quote(text, 200)[1:]}" for text in cluster_examples[:3])
-        blocks.append(section(f"*Same complaint from {rule.cluster_size} feedbacks*, the newest:\n{examples}"))
-    if rule.recurrences:
-        times = "once" if rule.recurrences == 1 else f"{rule.recurrences} times"
         blocks.append(
             section(
-                f"🔁 *The complaint came back {times} since it was deployed*: this rule may not be preventing it"
-                f" (its effect: `GET /autotrain/rules/{rule.rule_id}`)."
+                "*"
+                + _("Same complaint from {n} feedbacks", n=number(rule.cluster_size))
+                + "*"
+                + _(", the newest:")
+                + f"\n{examples}"
+            )
+        )
+    if rule.recurrences:
+        came_back = ngettext(
+            "The complaint came back once since it was deployed",
+            "The complaint came back {n} times since it was deployed",
+            rule.recurrences,
+        )
+        blocks.append(
+            section(
+                f"🔁 *{came_back}*: "
+                + _(
+                    "this rule may not be preventing it (its effect: {path}).",
+                    path=f"`GET /autotrain/rules/{rule.rule_id}`",
+                )
             )
         )
     if feedback is not None:
         # one section each, so a long answer can never push the feedback itself off the card
-        blocks.append(section(f"*Customer asked*\n{quote(feedback.query, 500)}"))
-        blocks.append(section(f"*Bot answered*\n{quote(feedback.ai_response, 700)}"))
-        blocks.append(section(f"*Feedback*\n{quote(feedback.feedback_text, 900)}"))
+        blocks.append(section("*" + _("Customer asked") + f"*\n{quote(feedback.query, 500)}"))
+        blocks.append(section("*" + _("Bot answered") + f"*\n{quote(feedback.ai_response, 700)}"))
+        blocks.append(section("*" + _("Feedback") + f"*\n{quote(feedback.feedback_text, 900)}"))
     blocks.append(section(rule_diff(rule)))
-    blocks.append(section(f"*Why*\n{escaped(rule.reasoning, 1500) or '_(no reasoning given)_'}"))
-    warnings = [f"⚠️ {WARNING_TEXT.get(w, w.value)}" for w in rule.warnings]
-    if rule.flagged:
-        warnings.insert(0, "🚩 *Flagged:* review it closely; it will never be approved automatically.")
+    blocks.append(section("*" + _("Why") + f"*\n{escaped(rule.reasoning, 1500) or _('_(no reasoning given)_')}"))
+    warnings = warning_lines(rule)
     if warnings:
         blocks.append(context(*warnings))
     history = rule_history(rule, deployment)
@@ -401,7 +563,10 @@ def rule_card(
     buttons = rule_buttons(rule, canary_percent=canary_percent, evaluation_required=gate_closed)
     if buttons:
         blocks.append({"type": "actions", "block_id": "rule_actions", "elements": buttons})
-    text = f"{rule.rule_id} ({status.value}) for {escape(rule.module_name)}: {escaped(rule.new_rule, 200)}"
+    blocks.append(context(technical_details(rule, deployment)))
+    text = f"{rule.rule_id} ({_(status.value)}) · {escape(rule.module_name)}: {escaped(rule.new_rule, 200)}"
+    if rule.flagged:
+        text = "🚩 " + text
     return text, blocks
 
 
@@ -433,9 +598,9 @@ def _option(value: str, label: str) -> Block:
 
 
 FEEDBACK_TYPE_LABELS = {
-    FeedbackType.BUG: "🐞 Bug: the bot got it wrong",
-    FeedbackType.SUGGESTION: "💡 Suggestion: it could do better",
-    FeedbackType.PRAISE: "👏 Praise: keep doing this",
+    FeedbackType.BUG: N_("🐞 Bug: the bot got it wrong"),
+    FeedbackType.SUGGESTION: N_("💡 Suggestion: it could do better"),
+    FeedbackType.PRAISE: N_("👏 Praise: keep doing this"),
 }
 
 
@@ -446,31 +611,35 @@ def feedback_modal(
     feedback_text: str = "",
     metadata: dict[str, str] | None = None,
 ) -> Block:
-    options = [_option(t.value, label) for t, label in FEEDBACK_TYPE_LABELS.items()]
+    options = [_option(t.value, _(label)) for t, label in FEEDBACK_TYPE_LABELS.items()]
     return {
         "type": "modal",
         "callback_id": FEEDBACK_CALLBACK,
-        "title": plain("Report to Auto-Train", 24),
-        "submit": plain("Submit", 24),
-        "close": plain("Cancel", 24),
+        "title": plain(_("Report to Auto-Train"), 24),
+        "submit": plain(_("Submit"), 24),
+        "close": plain(_("Cancel"), 24),
         "private_metadata": json.dumps(metadata or {})[:3000],
         "blocks": [
-            _text_input("query", "What the customer asked", initial=query, max_length=2000),
+            _text_input("query", _("What the customer asked"), initial=query, max_length=2000),
             _text_input(
                 "ai_response",
-                "What the bot answered",
+                _("What the bot answered"),
                 initial=ai_response,
                 multiline=True,
                 optional=True,
                 max_length=3000,
             ),
             _text_input(
-                "feedback_text", "What was wrong (or right)", initial=feedback_text, multiline=True, max_length=3000
+                "feedback_text",
+                _("What was wrong (or right)"),
+                initial=feedback_text,
+                multiline=True,
+                max_length=3000,
             ),
             {
                 "type": "input",
                 "block_id": "feedback_type",
-                "label": plain("Type"),
+                "label": plain(_("Type")),
                 "element": {
                     "type": "static_select",
                     "action_id": "feedback_type",
@@ -485,20 +654,21 @@ def feedback_modal(
 def edit_modal(rule: Rule, allowed_modules: tuple[str, ...]) -> Block:
     options = [_option(name, name) for name in allowed_modules]
     initial = next((o for o in options if o["value"] == rule.module_name), options[0])
+    about = _("From {feedback_id} · the edit is audited", feedback_id=rule.feedback_id)
     return {
         "type": "modal",
         "callback_id": EDIT_CALLBACK,
-        "title": plain(f"Edit {rule.rule_id}", 24),
-        "submit": plain("Save", 24),
-        "close": plain("Cancel", 24),
+        "title": plain(_("Edit {rule_id}", rule_id=rule.rule_id), 24),
+        "submit": plain(_("Save"), 24),
+        "close": plain(_("Cancel"), 24),
         "private_metadata": rule.rule_id,
         "blocks": [
-            context(f"From {rule.feedback_id} · confidence {percent(rule.confidence)} · the edit is audited"),
-            _text_input("new_rule", "New rule (one line)", initial=rule.new_rule, max_length=500),
+            context(about),
+            _text_input("new_rule", _("New rule (one line)"), initial=rule.new_rule, max_length=500),
             {
                 "type": "input",
                 "block_id": "module_name",
-                "label": plain("Rule file"),
+                "label": plain(_("Rule file")),
                 "element": {
                     "type": "static_select",
                     "action_id": "module_name",
@@ -508,10 +678,16 @@ def edit_modal(rule: Rule, allowed_modules: tuple[str, ...]) -> Block:
             },
             _text_input(
                 "old_rule",
-                "Rule it replaces (leave empty to append)",
+                _("Rule it replaces (leave empty to append)"),
                 initial=rule.old_rule or "",
                 optional=True,
                 max_length=500,
+            ),
+            context(
+                _(
+                    "The rule it replaces must be a line of the file; case and accents need not match, the file's own"
+                    " line is used."
+                )
             ),
         ],
     }
@@ -520,16 +696,29 @@ def edit_modal(rule: Rule, allowed_modules: tuple[str, ...]) -> Block:
 # ---------------------------------------------------------------------- replies
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return " · ".join(f"{_(name)} *{number(n)}*" for name, n in counts.items())
+
+
 def status_blocks(report: StatusReport) -> list[Block]:
-    feedback = " · ".join(f"{k} *{v}*" for k, v in report.feedback_by_status.items())
-    rules = " · ".join(f"{k.replace('_', ' ')} *{v}*" for k, v in report.rules_by_status.items())
-    types = " · ".join(f"{k} *{v}*" for k, v in report.feedback_by_type.items())
     blocks = [
-        header("Auto-Train status"),
-        section(f"*Feedback* {feedback}\n*By type* {types}\n*Rules* {rules}"),
+        header(_("Auto-Train status")),
         section(
-            f"*Deployments* {report.deployments_total} in all, {report.deployed_today} today, "
-            f"{report.rollbacks_total} rollbacks · generator: {report.generator}"
+            "*" + _("Feedback") + f"* {_counts(report.feedback_by_status)}\n"
+            f"*" + _("By type") + f"* {_counts(report.feedback_by_type)}\n"
+            f"*" + _("Rules") + f"* {_counts(report.rules_by_status)}"
+        ),
+        section(
+            "*"
+            + _("Deployments")
+            + "* "
+            + _(
+                "{total} in all, {today} today, {rollbacks} · generator: {generator}",
+                total=number(report.deployments_total),
+                today=number(report.deployed_today),
+                rollbacks=ngettext("{n} rollback", "{n} rollbacks", report.rollbacks_total),
+                generator=report.generator,
+            )
         ),
         section(generation_line(report)),
     ]
@@ -537,92 +726,204 @@ def status_blocks(report: StatusReport) -> list[Block]:
         e = report.evaluation
         blocks.append(
             section(
-                f"*Replays* {e['runs']} (passed {e.get('passed', 0)}, failed {e.get('failed', 0)}, skipped "
-                f"{e.get('skipped', 0)}, error {e.get('error', 0)}) · tokens {e.get('tokens', 0):,} · "
-                f"{e.get('latency_ms', 0) / 1000:.1f} s"
+                "*"
+                + _("Replays")
+                + "* "
+                + _(
+                    "{runs} (passed {passed}, failed {failed}, skipped {skipped}, error {error}) · tokens {tokens} ·"
+                    " {seconds} s",
+                    runs=number(e["runs"]),
+                    passed=number(e.get("passed", 0)),
+                    failed=number(e.get("failed", 0)),
+                    skipped=number(e.get("skipped", 0)),
+                    error=number(e.get("error", 0)),
+                    tokens=number(e.get("tokens", 0)),
+                    seconds=number(round(e.get("latency_ms", 0) / 1000, 1)),
+                )
             )
         )
     if report.uncommitted_deployments:
         error = f"\n> {escaped(report.last_commit_error, 600)}" if report.last_commit_error else ""
         blocks.append(
             section(
-                f"⚠️ *Git history* {report.uncommitted_deployments} deployed change(s) not committed yet: the files"
-                f" are changed, their commit failed.{error}"
+                "⚠️ *"
+                + _("Git history")
+                + "* "
+                + ngettext(
+                    "{n} deployed change is not committed yet: the file is changed, its commit failed.",
+                    "{n} deployed changes are not committed yet: the files are changed, their commit failed.",
+                    report.uncommitted_deployments,
+                )
+                + error
             )
         )
     elif not report.git_history:
-        blocks.append(context("Git history is off: rule-file changes are not committed."))
+        blocks.append(context(_("Git history is off: rule-file changes are not committed.")))
     if report.metrics is not None:
         blocks.append(section(metrics_line(report.metrics)))
     if report.last_deployments:
-        blocks.append(section("*Last deployments*\n" + "\n".join(_deployment_line(d) for d in report.last_deployments)))
+        lines = "\n".join(_deployment_line(d) for d in report.last_deployments)
+        blocks.append(section("*" + _("Last deployments") + f"*\n{lines}"))
     return blocks
 
 
 def generation_line(report: StatusReport) -> str:
     totals = report.generation
-    latency = f", {totals.average_latency_ms} ms on average" if totals.average_latency_ms is not None else ""
+    latency = (
+        _(", {ms} ms on average", ms=number(totals.average_latency_ms)) if totals.average_latency_ms is not None else ""
+    )
     return (
-        f"*Generations* {totals.attempts} ({totals.succeeded} rules, {totals.declined} declined, "
-        f"{totals.failed} failed: error rate {totals.error_rate:.1%}){latency} · "
-        f"tokens {totals.input_tokens:,} in / {totals.output_tokens:,} out"
+        "*"
+        + _("Generations")
+        + "* "
+        + _(
+            "{attempts} ({succeeded} rules, {declined} declined, {failed} failed: error rate {rate}){latency} · tokens"
+            " {tokens_in} in / {tokens_out} out",
+            attempts=number(totals.attempts),
+            succeeded=number(totals.succeeded),
+            declined=number(totals.declined),
+            failed=number(totals.failed),
+            rate=f"{totals.error_rate:.1%}",
+            latency=latency,
+            tokens_in=number(totals.input_tokens),
+            tokens_out=number(totals.output_tokens),
+        )
     )
 
 
 def metrics_line(metrics: Metrics) -> str:
     oldest = (
-        f" · oldest pending {metrics.oldest_pending_feedback_id} since {when(metrics.oldest_pending_at)}"
+        " · "
+        + _(
+            "oldest pending {feedback_id} since {when}",
+            feedback_id=metrics.oldest_pending_feedback_id,
+            when=when(metrics.oldest_pending_at),
+        )
         if metrics.oldest_pending_feedback_id
         else ""
     )
     return (
-        f"*Last {metrics.error_rate_window_minutes} min* error rate {metrics.generation_error_rate:.1%} of "
-        f"{metrics.generation_attempts_in_window} generations · *approval time* ({metrics.approval_window_days} d) "
-        f"average {duration(metrics.approval_seconds_avg)}, p90 {duration(metrics.approval_seconds_p90)}{oldest}"
+        "*"
+        + _("Last {minutes} min", minutes=metrics.error_rate_window_minutes)
+        + "* "
+        + _(
+            "error rate {rate} of {n} generations",
+            rate=f"{metrics.generation_error_rate:.1%}",
+            n=number(metrics.generation_attempts_in_window),
+        )
+        + " · *"
+        + _("approval time")
+        + "* "
+        + _(
+            "({days} d) average {average}, p90 {p90}",
+            days=metrics.approval_window_days,
+            average=duration(metrics.approval_seconds_avg),
+            p90=duration(metrics.approval_seconds_p90),
+        )
+        + oldest
     )
 
 
 def _deployment_line(deployment: Deployment) -> str:
-    verb = "rolled back" if deployment.rollback_of else "deployed"
     target = f"`{escape(deployment.module_name)}`"
-    return f"• {deployment.rule_id} {verb} to {target} by {who(deployment.deployed_by)} {when(deployment.deployed_at)}"
+    values = {"rule_id": deployment.rule_id, "module": target, "who": who(deployment.deployed_by)}
+    if deployment.rollback_of:
+        line = _("{rule_id} rolled back in {module} by {who}", **values)
+    elif deployment.outcome is DeployOutcome.NOOP:
+        line = _("{rule_id} deployed to {module} by {who} (already there: no change)", **values)
+    else:
+        line = _("{rule_id} deployed to {module} by {who}", **values)
+    return f"• {line} {when(deployment.deployed_at)}"
 
 
-def rules_blocks(rules: list[Rule], total: int, status: RuleStatus | None) -> list[Block]:
-    label = status.value.replace("_", " ") if status else "all"
-    blocks = [header(f"Rules: {label} ({total})")]
+RULES_PAGE = 20
+RULES_NEXT_PAGE_ACTION_ID = "rules_next_page"
+
+
+def rules_text(total: int, status: RuleStatus | None) -> str:
+    label = _(status.value) if status else _("all")
+    return _("Rules: {status} ({total})", status=label, total=number(total))
+
+
+def rules_blocks(
+    rules: list[Rule], total: int, status: RuleStatus | None, *, shown_before: int = 0, next_cursor: str | None = None
+) -> list[Block]:
+    """One page of `/autotrain rules`; `next_cursor` (the list's) puts a button for the next page under it."""
+    blocks = [header(rules_text(total, status))]
     if not rules:
-        blocks.append(section("_Nothing here._"))
-    for rule in rules[: MESSAGE_BLOCK_LIMIT - 2]:
+        blocks.append(section(_("_Nothing here._")))
+    for rule in rules[: MESSAGE_BLOCK_LIMIT - 3]:
         blocks.append(
             section(
                 f"{STATUS_EMOJI[rule.status]} *{rule.rule_id}* · `{escape(rule.module_name)}` · "
                 f"{percent(rule.confidence)}\n{escaped(rule.new_rule, 300)}"
             )
         )
-    if total > len(rules):
-        blocks.append(context(f"Showing {len(rules)} of {total}."))
+    if rules and (shown_before or total > len(rules)):
+        first, last = shown_before + 1, shown_before + len(rules)
+        blocks.append(context(_("{first}–{last} of {total}", first=first, last=last, total=number(total))))
+    if next_cursor:
+        value = json.dumps({"status": status.value if status else "all", "cursor": next_cursor, "shown": last})
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "rules_paging",
+                "elements": [button(RULES_NEXT_PAGE_ACTION_ID, _("Next {n}", n=min(RULES_PAGE, total - last)), value)],
+            }
+        )
     return blocks
 
 
+def run_all_started_text(user_id: str, total: int) -> str:
+    return "⏳ " + ngettext(
+        "Run-all started by {who}: {n} pending feedback",
+        "Run-all started by {who}: {n} pending feedback",
+        total,
+        who=f"<@{user_id}>",
+    )
+
+
 def run_all_progress_text(done: int, total: int, errors: int) -> str:
-    return f"⏳ Run-all: {done} / {total} feedback processed" + (f", {errors} errors" if errors else "")
+    text = "⏳ " + _("Run-all: {done} / {total} feedback processed", done=number(done), total=number(total))
+    if errors:
+        text += ", " + ngettext("{n} error", "{n} errors", errors)
+    return text
 
 
 def run_all_summary_blocks(summary: RunAllSummary) -> tuple[str, list[Block]]:
     if summary.total == 0:
-        text = "✅ Run-all: no pending feedback."
+        text = "✅ " + _("Run-all: no pending feedback.")
         return text, [section(text)]
-    text = (
-        f"✅ Run-all finished: {summary.total} feedback, {len(summary.rules_created)} rules created, "
-        f"{len(summary.skipped)} skipped, {len(summary.errors)} errors"
+    text = "✅ " + _(
+        "Run-all finished: {feedback}, {rules} created, {skipped} skipped, {errors}",
+        feedback=ngettext("{n} feedback", "{n} feedbacks", summary.total),
+        rules=ngettext("{n} rule", "{n} rules", len(summary.rules_created)),
+        skipped=number(len(summary.skipped)),
+        errors=ngettext("{n} error", "{n} errors", len(summary.errors)),
     )
     blocks = [section(text)]
-    if summary.rules_created:
-        blocks.append(context("Rules: " + ", ".join(summary.rules_created[:60])))
+    clusters = [c for c in summary.clusters if len(c.feedback_ids) > 1]
+    if clusters:
+        lines = [
+            "• "
+            + _(
+                "{rule_id}: one rule for {n} feedbacks ({feedback_ids})",
+                rule_id=c.rule_id,
+                n=number(len(c.feedback_ids)),
+                feedback_ids=", ".join(c.feedback_ids[:8]) + ("…" if len(c.feedback_ids) > 8 else ""),
+            )
+            for c in clusters[:15]
+        ]
+        more = "\n" + _("…and {n} more", n=number(len(clusters) - 15)) if len(clusters) > 15 else ""
+        blocks.append(section("*" + _("Same complaint, one rule") + "*\n" + "\n".join(lines) + more))
+    clustered = {c.rule_id for c in clusters}
+    single = [rule_id for rule_id in summary.rules_created if rule_id not in clustered]
+    if single:
+        blocks.append(context(_("Rules: {rule_ids}", rule_ids=", ".join(single[:60]))))
     if summary.errors:
         lines = [f"• {e['feedback_id']}: {escaped(e['error'], 200)}" for e in summary.errors[:10]]
-        blocks.append(section("*Errors* (the feedback stays pending and can be retried)\n" + "\n".join(lines)))
+        title = _("Errors (the feedback stays pending and can be retried)")
+        blocks.append(section(f"*{title}*\n" + "\n".join(lines)))
     return text, blocks
 
 
@@ -634,37 +935,52 @@ def home_view(
 ) -> Block:
     blocks: list[Block] = [
         header("Auto-Train"),
-        context("Feedback about the chatbot → reviewed rule changes. `/autotrain help` lists the commands."),
+        context(_("Feedback about the chatbot → reviewed rule changes. `/autotrain help` lists the commands.")),
         *status_blocks(report)[1:],
         {"type": "divider"},
-        header(f"Waiting for review ({pending_total})"),
+        header(_("Waiting for review ({n})", n=number(pending_total))),
     ]
     if not pending:
-        blocks.append(section("_No rules waiting. 🎉_"))
+        blocks.append(section(_("_No rules waiting. 🎉_")))
     for rule in pending[:10]:
+        flag = "🚩 " if rule.flagged else ""
         blocks.append(
             section(
-                f"🟡 *{rule.rule_id}* · `{escape(rule.module_name)}` · {percent(rule.confidence)}\n"
+                f"🟡 {flag}*{rule.rule_id}* · `{escape(rule.module_name)}` · {percent(rule.confidence)}\n"
                 f"{escaped(rule.new_rule, 300)}"
             )
         )
     if pending_total > len(pending[:10]):
-        blocks.append(context(f"and {pending_total - len(pending[:10])} more: `/autotrain rules pending`"))
+        blocks.append(
+            context(
+                _(
+                    "and {n} more: {command}",
+                    n=number(pending_total - len(pending[:10])),
+                    command="`/autotrain rules pending`",
+                )
+            )
+        )
     if came_back:
-        blocks += [{"type": "divider"}, header("Deployed, and the complaint came back")]
+        blocks += [{"type": "divider"}, header(_("Deployed, and the complaint came back"))]
         for rule in came_back[:10]:
-            times = "once" if rule.recurrences == 1 else f"{rule.recurrences} times"
+            times = ngettext("once", "{n} times", rule.recurrences)
             blocks.append(
                 section(f"🔁 *{rule.rule_id}* · `{escape(rule.module_name)}` · {times}\n{escaped(rule.new_rule, 300)}")
             )
     blocks += [
         {"type": "divider"},
         section(
-            "*Alert thresholds*\n"
-            f"• pending feedback > {settings.alert_pending_max}\n"
-            f"• generation error rate > {percent(settings.alert_error_rate_max)}\n"
-            f"• deploys per day > {settings.alert_deploys_per_day_max}\n"
-            f"• average approval time > {settings.alert_approval_hours_max:g} h"
+            "*"
+            + _("Alert thresholds")
+            + "*\n"
+            + "\n".join(
+                [
+                    "• " + _("pending feedback > {n}", n=number(settings.alert_pending_max)),
+                    "• " + _("generation error rate > {rate}", rate=percent(settings.alert_error_rate_max)),
+                    "• " + _("deploys per day > {n}", n=number(settings.alert_deploys_per_day_max)),
+                    "• " + _("average approval time > {hours} h", hours=f"{settings.alert_approval_hours_max:g}"),
+                ]
+            )
         ),
     ]
     return {"type": "home", "blocks": blocks[:100]}
@@ -672,7 +988,7 @@ def home_view(
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
-        return "n/a"
+        return _("n/a")
     if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return _("{n} min", n=number(round(seconds / 60)))
+    return _("{n} h", n=number(round(seconds / 3600, 1)))

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from slack_sdk.web.async_client import AsyncWebClient
 
 from autotrain.evaluation import candidate_version
+from autotrain.i18n import Language, speaking
 from autotrain.models import Deployment, EventKind, PipelineEvent, RuleStatus
 from autotrain.options import Clock
 from autotrain.ports import DeploymentStore, EvaluationStore, FeedbackStore, ReviewCardStore, RuleStore
@@ -53,7 +54,7 @@ class HomeTabs:
         self.settings = settings
         self.keep = keep
         self.refresh_delay_seconds = refresh_delay_seconds
-        self._recent: OrderedDict[str, float] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[float, Language]] = OrderedDict()  # user → (opened at, language)
         self._refresh: asyncio.Task[None] | None = None
         self._dirty = False
 
@@ -74,11 +75,17 @@ class HomeTabs:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresh
 
-    async def publish(self, user_id: str) -> None:
-        self._recent[user_id] = time.monotonic()
+    async def publish(self, user_id: str, language: Language | None = None) -> None:
+        """`language`: the user's (remembered for the refreshes); AUTOTRAIN_LANGUAGE when never told."""
+        language = language or self._recent.get(user_id, (0.0, self.settings.language))[1]
+        self._recent[user_id] = (time.monotonic(), language)
         self._recent.move_to_end(user_id)
         while len(self._recent) > self.keep:
             self._recent.popitem(last=False)
+        with speaking(language):
+            await self._publish(user_id)
+
+    async def _publish(self, user_id: str) -> None:
         report = await self.reports.status()
         pending = await self.rules.list_rules(status=RuleStatus.PENDING, module_name=None, limit=10, offset=0)
         deployed = await self.rules.list_rules(status=RuleStatus.DEPLOYED, module_name=None, limit=100, offset=0)
@@ -115,6 +122,7 @@ class RuleCardPublisher:
         self.store = cards
         self.clock = clock
         self.channel = settings.review_channel
+        self.language = settings.language
         self.canary_percent = settings.canary_percent
         self.require_evaluation = settings.require_evaluation
         self.evaluations = evaluations
@@ -132,6 +140,11 @@ class RuleCardPublisher:
             self.home.request_refresh()
 
     async def render(self, rule_id: str, deployment: Deployment | None = None) -> tuple[str, list[blocks.Block]]:
+        """The card as the channel sees it: in the workspace's language, whoever's action it follows."""
+        with speaking(self.language):
+            return await self._render(rule_id, deployment)
+
+    async def _render(self, rule_id: str, deployment: Deployment | None) -> tuple[str, list[blocks.Block]]:
         rule = await rule_or_404(self.rules, rule_id)
         feedback = await self.feedback.get_feedback(rule.feedback_id)
         if deployment is None and rule.status in (RuleStatus.DEPLOYED, RuleStatus.ROLLED_BACK):

@@ -15,15 +15,17 @@ from autotrain.errors import (
     PermissionDenied,
     RateLimited,
     RuleFileInvalid,
+    StoreBusy,
     TransitionRefused,
 )
+from autotrain.i18n import Language, _, language_of
 from autotrain.monitoring import Monitor
 from autotrain.policy import Actor, slack_actor
 from autotrain.service import PipelineService
 from autotrain.settings import Settings
 from bot.slack.blocks import escape
 from bot.slack.cards import HomeTabs, RuleCardPublisher
-from bot.slack.people import SlackPeople
+from bot.slack.people import LOOKUP_TIMEOUT, SlackPeople
 
 log = logging.getLogger("autotrain.slack")
 
@@ -59,7 +61,7 @@ class AdminDirectory:
         names = [f"<@{user}>" for user in self.admins[:5]]
         if self.usergroup:
             names.append(f"<!subteam^{self.usergroup}>")
-        return ", ".join(names) if names else "nobody yet (set AUTOTRAIN_ADMINS)"
+        return ", ".join(names) if names else _("nobody yet (set AUTOTRAIN_ADMINS)")
 
 
 @dataclass
@@ -72,23 +74,42 @@ class SlackDeps:
     monitor: Monitor
     people: SlackPeople
 
+    async def language_for(self, user_id: str, *, wait_seconds: float = LOOKUP_TIMEOUT) -> Language:
+        """The user's own language when Slack tells it (users.info, cached), else AUTOTRAIN_LANGUAGE."""
+        person = await self.people.person(user_id, wait_seconds=wait_seconds)
+        return language_of(person.locale if person else None, self.settings.language)
+
+    def known_language_for(self, user_id: str) -> Language:
+        """The same without asking Slack: for what must answer before the ack (a form's field errors)."""
+        person = self.people.known(user_id)
+        return language_of(person.locale if person else None, self.settings.language)
+
 
 def friendly_error(exc: Exception, deps: SlackDeps | None = None) -> str:
-    """What to tell a Slack user about a failure: the pipeline's own words, never a stack trace."""
+    """What to tell a Slack user about a failure, in their language: the pipeline's own words, never a stack
+    trace."""
     if isinstance(exc, PermissionDenied):
-        admins = deps.admins.mention_admins() if deps else "an admin"
-        return f"🔒 Only Auto-Train admins can do that. Ask {admins}."
+        admins = deps.admins.mention_admins() if deps else _("an admin")
+        return "🔒 " + _("Only Auto-Train admins can do that. Ask {admins}.", admins=admins)
     if isinstance(exc, RateLimited):
         minutes = max(1, round(exc.retry_after / 60))
-        return f"⏳ That's a lot of feedback in a short time. Please try again in about {minutes} min."
+        return "⏳ " + _("That's a lot of feedback in a short time. Please try again in about {n} min.", n=minutes)
+    if isinstance(exc, StoreBusy):
+        return "⏳ " + _("The database is busy or full right now; nothing was changed. Please try again shortly.")
     if isinstance(exc, AutotrainError):
-        message = escape(exc.message)
+        message = escape(capitalized(exc.localized()))
         if isinstance(exc, TransitionRefused):
-            return f"ℹ️ {message}. Nothing was changed."
+            return "ℹ️ " + _("{message}. Nothing was changed.", message=message)
         if isinstance(exc, NotFound):
             return f"🤷 {message}."
         if isinstance(exc, RuleFileInvalid):
-            return f"⚠️ {message}. Fix the file, then deploy again."
+            return "⚠️ " + _("{message}. Fix the file, then deploy again.", message=message)
         return f"⚠️ {message}"
     log.exception("unexpected error in a Slack listener", exc_info=exc)
-    return "⚠️ Something went wrong on our side; it has been logged. Please try again."
+    return "⚠️ " + _("Something went wrong on our side; it has been logged. Please try again.")
+
+
+def capitalized(text: str) -> str:
+    """A sentence's first word capitalized, unless it is a name (a file, a setting: `fashion_rules.json`)."""
+    first = text.split(" ", 1)[0]
+    return text[:1].upper() + text[1:] if first.isalpha() and first.islower() else text

@@ -19,6 +19,7 @@ log = logging.getLogger("autotrain.slack")
 KNOWN_SECONDS = 3600.0  # a name, e-mail or locale rarely changes; an hour old is fine
 UNKNOWN_SECONDS = 300.0  # not found, or Slack failed: ask again in 5 minutes
 LOOKUP_TIMEOUT = 2.0  # a reply waits at most this long for it
+FORM_LOOKUP_TIMEOUT = 0.5  # a form must open within the 3 s of its trigger: it waits less
 
 
 @dataclass
@@ -29,7 +30,17 @@ class SlackPeople:
     _cache: dict[str, tuple[float, Person | None]] = field(default_factory=dict)
     _asking: dict[str, asyncio.Future[Person | None]] = field(default_factory=dict)
 
-    async def person(self, user_id: str) -> Person | None:
+    def known(self, user_id: str) -> Person | None:
+        """What is cached about the user, without waiting for Slack (a lookup starts, for next time)."""
+        cached = self._cache.get(user_id)
+        if cached is None and user_id.startswith(("U", "W")) and user_id not in self._asking:
+            asking = asyncio.ensure_future(self._ask(user_id))
+            self._asking[user_id] = asking
+            asking.add_done_callback(lambda _done: self._asking.pop(user_id, None))
+        return cached[1] if cached is not None else None
+
+    async def person(self, user_id: str, *, wait_seconds: float = LOOKUP_TIMEOUT) -> Person | None:
+        """The user as Slack describes them, waiting at most `wait_seconds` for a lookup (then: the last known)."""
         if not user_id.startswith(("U", "W")):
             return None  # a token's subject, "system", "auto-approve": not a Slack user
         cached = self._cache.get(user_id)
@@ -41,7 +52,7 @@ class SlackPeople:
             self._asking[user_id] = asking
             asking.add_done_callback(lambda _done: self._asking.pop(user_id, None))
         try:
-            return await asyncio.wait_for(asyncio.shield(asking), LOOKUP_TIMEOUT)
+            return await asyncio.wait_for(asyncio.shield(asking), wait_seconds)
         except TimeoutError:
             return cached[1] if cached is not None else None
 

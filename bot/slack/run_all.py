@@ -28,7 +28,7 @@ class RunAllProgress:
         self._last = 0.0
 
     async def start(self, total: int) -> None:
-        await self._post(f"⏳ Run-all started by <@{self.user_id}>: {total} pending feedback")
+        await self._post(blocks.run_all_started_text(self.user_id, total))
 
     async def update(self, done: int, total: int, errors: list[dict[str, str]]) -> None:
         if self.ts is None:  # the start message could not be posted: nothing to edit

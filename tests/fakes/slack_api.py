@@ -797,8 +797,8 @@ class FakeSlackApi:
         if problems:
             return problems
         known = self._users.get(params["user"])
-        if known is None:
-            return [("user_not_found", f"users.info: no user {params['user']!r}")]
+        if known is None:  # what Slack answers; not a mistake of the caller (no violation)
+            return {"ok": False, "error": "user_not_found"}
         profile: dict[str, Any] = {"real_name": known["real_name"], "display_name": ""}
         if known["email"]:
             profile["email"] = known["email"]

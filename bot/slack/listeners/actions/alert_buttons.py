@@ -8,9 +8,11 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
+from autotrain.i18n import _, speaking
 from autotrain.models import RuleStatus
 from bot.slack import blocks
 from bot.slack.deps import SlackDeps, friendly_error
+from bot.slack.listeners.actions.rules_paging import rules_page
 from bot.slack.replies import clicker, reply_privately
 from bot.slack.run_all import run_all
 
@@ -21,6 +23,10 @@ def alert_button_listener(deps: SlackDeps, action_id: str) -> Callable[..., Awai
     async def handle(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user_id, channel = clicker(body)
+        with speaking(await deps.language_for(user_id)):
+            await act(action, client, user_id, channel)
+
+    async def act(action: dict[str, Any], client: AsyncWebClient, user_id: str, channel: str | None) -> None:
         try:
             if action_id == "alert_run_all":
                 await run_all(deps, client, user_id=user_id, channel_id=channel or user_id)
@@ -31,12 +37,11 @@ def alert_button_listener(deps: SlackDeps, action_id: str) -> Callable[..., Awai
                 return
             if action_id == "alert_show_status":
                 report = await deps.service.status()
-                await reply_privately(client, user_id, channel, "Auto-Train status", blocks.status_blocks(report))
+                await reply_privately(client, user_id, channel, _("Auto-Train status"), blocks.status_blocks(report))
                 return
             status = RuleStatus.PENDING if action_id == "alert_show_pending" else RuleStatus.DEPLOYED
-            page = await deps.service.list_rules(status=status, limit=20)
-            rendered = blocks.rules_blocks(page.items, page.total, status)
-            await reply_privately(client, user_id, channel, f"{page.total} rules", rendered)
+            text, rendered = await rules_page(deps, status)
+            await reply_privately(client, user_id, channel, text, rendered)
         except Exception as exc:
             await reply_privately(client, user_id, channel, friendly_error(exc, deps))
 

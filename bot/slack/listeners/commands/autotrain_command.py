@@ -11,9 +11,14 @@ from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from autotrain.models import RuleStatus
+from autotrain.i18n import _, speaking
+from autotrain.models import DeployResult, RuleStatus
+from autotrain.policy import RuleAction
 from bot.slack import blocks, monitoring_blocks
 from bot.slack.deps import SlackDeps, friendly_error
+from bot.slack.listeners.actions.rule_buttons import done_message
+from bot.slack.listeners.actions.rules_paging import rules_page
+from bot.slack.people import FORM_LOOKUP_TIMEOUT, LOOKUP_TIMEOUT
 from bot.slack.run_all import run_all
 
 log = logging.getLogger("autotrain.slack")
@@ -26,28 +31,39 @@ Listener = Callable[..., Awaitable[None]]
 def autotrain_command_listener(deps: SlackDeps) -> Listener:
     async def handle(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
         await ack()
-        subcommand, _, argument = (command.get("text") or "").strip().partition(" ")
+        subcommand, _sep, argument = (command.get("text") or "").strip().partition(" ")
         subcommand = subcommand.lower()
         argument = argument.strip()
-        try:
-            if subcommand == "feedback":
-                await open_feedback_modal(client, command, argument)
-            elif subcommand == "status":
-                report = await deps.service.status()
-                await respond(response_type="ephemeral", text="Auto-Train status", blocks=blocks.status_blocks(report))
-            elif subcommand == "rules":
-                await list_rules(deps, respond, argument)
-            elif subcommand == "run-all":
-                await run_all(deps, client, user_id=command["user_id"], channel_id=command["channel_id"])
-            elif subcommand == "digest":
-                await post_digest(deps, respond)
-            elif subcommand == "rollback":
-                await rollback(deps, respond, command["user_id"], argument)
-            else:
-                prefix = f"I don't know `{blocks.escape(subcommand[:40])}`.\n" if subcommand not in ("", "help") else ""
-                await respond(response_type="ephemeral", text=prefix + blocks.HELP_TEXT)
-        except Exception as exc:
-            await respond(response_type="ephemeral", text=friendly_error(exc, deps))
+        user_id = command["user_id"]
+        # a form must open within its trigger's 3 s: it waits less for the user's locale
+        wait = FORM_LOOKUP_TIMEOUT if subcommand == "feedback" else LOOKUP_TIMEOUT
+        with speaking(await deps.language_for(user_id, wait_seconds=wait)):
+            try:
+                if subcommand == "feedback":
+                    await open_feedback_modal(client, command, argument)
+                elif subcommand == "status":
+                    report = await deps.service.status()
+                    await respond(
+                        response_type="ephemeral", text=_("Auto-Train status"), blocks=blocks.status_blocks(report)
+                    )
+                elif subcommand == "rules":
+                    await list_rules(deps, respond, argument)
+                elif subcommand == "run-all":
+                    await run_all(deps, client, user_id=user_id, channel_id=command["channel_id"])
+                elif subcommand == "digest":
+                    await post_digest(deps, respond)
+                elif subcommand == "rollback":
+                    await rollback(deps, respond, user_id, argument)
+                else:
+                    unknown = subcommand not in ("", "help")
+                    prefix = (
+                        _("I don't know {command}.", command=f"`{blocks.escape(subcommand[:40])}`") if unknown else ""
+                    )
+                    await respond(
+                        response_type="ephemeral", text=(prefix + "\n" if prefix else "") + _(blocks.HELP_TEXT)
+                    )
+            except Exception as exc:
+                await respond(response_type="ephemeral", text=friendly_error(exc, deps))
 
     return handle
 
@@ -59,11 +75,17 @@ async def post_digest(deps: SlackDeps, respond: AsyncRespond) -> None:
     if channel:
         try:
             await deps.monitor.post_digest(raise_errors=True)
-            await respond(response_type="ephemeral", text=f"📰 Digest posted to <#{channel}>.")
+            await respond(
+                response_type="ephemeral", text="📰 " + _("Digest posted to {channel}.", channel=f"<#{channel}>")
+            )
             return
         except SlackApiError as exc:
             error = exc.response.get("error", "error")
-            problem = f"⚠️ Could not post to <#{channel}> ({error}; is the bot in that channel?). Here it is:"
+            problem = "⚠️ " + _(
+                "Could not post to {channel} ({error}; is the bot in that channel?). Here it is:",
+                channel=f"<#{channel}>",
+                error=error,
+            )
     digest = await deps.monitor.build_digest()
     text, rendered = monitoring_blocks.digest_message(digest, {})
     if problem:
@@ -89,24 +111,31 @@ async def list_rules(deps: SlackDeps, respond: AsyncRespond, argument: str) -> N
             choices = ", ".join(f"`{s.value}`" for s in RuleStatus)
             await respond(
                 response_type="ephemeral",
-                text=f"Unknown status `{blocks.escape(wanted[:40])}`. Use {choices} or `all`.",
+                text=_(
+                    "Unknown status {status}. Use {choices} or {all}.",
+                    status=f"`{blocks.escape(wanted[:40])}`",
+                    choices=choices,
+                    all="`all`",
+                ),
             )
             return
-    page = await deps.service.list_rules(status=status, limit=20)
-    await respond(
-        response_type="ephemeral",
-        text=f"{page.total} rules",
-        blocks=blocks.rules_blocks(page.items, page.total, status),
-    )
+    text, rendered = await rules_page(deps, status)
+    await respond(response_type="ephemeral", text=text, blocks=rendered)
 
 
 async def rollback(deps: SlackDeps, respond: AsyncRespond, user_id: str, argument: str) -> None:
     rule_id = argument.upper()
     if not RULE_ID.match(rule_id):
-        await respond(response_type="ephemeral", text="Usage: `/autotrain rollback RUL-1234`")
+        await respond(response_type="ephemeral", text=_("Usage: {usage}", usage="`/autotrain rollback RUL-1234`"))
         return
     actor = await deps.admins.actor_for(user_id)
     result = await deps.service.rollback(rule_id, actor)
+    await respond(response_type="ephemeral", text=done_message_with_version(result))
+
+
+def done_message_with_version(result: DeployResult) -> str:
+    note = done_message(RuleAction.ROLLBACK, result)
     deployment = result.deployment
-    text = f"↩️ {rule_id} rolled back: `{deployment.module_name}` is at version {deployment.version_after}."
-    await respond(response_type="ephemeral", text=text)
+    if deployment.version_before != deployment.version_after:
+        note += " " + _("It is at version {version}.", version=f"`{deployment.version_after[:8]}`")
+    return note

@@ -10,8 +10,10 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from autotrain.i18n import speaking
 from bot.slack import blocks
 from bot.slack.deps import SlackDeps
+from bot.slack.people import FORM_LOOKUP_TIMEOUT
 
 log = logging.getLogger("autotrain.slack")
 
@@ -24,6 +26,11 @@ def slack_to_plain(text: str) -> str:
 def report_message_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     async def handle(ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        user_id = (shortcut.get("user") or {}).get("id", "")
+        with speaking(await deps.language_for(user_id, wait_seconds=FORM_LOOKUP_TIMEOUT)):
+            await open_form(shortcut, client)
+
+    async def open_form(shortcut: dict[str, Any], client: AsyncWebClient) -> None:
         message = shortcut.get("message") or {}
         channel = (shortcut.get("channel") or {}).get("id", "")
         metadata = {"channel": channel, "message_ts": message.get("ts", "")}

@@ -9,6 +9,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck
 
 from autotrain.errors import AutotrainError
+from autotrain.i18n import _, speaking
 from bot.slack.deps import SlackDeps, friendly_error
 
 EDIT_TIMEOUT_SECONDS = 2.0  # leaves room inside Slack's 3 s for the ack
@@ -16,6 +17,10 @@ EDIT_TIMEOUT_SECONDS = 2.0  # leaves room inside Slack's 3 s for the ack
 
 def rule_edit_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     async def handle(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        with speaking(deps.known_language_for(body["user"]["id"])):  # the errors answer in the ack: no waiting
+            await submit(ack, body, view)
+
+    async def submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         rule_id = view.get("private_metadata", "")
         values = view.get("state", {}).get("values", {})
         new_rule = values.get("new_rule", {}).get("new_rule", {}).get("value") or ""
@@ -28,10 +33,13 @@ def rule_edit_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 EDIT_TIMEOUT_SECONDS,
             )
         except TimeoutError:
-            await ack(response_action="errors", errors={"new_rule": "Saving took too long; please try again."})
+            await ack(response_action="errors", errors={"new_rule": _("Saving took too long; please try again.")})
             return
         except AutotrainError as exc:
-            await ack(response_action="errors", errors={"new_rule": friendly_error(exc, deps)[:150]})
+            # the field it is about (the rule to replace, when that is not in the file), else the rule itself
+            field = exc.params.get("field")
+            block = field if field in ("new_rule", "old_rule", "module_name") else "new_rule"
+            await ack(response_action="errors", errors={block: friendly_error(exc, deps)[:150]})
             return
         await ack()
 
