@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from autotrain.errors import InvalidInput, RuleFileInvalid, RuleFileWriteFailed
+from autotrain.i18n import N_
 from autotrain.models import MAX_RULE_LENGTH, DeployOutcome
 from autotrain.text import one_line
 
@@ -346,14 +347,18 @@ class RuleFiles:
         except FileNotFoundError:
             return b""
         except OSError as exc:
-            raise RuleFileInvalid(f"{module_name} cannot be read: {exc.strerror}") from exc
+            raise RuleFileInvalid(
+                N_("{module} cannot be read: {reason}"), module=module_name, reason=exc.strerror
+            ) from exc
 
     def read(self, module_name: str) -> tuple[bytes, RuleDocument]:
         content = self.read_bytes(module_name)
         try:
             return content, parse_rule_file(module_name, content)
         except RuleFileInvalid as exc:
-            raise RuleFileInvalid(f"{module_name} does not parse, so it was not changed: {exc.message}") from exc
+            raise RuleFileInvalid(
+                N_("{module} does not parse, so it was not changed: {reason}"), module=module_name, reason=exc.message
+            ) from exc
 
     def current_rules(self) -> dict[str, list[str]]:
         """Rule lines of every allowed file that parses (for generators and duplicate checks).
@@ -429,7 +434,9 @@ class RuleFiles:
                 raise
         except OSError as exc:
             raise RuleFileWriteFailed(
-                f"could not keep the base of {module_name} ({exc.strerror or exc}); the file was left unchanged"
+                N_("could not keep the base of {module} ({reason}); the file was left unchanged"),
+                module=module_name,
+                reason=exc.strerror or exc,
             ) from exc
         return version
 
@@ -483,7 +490,9 @@ class RuleFiles:
             _fsync_dir(path.parent)
         except OSError as exc:
             raise RuleFileWriteFailed(
-                f"could not write {module_name} ({exc.strerror or exc}); the file was left unchanged"
+                N_("could not write {module} ({reason}); the file was left unchanged"),
+                module=module_name,
+                reason=exc.strerror or exc,
             ) from exc
         self._prune_backups(module_name)
         return str(backup)

@@ -37,7 +37,18 @@ def area_of(path: str) -> str:
         return "cli"
     if path.startswith("autotrain/generators/"):
         return "generator"
+    if path in PIPELINE:
+        return "pipeline"
     return "core"
+
+
+# deploys, lookups, generation and rule files: what the pipeline refuses along the way
+PIPELINE = {
+    "autotrain/usecases/deploys.py",
+    "autotrain/usecases/lookup.py",
+    "autotrain/usecases/generation.py",
+    "autotrain/rulefiles.py",
+}
 
 
 Message = tuple[str, str | None]  # (msgid, plural msgid)

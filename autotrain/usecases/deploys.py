@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from autotrain.errors import AutotrainError, CanaryUnsupported, EvaluationRequired, StoreBusy, TransitionRefused
 from autotrain.evaluation import candidate_version
+from autotrain.i18n import N_
 from autotrain.models import Deployment, DeployOutcome, DeployResult, EventKind, NewEvent, Rule, RuleStatus
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import Action, Actor, check_rollout, check_rule_transition, require_permission
@@ -172,8 +173,12 @@ class DeployRules:
         )
         if not override:
             raise EvaluationRequired(
-                f"{rule.rule_id} has not passed its replay ({status}); run it (POST /autotrain/rules/"
-                f"{rule.rule_id}/evaluate), or deploy with override_evaluation"
+                N_(
+                    "{rule_id} has not passed its replay ({status}); run it (POST /autotrain/rules/{rule_id}/evaluate),"
+                    " or deploy with override_evaluation"
+                ),
+                rule_id=rule.rule_id,
+                status=status,
             )
 
     async def promote(self, rule_id: str, actor: Actor) -> DeployResult:
@@ -202,7 +207,7 @@ class DeployRules:
     ) -> Deployment:
         """Write and record the promote of a canary (call with the file's lock)."""
         if not isinstance(document, JsonRuleDocument):
-            raise CanaryUnsupported(f"{rule.module_name} is not a JSON rule file")
+            raise CanaryUnsupported(N_("{module} is not a JSON rule file"), module=rule.module_name)
         mine = [c for c in model.changes if c.rule_id == rule.rule_id] if model is not None else []
         if model is not None and mine:
             changes = [c.promoted() if c.rule_id == rule.rule_id else c for c in model.changes]
@@ -245,7 +250,7 @@ class DeployRules:
             check_rule_transition(rule_id, rule.status, RuleStatus.ROLLED_BACK)
             original = await self.deployments.active_deployment_for_rule(rule_id)
             if original is None:
-                raise TransitionRefused(f"{rule_id} has no deployment to roll back")
+                raise TransitionRefused(N_("{rule_id} has no deployment to roll back"), rule_id=rule_id)
             previous, document, model, hand_edited = await self._read(rule.module_name)
             if model is not None and any(c.rule_id == rule_id for c in model.changes):
                 remaining = [c for c in model.changes if c.rule_id != rule_id]
@@ -408,4 +413,6 @@ def _check_canary(rule: Rule) -> None:
             if rule.status is RuleStatus.DEPLOYED
             else rule.status.value
         )
-        raise TransitionRefused(f"cannot promote {rule.rule_id}: it is not a canary ({described})")
+        raise TransitionRefused(
+            N_("cannot promote {rule_id}: it is not a canary ({state})"), rule_id=rule.rule_id, state=described
+        )

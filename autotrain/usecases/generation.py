@@ -12,6 +12,7 @@ from typing import Any
 
 from autotrain.errors import AutotrainError, GenerationFailed, GenerationInProgress, TransitionRefused
 from autotrain.evaluation import Evaluation
+from autotrain.i18n import N_
 from autotrain.models import (
     EventKind,
     Feedback,
@@ -117,13 +118,17 @@ class GenerateRules:
             task.add_done_callback(forget)
         outcome = await asyncio.shield(task)
         if isinstance(outcome, NoRule):
-            raise TransitionRefused(f"no rule for {feedback_id}: {outcome.reason}")
+            raise TransitionRefused(
+                N_("no rule for {feedback_id}: {reason}"), feedback_id=feedback_id, reason=outcome.reason
+            )
         return outcome
 
     async def _generate_once(self, feedback: Feedback) -> Rule | NoRule:
         feedback_id = feedback.feedback_id
         if feedback.status is FeedbackStatus.REJECTED:
-            raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
+            raise TransitionRefused(
+                N_("{feedback_id} was rejected; no rule is generated from it"), feedback_id=feedback_id
+            )
         if not await self._claim(feedback_id):
             return await self._wait_for_other_generation(feedback)
         return await self._generate_leased(feedback)
@@ -189,7 +194,9 @@ class GenerateRules:
                 feedback_id, spent, outcome="failed", error=message, now=self.clock()
             )
             await self.feedback.release_feedback(feedback_id, error=message, actor_id=SYSTEM_ACTOR.id, now=self.clock())
-            raise GenerationFailed(f"rule generation for {feedback_id} failed: {message}") from exc
+            raise GenerationFailed(
+                N_("rule generation for {feedback_id} failed: {reason}"), feedback_id=feedback_id, reason=message
+            ) from exc
         if proposal is None:
             reason = result.declined or "the generator proposed no rule"
             await self.generation_log.record_generation(
@@ -325,14 +332,20 @@ class GenerateRules:
                 return NoRule(PRAISE)
             if feedback.status is FeedbackStatus.PENDING:
                 raise GenerationFailed(
-                    f"rule generation for {feedback_id} failed: {feedback.last_error or 'unknown error'}"
+                    N_("rule generation for {feedback_id} failed: {reason}"),
+                    feedback_id=feedback_id,
+                    reason=feedback.last_error or "unknown error",
                 )
             if feedback.status is FeedbackStatus.REJECTED:
-                raise TransitionRefused(f"{feedback_id} was rejected; no rule is generated from it")
+                raise TransitionRefused(
+                    N_("{feedback_id} was rejected; no rule is generated from it"), feedback_id=feedback_id
+                )
             if loop.time() >= next_try:
                 if await self._claim(feedback_id):  # its lease expired: the other process is gone
                     return await self._generate_leased(feedback)
                 next_try = loop.time() + 1.0
             if loop.time() > deadline:
-                raise GenerationInProgress(f"{feedback_id} is still being processed; try again shortly")
+                raise GenerationInProgress(
+                    N_("{feedback_id} is still being processed; try again shortly"), feedback_id=feedback_id
+                )
             await asyncio.sleep(0.1)
