@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from autotrain.i18n import Language
@@ -13,6 +13,13 @@ from autotrain.i18n import Language
 DEFAULT_ALLOWED_MODULES = ("fashion_rules.json", "prompt_v2.txt", "stylist_guidelines.md")
 DEFAULT_CANARY_PERCENT = 10
 MIN_JWT_SECRET_BYTES = 32  # HS256's key should be as long as its hash (RFC 7518, 3.2)
+# The default rules folder is one of the working folder's own (ignored by the project's .gitignore), copied
+# from the seed rule files the repository ships in config/ on first start: deploys never edit tracked files.
+DEFAULT_RULES_DIR = Path("rules")
+SEED_RULES_DIR = Path(__file__).resolve().parent.parent / "config"
+# Before that the default was config/ itself; a working folder that Auto-Train has deployed into (it keeps
+# config/.autotrain/) and that has no rules/ yet keeps using it, so an upgrade never moves its rules.
+LEGACY_RULES_DIR = Path("config")
 
 # Optional settings: the README documents each as "unset" (or "empty: off"), and an empty value (VAR=) means
 # exactly that, as when the variable is absent: the feature is off, or its fallback is used.
@@ -69,7 +76,7 @@ class Settings(BaseSettings):
     language: Language = Field(Language.EN, validation_alias=_env("AUTOTRAIN_LANGUAGE"))
 
     database_url: str = Field("sqlite:///autotrain.db", validation_alias=_env("AUTOTRAIN_DATABASE_URL"))
-    rules_dir: Path = Field(Path("config"), validation_alias=_env("AUTOTRAIN_RULES_DIR"))
+    rules_dir: Path = Field(DEFAULT_RULES_DIR, validation_alias=_env("AUTOTRAIN_RULES_DIR"))
     allowed_modules: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_ALLOWED_MODULES, validation_alias=_env("AUTOTRAIN_ALLOWED_MODULES")
     )
@@ -166,6 +173,27 @@ class Settings(BaseSettings):
     # and how long a request's headers, and then its whole body, may take to arrive (408 after)
     max_connections: int = Field(500, ge=1, le=1_000_000, validation_alias=_env("AUTOTRAIN_MAX_CONNECTIONS"))
     read_timeout_seconds: float = Field(10.0, gt=0, le=3600, validation_alias=_env("AUTOTRAIN_READ_TIMEOUT_SECONDS"))
+
+    # True when AUTOTRAIN_RULES_DIR is unset and the folder of the old default (config/) is used
+    _legacy_rules_dir: bool = PrivateAttr(False)
+
+    @model_validator(mode="after")
+    def _default_rules_dir(self) -> Settings:
+        if "rules_dir" not in self.model_fields_set and self.rules_dir == DEFAULT_RULES_DIR:
+            if not DEFAULT_RULES_DIR.exists() and (LEGACY_RULES_DIR / ".autotrain").is_dir():
+                self.rules_dir = LEGACY_RULES_DIR
+                self._legacy_rules_dir = True
+        return self
+
+    @property
+    def rules_dir_is_default(self) -> bool:
+        """AUTOTRAIN_RULES_DIR unset: the working folder's rules/ (copied from the seed on first start)."""
+        return "rules_dir" not in self.model_fields_set
+
+    @property
+    def rules_dir_is_legacy(self) -> bool:
+        """AUTOTRAIN_RULES_DIR unset, and config/ used since Auto-Train has deployed there before."""
+        return self._legacy_rules_dir
 
     @field_validator(*OPTIONAL_SETTINGS, mode="before")
     @classmethod

@@ -15,7 +15,9 @@ A user's git setup must never change what happens, so each git call:
   ...). HOME and the user's global config are left as they are (they may hold `safe.directory` and the like);
   what matters is overridden on the command line, which wins over every config file;
 - names the committer explicitly (`-c user.name=... -c user.email=...` and GIT_COMMITTER_*) and the author of
-  each commit (GIT_AUTHOR_*), so neither comes from the user's config;
+  each commit (GIT_AUTHOR_*), so neither comes from the user's config. The author is the person who made the
+  change: a Slack user's real name and e-mail when Slack gives them (users.info, through the
+  PeopleDirectory), else the actor id as it is (`cli-admin <cli-admin@autotrain.invalid>`);
 - never prompts (GIT_TERMINAL_PROMPT=0, stdin closed) and has a timeout;
 - treats paths literally (GIT_LITERAL_PATHSPECS=1), so a rule file name is never a glob or a pathspec magic;
 - runs in a session of its own, so it can never ask on the terminal (ssh included), and a timeout kills
@@ -50,6 +52,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+
+from autotrain.ports import PeopleDirectory
 
 log = logging.getLogger("autotrain.git")
 
@@ -98,6 +102,9 @@ _HEX_REVISION = re.compile(r"[0-9a-fA-F]{4,64}")
 _AUTHOR_LINE = re.compile(rb"author (.*)<([^<>]*)> (\d+) ([+-])(\d{2})(\d{2})")
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _SCP_LIKE = re.compile(r"[^/]+:")  # host:path or user@host:path (a colon before any slash), as git reads it
+_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")  # U0123ABCD (W…: Enterprise Grid); never a token subject
+_PLAIN_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+")
+AUTHOR_LOOKUP_SECONDS = 3.0  # a commit waits at most this long for users.info, then uses the id
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.Lock] = {}
@@ -170,6 +177,26 @@ def _check_revision(sha: str) -> str:
     if not isinstance(sha, str) or not _HEX_REVISION.fullmatch(sha):
         raise ValueError(f"not a commit id: {sha!r}")
     return sha.lower()
+
+
+def folder_state(folder: Path) -> str:
+    """What `GitRuleHistory._work_tree_state` will say of `folder` once it exists ("own", "inside" or "none"),
+    asked of its nearest existing ancestor when it does not exist yet (the start-up log is written before the
+    rules folder is created)."""
+    folder = Path(folder).absolute()
+    if folder.is_dir():
+        return GitRuleHistory(folder)._work_tree_state()
+    ancestor = folder.parent
+    while not ancestor.is_dir():
+        if ancestor.parent == ancestor:
+            return "none"
+        ancestor = ancestor.parent
+    probe = GitRuleHistory(ancestor)
+    if probe._work_tree_state() == "none":
+        return "none"  # no work tree there, or one that ignores the ancestor (and so the folder)
+    relative = folder.relative_to(ancestor).as_posix()
+    ignored = probe._run("check-ignore", "-q", "--", relative + "/", ok_codes=(0, 1), literal_paths=False)
+    return "none" if ignored.returncode == 0 else "inside"
 
 
 class GitRuleHistory:
@@ -592,11 +619,13 @@ class AsyncGitHistory:
         remote: str | None = None,
         branch: str | None = None,
         push_timeout: float = PUSH_TIMEOUT_SECONDS,
+        people: PeopleDirectory | None = None,
     ) -> None:
         self.history = history
         self.remote = push_destination(remote) if remote else None  # None: commits stay in the rules folder
         self.branch = branch or None  # None: the branch checked out in the rules folder
         self.push_timeout = push_timeout
+        self.people = people  # who a Slack user id is (Slack on); None: authors are the ids
 
     @classmethod
     def open(
@@ -606,9 +635,11 @@ class AsyncGitHistory:
         branch: str | None = None,
         *,
         push_timeout: float = PUSH_TIMEOUT_SECONDS,
+        people: PeopleDirectory | None = None,
     ) -> AsyncGitHistory:
         """The history of the rules folder (created when it has none); with `remote`, every commit is pushed
-        there (AUTOTRAIN_GIT_REMOTE), to `branch` (AUTOTRAIN_GIT_BRANCH, default the current branch)."""
+        there (AUTOTRAIN_GIT_REMOTE), to `branch` (AUTOTRAIN_GIT_BRANCH, default the current branch); with
+        `people`, a Slack user's commits carry their real name and e-mail."""
         history = GitRuleHistory(Path(rules_dir))
         Path(rules_dir).mkdir(parents=True, exist_ok=True)
         if history._work_tree_state() == "inside":
@@ -617,11 +648,33 @@ class AsyncGitHistory:
                 " of its own to keep the rules' history"
             )
         history.ensure_repo()
-        return cls(history, remote=remote, branch=branch, push_timeout=push_timeout)
+        return cls(history, remote=remote, branch=branch, push_timeout=push_timeout, people=people)
+
+    async def author(self, actor: str) -> tuple[str, str]:
+        """The git author (name, e-mail) of a change made by `actor`: the pipeline's own actors are Auto-Train;
+        a Slack user is their real name and e-mail when Slack gives them; anything else, or a lookup that
+        fails or is slow, is the id as it is. Never raises."""
+        if actor in ("system", "auto-approve"):
+            return self.history.committer, self.history.committer_email
+        name, email = actor, f"{actor.lower()}@autotrain.invalid"
+        if self.people is None or not _SLACK_USER_ID.fullmatch(actor):
+            return name, email
+        try:
+            person = await asyncio.wait_for(self.people.person(actor), AUTHOR_LOOKUP_SECONDS)
+        except Exception as exc:  # Slack down or slow, a bug in the lookup: the commit goes ahead with the id
+            log.info("the git author of %s stays its id (users.info: %s)", actor, type(exc).__name__)
+            return name, email
+        if person is None:
+            return name, email
+        real_name = " ".join(re.sub(r"[<>\0]", " ", person.real_name or "").split())
+        if real_name:
+            name = real_name
+        if person.email and _PLAIN_EMAIL.fullmatch(person.email):
+            email = person.email
+        return name, email
 
     async def commit(self, module_name: str, *, author: str, message: str) -> str | None:
-        name = author if author not in ("system", "auto-approve") else "Auto-Train"
-        email = f"{author.lower()}@autotrain.invalid" if name == author else "autotrain@localhost"
+        name, email = await self.author(author)
         for attempt in range(INDEX_LOCK_RETRIES):
             try:
                 commit = await asyncio.to_thread(

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,10 +22,10 @@ from autotrain.i18n import set_default_language
 from autotrain.monitoring import AlertThresholds, Monitor, MonitoringSink
 from autotrain.notifications import EventDispatcher
 from autotrain.options import Clock, PipelineOptions, utcnow
-from autotrain.ports import PipelineNotifier, RuleGenerator, RuleHistory
+from autotrain.ports import PeopleDirectory, PipelineNotifier, RuleGenerator, RuleHistory
 from autotrain.rulefiles import RuleFiles
 from autotrain.service import PipelineService, Readers
-from autotrain.settings import Settings
+from autotrain.settings import SEED_RULES_DIR, Settings
 from autotrain.usecases.commits import push_pending
 from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
@@ -47,6 +48,7 @@ from storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
+    from bot.slack.people import SlackPeople
 
 log = logging.getLogger("autotrain")
 
@@ -168,6 +170,7 @@ async def open_runtime(
     (tests, benchmarks)."""
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     set_default_language(settings.language)
+    prepare_rules_folder(settings)
     options = pipeline_options(settings)
     store = SqliteStore(settings.database_path)
     await store.open()
@@ -197,10 +200,13 @@ async def open_runtime(
             max_attempts=settings.webhook_max_attempts,
         )
     slack_client = None
+    people: SlackPeople | None = None  # one users.info cache for the process: Slack's replies and git authors
     if settings.slack_enabled:
         from bot.slack.app import build_web_client
+        from bot.slack.people import SlackPeople
 
         slack_client = build_web_client(settings)
+        people = SlackPeople(slack_client)
     sinks: list[MonitoringSink] = []
     if slack_client is not None:
         from bot.slack.monitoring import SlackMonitoringSink
@@ -229,7 +235,7 @@ async def open_runtime(
         not_working=effects.not_working,
         effect_window_days=options.effect.window_days,
     )
-    history = git_history(settings)
+    history = git_history(settings, people=people)
     reports = StatusReports(
         reports=store,
         deployments=store,
@@ -362,7 +368,7 @@ async def open_runtime(
         from bot.slack.app import build_slack_app
 
         assert cards is not None and home is not None
-        slack = build_slack_app(settings, service, monitor, client=slack_client, cards=cards, home=home)
+        slack = build_slack_app(settings, service, monitor, client=slack_client, cards=cards, home=home, people=people)
     if reconcile:
         report = await service.reconcile()
         if report.deployments_completed or report.deployments_aborted or report.feedback_requeued:
@@ -394,9 +400,62 @@ async def open_runtime(
     )
 
 
+def rules_seed(settings: Settings) -> Path | None:
+    """The folder the rules folder is copied from at this start: the seed rule files shipped in config/, for
+    the default rules folder (AUTOTRAIN_RULES_DIR unset) that does not exist yet. None: nothing is copied."""
+    if not settings.rules_dir_is_default or settings.rules_dir.exists() or not SEED_RULES_DIR.is_dir():
+        return None
+    return SEED_RULES_DIR
+
+
+def prepare_rules_folder(settings: Settings) -> None:
+    """On first start, the default rules folder is a copy of the shipped seed rule files, so deploys edit a
+    folder of the working folder's own (ignored by git in a clone), never the tracked config/."""
+    if settings.rules_dir_is_legacy:
+        log.warning(
+            "rules folder: %s, where Auto-Train has deployed before (the default was config/; it is now rules/,"
+            " a copy of config/): set AUTOTRAIN_RULES_DIR=config to keep it and silence this warning",
+            settings.rules_dir.resolve(),
+        )
+        return
+    seed = rules_seed(settings)
+    if seed is None:
+        return
+    target = settings.rules_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # copied beside the target, then renamed into place: a second instance starting at the same moment, or
+    # a crash half way, never leaves a partial folder
+    staging = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir()
+    copied = []
+    try:
+        for name in settings.allowed_modules:
+            if (seed / name).is_file():
+                shutil.copy2(seed / name, staging / name)
+                copied.append(name)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it first: use that one
+            if not target.is_dir():
+                raise
+            return
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info(
+        "rules folder %s created on first start: %s copied from the shipped rule files in %s (deploys change"
+        " this copy; set AUTOTRAIN_RULES_DIR for another folder)",
+        target.resolve(),
+        ", ".join(copied) or "no file",
+        seed,
+    )
+
+
 def describe(settings: Settings) -> list[str]:
     """What is on and off, for the start-up log (never the secrets themselves)."""
-    missing = [m for m in settings.allowed_modules if not (settings.rules_dir / m).exists()]
+    # a rules folder about to be copied from the seed has the seed's files
+    folder = rules_seed(settings) or settings.rules_dir
+    missing = [m for m in settings.allowed_modules if not (folder / m).exists()]
     lines = [
         f"database: {settings.database_path.resolve()} (SQLite, WAL; durable group commits; reads on their own"
         " connections)",
@@ -480,13 +539,12 @@ def git_description(settings: Settings) -> str:
 
 
 def inside_another_repository(rules_dir: Path) -> bool:
-    """A rules folder inside a larger work tree (the config/ of a clone) gets no history, by design."""
-    if not rules_dir.is_dir():
-        return False
-    from bot.git_history import GitHistoryError, GitRuleHistory
+    """A rules folder inside a larger work tree (the config/ of a clone) gets no history, by design. A folder
+    not created yet is judged as it will be (the start-up log is written before it is created)."""
+    from bot.git_history import GitHistoryError, folder_state
 
     try:
-        return GitRuleHistory(rules_dir)._work_tree_state() == "inside"
+        return folder_state(rules_dir) == "inside"
     except (GitHistoryError, OSError):  # no git binary, an odd folder: git_history() says why when it opens
         return False
 
@@ -531,14 +589,17 @@ def webhook_description(settings: Settings) -> str:
     return f"webhooks: {len(settings.webhook_urls)} URL(s), signed, up to {settings.webhook_max_attempts} attempts"
 
 
-def git_history(settings: Settings) -> RuleHistory | None:
-    """Every deploy, promote and rollback becomes a commit in the rules folder (AUTOTRAIN_GIT)."""
+def git_history(settings: Settings, *, people: PeopleDirectory | None = None) -> RuleHistory | None:
+    """Every deploy, promote and rollback becomes a commit in the rules folder (AUTOTRAIN_GIT), authored by
+    whoever made it (with `people`, a Slack user's real name and e-mail)."""
     if not settings.git_history:
         return None
     from bot.git_history import AsyncGitHistory, RulesFolderInsideRepository
 
     try:
-        return AsyncGitHistory.open(settings.rules_dir, remote=settings.git_remote, branch=settings.git_branch)
+        return AsyncGitHistory.open(
+            settings.rules_dir, remote=settings.git_remote, branch=settings.git_branch, people=people
+        )
     except RulesFolderInsideRepository as exc:  # the README's default start: not a failure (describe() says so)
         log.debug("git history: off, %s", exc)
         return None

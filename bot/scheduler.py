@@ -92,7 +92,16 @@ def crontab_trigger(expression: str, timezone: ZoneInfo) -> CronTrigger:
     )
 
 
+def quiet_apscheduler() -> None:
+    """APScheduler logs two INFO lines per job run ("Running job …", "… executed successfully") and one per job
+    added: at an alert tick every few minutes, that is most of the log. Its warnings (a missed run) and errors
+    stay; a job's own failure is logged by `logged` anyway. Left alone when the process logs at DEBUG."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
 def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
+    quiet_apscheduler()
     settings = runtime.settings
     timezone = ZoneInfo(settings.timezone)
     scheduler = AsyncIOScheduler(timezone=timezone, job_defaults=JOB_DEFAULTS)

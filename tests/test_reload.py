@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -142,3 +143,50 @@ async def test_the_admin_who_deploys_from_slack_is_told_the_reload_failed(
     assert f"{rule_id} deployed to `fashion_rules.json`" in notes[-1]
     assert "⚠️ The chatbot's reload failed (ConnectError" in notes[-1]
     assert "retried automatically" in notes[-1]
+
+
+async def test_a_reload_that_is_off_is_skipped_not_an_error(
+    tmp_path: Path, rules_dir: Path, slack_api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No AUTOTRAIN_RELOAD_URL (the README's default start): the deployment says `skipped` with no error, and
+    the REST API, status, /metrics, the alerts, the audit log and the card agree that nothing failed."""
+    import httpx
+
+    from bot.api import create_app
+    from tests.conftest import bearer
+    from tests.slack_support import SlackSimulator, slack_settings
+    from tests.test_slack_actions import new_card
+
+    caplog.set_level(logging.INFO)
+    settings = slack_settings(tmp_path, rules_dir, slack_api)
+    assert settings.reload_url is None
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://autotrain.test") as http:
+            slack = SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)
+            rule_id, _ = await new_card(slack)
+            admin = bearer()
+            assert (await http.post(f"/autotrain/rules/{rule_id}/approve", headers=admin)).status_code == 200
+            deployed = await http.post(f"/autotrain/rules/{rule_id}/deploy", headers=admin)
+            assert deployed.status_code == 200, deployed.text
+            shown = deployed.json()["deployment"]
+            assert (shown["reload_status"], shown["reload_error"]) == ("skipped", None)
+            [listed] = (await http.get("/autotrain/deployments", headers=admin)).json()["items"]
+            assert (listed["reload_status"], listed["reload_error"]) == ("skipped", None)
+            [last] = (await http.get("/autotrain/status", headers=admin)).json()["last_deployments"]
+            assert (last["reload_status"], last["reload_error"]) == ("skipped", None)
+            metrics = await http.get("/metrics", headers=admin)  # has no reload figure: nothing to disagree
+            assert metrics.status_code == 200 and "reload" not in metrics.text
+
+            runtime = app.state.runtime
+            assert (await runtime.monitor.metrics()).failing_reloads == []
+            assert [e for e in await runtime.monitor.check_alerts() if e.name == "chatbot_reload"] == []
+            await runtime.service.drain()
+            updates = await slack_api.wait_for("chat.update", 2)  # approved, then deployed
+    with sqlite3.connect(settings.database_path) as db:
+        actions = [row[0] for row in db.execute("SELECT action FROM audit_log WHERE subject_id = ?", (rule_id,))]
+    assert "deploy" in " ".join(actions) and "reload_failed" not in actions
+    card = str(updates[-1].params)
+    assert "Deployed" in card or "deployed" in card
+    assert "reload failed" not in card and "not reloaded" not in card  # at most a neutral "no reload"
+    assert [r for r in caplog.records if "reload" in r.getMessage() and r.levelno >= logging.WARNING] == []

@@ -40,6 +40,7 @@ from tests.conftest import (
 )
 from tests.fakes.slack_api import FakeSlackApi
 from tests.slack_support import (
+    ADMIN_USER,
     SlackSimulator,
     action_ids,
     slack_settings,
@@ -594,6 +595,7 @@ def context_text(blocks: list[dict[str, Any]]) -> str:
 
 @needs_git
 async def test_slack_card_canary_then_promote(tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi) -> None:
+    slack_api.set_user(ADMIN_USER, real_name="Admin")  # the commits' author is looked up (users.info)
     app = create_app(slack_settings(tmp_path, rules_dir, slack_api, git_history=True))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

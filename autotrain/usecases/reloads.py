@@ -35,8 +35,8 @@ class ChatbotReloads:
 
     async def reload(self, deployment: Deployment) -> ReloadResult:
         """The first call for a file change (its result is recorded by the caller); a failure is scheduled."""
-        if self.hook is None:
-            return ReloadResult("skipped", "no reload URL configured")
+        if self.hook is None:  # off (AUTOTRAIN_RELOAD_URL unset) is a setting, not an error: skipped, no error
+            return ReloadResult("skipped")
         result = await self._call(deployment)
         if result.status == "failed":
             retry_at = self.clock() + timedelta(seconds=next_retry_in(1))

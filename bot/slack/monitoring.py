@@ -50,7 +50,14 @@ class SlackMonitoringSink:
                     response = await self.client.chat_getPermalink(channel=rule.channel, message_ts=rule.message_ts)
                     permalinks[rule.rule_id] = response["permalink"]
                 except SlackApiError as exc:
-                    log.info("no link to the card of %s: %s", rule.rule_id, exc.response.get("error"))
+                    # Slack's error code when it gave one; an answer without one (a proxy's 503 page) is its status
+                    log.info(
+                        "no link to the card of %s (the digest lists it without one): chat.getPermalink answered"
+                        " HTTP %s (%s)",
+                        rule.rule_id,
+                        exc.response.status_code,
+                        exc.response.get("error") or "no error code",
+                    )
         text, rendered = monitoring_blocks.digest_message(digest, permalinks)
         await self.client.chat_postMessage(
             channel=self.digest_channel, text=text, blocks=rendered, unfurl_links=False, unfurl_media=False

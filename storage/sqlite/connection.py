@@ -163,7 +163,11 @@ class SqliteConnection:
                 for statement in statements(MIGRATIONS[version - 1]):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {version}")
-                log.info("database migrated to schema version %d", version)
+        # one line for the whole run, once its transaction is committed (a new file runs every migration)
+        if current == 0:
+            log.info("database created at schema version %d", SCHEMA_VERSION)
+        elif current < SCHEMA_VERSION:
+            log.info("database migrated from schema version %d to %d", current, SCHEMA_VERSION)
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
