@@ -52,6 +52,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 LOCAL_ADMIN = "cli-admin"
 # Minted afresh for each command, so it only has to outlive one request (a deploy may wait for a file lock).
 LOCAL_ADMIN_TTL = timedelta(minutes=10)
+CANARY_DEFAULT = object()  # `--canary` without a percent (not a str: argparse would convert it with type=int)
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 120.0
 
@@ -179,7 +180,7 @@ def _add_review_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "--canary",
         nargs="?",
         type=int,
-        const=0,  # 0: no percent given, AUTOTRAIN_CANARY_PERCENT applies
+        const=CANARY_DEFAULT,  # no percent given: AUTOTRAIN_CANARY_PERCENT applies
         default=None,
         metavar="PERCENT",
         help=f"deploy to a share of users first (default: AUTOTRAIN_CANARY_PERCENT, else {DEFAULT_CANARY_PERCENT})",
@@ -268,11 +269,14 @@ class ReviewClient:
     def __init__(self, url: str, token: str, *, local_admin: bool) -> None:
         self.url = url.rstrip("/")
         self.local_admin = local_admin
-        self.http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-        )
+        try:
+            self.http = httpx.Client(
+                base_url=self.url,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+            )
+        except httpx.InvalidURL as exc:
+            raise CliError(Exit.USAGE, f"not a usable server URL: {self.url} ({exc})") from exc
 
     def close(self) -> None:
         self.http.close()
@@ -374,17 +378,16 @@ def _list(client: ReviewClient, args: argparse.Namespace) -> None:
 
 def _cmd_feedback(client: ReviewClient, args: argparse.Namespace) -> None:
     if args.action == "list":
-        return _list(client, args)
-    response = client.call("GET", f"/feedback/{quote(args.id, safe='')}")
-    _show(client, args, response, _render_feedback)
-    return None
+        _list(client, args)
+    else:
+        _show(client, args, client.call("GET", f"/feedback/{quote(args.id, safe='')}"), _render_feedback)
 
 
 def _cmd_rules(client: ReviewClient, args: argparse.Namespace) -> None:
     if args.action == "list":
-        return _list(client, args)
-    _show(client, args, client.call("GET", _rule_path(args.id)), _render_rule)
-    return None
+        _list(client, args)
+    else:
+        _show(client, args, client.call("GET", _rule_path(args.id)), _render_rule)
 
 
 def _cmd_approve(client: ReviewClient, args: argparse.Namespace) -> None:
@@ -413,7 +416,8 @@ def _cmd_deploy(client: ReviewClient, args: argparse.Namespace) -> None:
     body: dict[str, Any] = {}
     if args.canary is not None:
         # the share the card's Canary button uses, from the settings here (the server's, run in its folder)
-        body["rollout_percent"] = args.canary or _local_settings().canary_percent
+        percent = _local_settings().canary_percent if args.canary is CANARY_DEFAULT else args.canary
+        body["rollout_percent"] = percent
     if args.override_evaluation:
         body["override_evaluation"] = True
     response = client.call("POST", _rule_path(args.id, "/deploy"), body=body or None)

@@ -19,7 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import NEW_WEATHER_RULE, OLD_WEATHER_RULE, SHIPPED_RULES, WEATHER_FEEDBACK, read_rule_lines
+from tests.conftest import (
+    HEIGHT_FEEDBACK,
+    NEW_WEATHER_RULE,
+    OLD_WEATHER_RULE,
+    SHIPPED_RULES,
+    WEATHER_FEEDBACK,
+    read_rule_lines,
+)
 from tests.serve_process import free_port, serving, subprocess_environment
 
 _serial = count(1)
@@ -257,6 +264,18 @@ def test_approve_canary_promote_rollback_of_the_weather_rule(server: Server) -> 
 
     assert_clean_error(server.cli("rollback", rule_id), 4, rule_id)
     assert_clean_error(server.cli("deploy", "RUL-999999"), 3, "RUL-999999")
+
+
+def test_canary_without_a_percent_takes_the_canary_setting(server: Server) -> None:
+    rule = server.new_rule(HEIGHT_FEEDBACK)
+    assert rule["module_name"] == "fashion_rules.json"
+    assert server.cli("approve", rule["rule_id"]).returncode == 0
+    assert_clean_error(server.cli("deploy", rule["rule_id"], "--canary", "0"), 6, "rollout_percent")
+    assert server.rule(rule["rule_id"])["status"] == "approved"
+    canary = server.cli("deploy", rule["rule_id"], "--canary", "--json", AUTOTRAIN_CANARY_PERCENT="15")
+    assert canary.returncode == 0, canary.stderr
+    assert json.loads(canary.stdout)["rollout_percent"] == 15 == server.rule(rule["rule_id"])["rollout_percent"]
+    assert server.cli("rollback", rule["rule_id"]).returncode == 0
 
 
 def test_deploy_json_is_the_apis_answer(server: Server) -> None:
