@@ -141,3 +141,19 @@ def test_the_manifest_asks_for_the_scopes_of_users_info() -> None:
     manifest = (REPO_ROOT / "manifest.yml").read_text(encoding="utf-8")
     scopes = [line.split("#")[0].strip().removeprefix("- ") for line in manifest.splitlines()]
     assert "users:read" in scopes and "users:read.email" in scopes
+
+
+async def test_the_pipelines_own_actors_are_auto_train(tmp_path: Path, slack_api: FakeSlackApi) -> None:
+    """`system` (a reconcile, a rollback by the pipeline) and `auto-approve` commit as Auto-Train, never looked
+    up; `auto-canary` keeps its own name."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.git_history import AsyncGitHistory
+    from bot.slack.people import SlackPeople
+
+    people = SlackPeople(AsyncWebClient(token="xoxb-test", base_url=slack_api.base_url))
+    history = AsyncGitHistory.open(tmp_path / "rules", people=people)
+    assert await history.author("system") == ("Auto-Train", "autotrain@localhost")
+    assert await history.author("auto-approve") == ("Auto-Train", "autotrain@localhost")
+    assert await history.author("auto-canary") == ("auto-canary", "auto-canary@autotrain.invalid")
+    assert slack_api.calls_to("users.info") == []

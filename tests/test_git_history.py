@@ -519,3 +519,30 @@ async def test_a_rules_folder_inside_another_repository_starts_without_an_error(
     [said] = [line for line in describe(settings) if line.startswith("git history")]  # the start-up log's line
     assert said.startswith("git history: off,") and "inside another git repository" in said
     assert "AUTOTRAIN_RULES_DIR" in said
+
+
+def test_a_rules_folder_not_created_yet_is_judged_as_it_will_be(tmp_path: Path) -> None:
+    """The start-up log is written before the default rules/ is created: it must already say what git history
+    will be. Inside a clone that ignores it (the project's .gitignore has /rules/): a repository of its own;
+    a folder the clone does not ignore: inside the clone, so no history; no repository around: its own."""
+    from bot.git_history import AsyncGitHistory, folder_state
+    from bot.runtime import git_description
+    from tests.conftest import make_settings
+
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q")
+    (project / ".gitignore").write_text("/rules/\n")
+    git(project, "add", ".gitignore")
+    git(project, "commit", "-q", "-m", "ignore rules/")
+    assert folder_state(project / "rules") == "none"
+    assert folder_state(project / "rules" / "deeper") == "none"
+    assert folder_state(project / "other") == "inside"
+    assert folder_state(tmp_path / "elsewhere" / "rules") == "none"
+    for name, history_on in (("rules", True), ("other", False)):
+        settings = make_settings(tmp_path, project / name, git_history=True)
+        assert git_description(settings).startswith("git history: on" if history_on else "git history: off")
+        assert not (project / name).exists()  # judging it created nothing
+    opened = AsyncGitHistory.open(project / "rules")  # and opening agrees: rules/ gets a repository of its own
+    assert (project / "rules" / ".git").is_dir() and opened.history.rules_dir == project / "rules"
+    assert status(project) == []  # the clone sees nothing: rules/ is ignored
