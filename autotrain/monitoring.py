@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from enum import StrEnum
-from itertools import chain, pairwise
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 from autotrain.effect import CanaryOutcome, CanarySplit, RuleEffect
+from autotrain.i18n import N_, _, number
 from autotrain.rollout import in_rollout
 from autotrain.text import fold
 
@@ -98,117 +101,143 @@ class AlertAction(StrEnum):
     ROLL_BACK_RULES = "roll_back_rules"  # Roll back / Show rule, for each rule the alert names
 
 
+class Unit(StrEnum):
+    """What an alert's figure is, for showing it."""
+
+    COUNT = "count"
+    SHARE = "share"  # 0.05 is 5 %
+    HOURS = "hours"
+
+
+def plain_value(unit: Unit, value: float) -> str:
+    """The figure as the event records it (`value_text`, for webhooks): 3, 80.0%, 2.0 h, in any language."""
+    if unit is Unit.SHARE:
+        return f"{value:.1%}"
+    if unit is Unit.HOURS:
+        return f"{value:.1f} h"
+    return f"{value:g}"
+
+
+def shown_value(unit: Unit, value: float | None) -> str:
+    """The figure for a reader, in the current language: 3 · 80% / 2,5% · 2 h / 1,5 giờ."""
+    if value is None:
+        return _("not measurable")
+    if unit is Unit.SHARE:
+        return _("{value}%", value=number(round(value * 100, 1)))
+    if unit is Unit.HOURS:
+        return _("{value} h", value=number(round(value, 1)))
+    return number(value)
+
+
 @dataclass(frozen=True)
 class AlertDefinition:
     name: str
     severity: Severity
-    title: str
+    title: str  # N_(): translated where it is shown (`alert_title`)
     value: Callable[[Metrics], float | None]  # None: not measurable now (too little data)
     threshold: Callable[[AlertThresholds], float]
-    show: Callable[[float], str]
-    advice: str
+    unit: Unit
+    advice: str  # N_(), as the title
     action: AlertAction
     subjects: Callable[[Metrics], list[str]] | None = None  # the rules it is about (buttons for each)
-
-
-def _percent(value: float) -> str:
-    return f"{value:.1%}"
-
-
-def _hours(value: float) -> str:
-    return f"{value:.1f} h"
-
-
-def _count(value: float) -> str:
-    return f"{value:g}"
 
 
 ALERTS: tuple[AlertDefinition, ...] = (
     AlertDefinition(
         name="pending_feedback",
         severity=Severity.WARNING,
-        title="Pending feedback backlog",
+        title=N_("Pending feedback backlog"),
         value=lambda m: float(m.pending_feedback),
         threshold=lambda t: float(t.pending_max),
-        show=_count,
-        advice="Generate rules for the backlog (run-all), or check why generation is not keeping up.",
+        unit=Unit.COUNT,
+        advice=N_("Generate rules for the backlog (run-all), or check why generation is not keeping up."),
         action=AlertAction.RUN_ALL,
     ),
     AlertDefinition(
         name="generation_error_rate",
         severity=Severity.CRITICAL,
-        title="Rule generation error rate",
+        title=N_("Rule generation error rate"),
         value=lambda m: m.generation_error_rate if m.generation_attempts_in_window else None,
         threshold=lambda t: t.error_rate_max,
-        show=_percent,
-        advice="Check the generator (Claude API key, rate limits, outages) and the last errors in "
-        "/autotrain status; failed feedback stays pending and can be retried with run-all.",
+        unit=Unit.SHARE,
+        advice=N_(
+            "Check the generator (Claude API key, rate limits, outages) and the last errors in "
+            "/autotrain status; failed feedback stays pending and can be retried with run-all."
+        ),
         action=AlertAction.SHOW_STATUS,
     ),
     AlertDefinition(
         name="deploys_per_day",
         severity=Severity.INFO,
-        title="Rules deployed today",
+        title=N_("Rules deployed today"),
         value=lambda m: float(m.deployed_today),
         threshold=lambda t: float(t.deploys_per_day_max),
-        show=_count,
-        advice="An unusual number of rule changes today: check that the deployments are intended.",
+        unit=Unit.COUNT,
+        advice=N_("An unusual number of rule changes today: check that the deployments are intended."),
         action=AlertAction.SHOW_DEPLOYMENTS,
     ),
     AlertDefinition(
         name="approval_time",
         severity=Severity.WARNING,
-        title="Average time to approve a rule",
+        title=N_("Average time to approve a rule"),
         value=lambda m: m.approval_seconds_avg / 3600 if m.approval_seconds_avg is not None else None,
         threshold=lambda t: t.approval_hours_max,
-        show=_hours,
-        advice="Rules wait too long for review: look at the pending rules.",
+        unit=Unit.HOURS,
+        advice=N_("Rules wait too long for review: look at the pending rules."),
         action=AlertAction.SHOW_PENDING_RULES,
     ),
     AlertDefinition(
         name="git_history",
         severity=Severity.WARNING,
-        title="Rule-file changes missing from git history",
+        title=N_("Rule-file changes missing from git history"),
         value=lambda m: float(m.uncommitted_deployments),
         threshold=lambda t: 0.0,  # any: the rules folder's history has a gap until they are committed
-        show=_count,
-        advice="Their git commit failed (see the error in /autotrain status, usually a left-over .git/index.lock)."
-        " The files are deployed; the next change of the file, or the next start, commits them once git works.",
+        unit=Unit.COUNT,
+        advice=N_(
+            "Their git commit failed (see the error in /autotrain status, usually a left-over .git/index.lock)."
+            " The files are deployed; the next change of the file, or the next start, commits them once git works."
+        ),
         action=AlertAction.SHOW_STATUS,
     ),
     AlertDefinition(
         name="git_push",
         severity=Severity.WARNING,
-        title="Rule-file commits not pushed to the git remote",
+        title=N_("Rule-file commits not pushed to the git remote"),
         value=lambda m: float(m.unpushed_deployments),
         threshold=lambda t: 0.0,  # any: the remote copy of the rules' history is behind
-        show=_count,
-        advice="Their push to AUTOTRAIN_GIT_REMOTE failed (the reason is on each deployment, push_error): check"
-        " that the remote is reachable, its credentials, and that its branch has not moved on (a push never"
-        " forces). The rules are deployed and committed; the next commit, or the periodic retry, pushes them.",
+        unit=Unit.COUNT,
+        advice=N_(
+            "Their push to AUTOTRAIN_GIT_REMOTE failed (the reason is on each deployment, push_error): check"
+            " that the remote is reachable, its credentials, and that its branch has not moved on (a push never"
+            " forces). The rules are deployed and committed; the next commit, or the periodic retry, pushes them."
+        ),
         action=AlertAction.SHOW_STATUS,
     ),
     AlertDefinition(
         name="rule_not_working",
         severity=Severity.WARNING,
-        title="Deployed rules whose complaint keeps coming back",
+        title=N_("Deployed rules whose complaint keeps coming back"),
         value=lambda m: float(len(m.rules_not_working)),
         threshold=lambda t: 0.0,
-        show=_count,
-        advice="The complaint each was made for came back at least as often as before it was deployed: roll it"
-        " back, or look at the rule and write a better one.",
+        unit=Unit.COUNT,
+        advice=N_(
+            "The complaint each was made for came back at least as often as before it was deployed: roll it"
+            " back, or look at the rule and write a better one."
+        ),
         action=AlertAction.ROLL_BACK_RULES,
         subjects=lambda m: m.rules_not_working,
     ),
     AlertDefinition(
         name="chatbot_reload",
         severity=Severity.WARNING,
-        title="Rule files the chatbot has not reloaded",
+        title=N_("Rule files the chatbot has not reloaded"),
         value=lambda m: float(len(m.failing_reloads)),
         threshold=lambda t: 0.0,
-        show=_count,
-        advice="Auto-Train's reload call to AUTOTRAIN_RELOAD_URL keeps failing (it is retried with backoff): check"
-        " that the chatbot is up and verifies the signature; until then it serves its previous rules.",
+        unit=Unit.COUNT,
+        advice=N_(
+            "Auto-Train's reload call to AUTOTRAIN_RELOAD_URL keeps failing (it is retried with backoff): check"
+            " that the chatbot is up and verifies the signature; until then it serves its previous rules."
+        ),
         action=AlertAction.SHOW_STATUS,
     ),
 )
@@ -260,30 +289,69 @@ class AlertEvent(BaseModel):
     kind: AlertDecision
     value: float | None
     threshold: float
-    value_text: str
+    value_text: str  # as recorded, the same in every language (plain_value); a reader sees shown_value
     threshold_text: str
     advice: str
     action: AlertAction
     at: datetime
     since: datetime | None
     subjects: list[str] = []  # the rules it is about (rule_not_working)
+    unit: Unit = Unit.COUNT
+
+    # `title` and `advice` are the catalogue's English source (webhooks get them as they are); a reader gets
+    # them, and the summary, in the current language:
+
+    @property
+    def shown_title(self) -> str:
+        return _(self.title)
+
+    @property
+    def shown_advice(self) -> str:
+        return _(self.advice)
 
     @property
     def summary(self) -> str:
+        """One sentence: the figure and its threshold, in the current language."""
+        value, threshold = shown_value(self.unit, self.value), shown_value(self.unit, self.threshold)
         if self.kind is AlertDecision.RESOLVE:
-            return f"{self.title} is back to normal: {self.value_text} (threshold {self.threshold_text})."
-        return f"{self.title} is {self.value_text}, above the threshold of {self.threshold_text}."
+            return _(
+                "{title} is back to normal: {value} (threshold {threshold}).",
+                title=self.shown_title,
+                value=value,
+                threshold=threshold,
+            )
+        return _(
+            "{title} is {value}, above the threshold of {threshold}.",
+            title=self.shown_title,
+            value=value,
+            threshold=threshold,
+        )
 
 
 # ---------------------------------------------------------------------- digest
 
 
 class DigestRule(BaseModel):
+    """A rule deployed in the period: listed once however many deployments it had (a canary, its promotion)."""
+
     rule_id: str
     module_name: str
     new_rule: str
     channel: str | None = None  # where its review card is, for a link
     message_ts: str | None = None
+    # Values of DeployOutcome and RuleStatus (autotrain.models imports this module, so not its enums here).
+    # How it went in: "noop" (its line was already in the file) if any deployment in the period was one, else
+    # its last deployment's outcome ("canary", "promoted", "replaced", "appended").
+    outcome: str | None = None
+    status: str | None = None  # the rule's status now: "rolled_back" when it was rolled back since
+
+    @property
+    def noop(self) -> bool:
+        return self.outcome == "noop"
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.status == "rolled_back"
 
 
 class DigestCanary(BaseModel):
@@ -361,36 +429,187 @@ class Digest(BaseModel):
         )
 
 
-# Words too common to be a theme (folded: no accents), Vietnamese and English.
-STOPWORDS = frozenset(
+# Words that make no theme on their own nor inside a phrase: Vietnamese function words (as typed, with their
+# diacritics), what every complaint about this chatbot says (bot, gợi ý, tư vấn, mặc), and English ones.
+VIETNAMESE_STOP_WORDS = frozenset(
     """
-    a ai anh ban bao bi bot cai cho chi co con cua cung da dang day de den di duoc em gi giup hay hon khi
-    khong la lai lam len luc ma minh moi mot nay neu nhe nhieu nhu nhung noi qua ra rat roi sao se shop
-    so ta tai thay the thi tien toi tra trong tu tuong van ve vi voi xin vay nao kia do o va cac
-    the is are was were be to of and or in on for it this that with not but too very so my me i you
-    your we they he she at as an by from have has had do does did can could would should will just
+    à ạ ấy ai anh bà bác bạn bằng bao bây bị bởi cả các cái cần càng cậu chỉ chị cho chứ chưa chúng có con còn
+    của cùng cũng cứ dạ đã đang đâu đây đấy để đến đều đi đó được em gì giờ giữa hả hay hãy hoặc hơi hơn họ khá
+    khi không kia là lại lắm làm lên luôn lúc mà mấy mình mọi mỗi một nào này nên nếu ngay nha nhau nhé nhỉ nhiều
+    như nhưng những nó nữa ơi ông ở qua quá ra rằng rất rồi sao sau sẽ so sự ta tại thật thế thấy theo thì thôi
+    tôi tớ trên trong từ tự vào vẫn về vì với vậy xin ừ
+    bot shop admin chatbot gợi ý tư vấn mặc độ
     """.split()
 )
+ENGLISH_STOP_WORDS = frozenset(
+    """
+    a an the and or but if then so to of in on at by for from with about as into than too very just also not no
+    yes is are was were be been being am do does did done have has had can could would should will may might
+    must it its this that these those there here i me my you your we our us they their them he she his her him
+    what which who when where why how all any some more most much many such only own same other get got keep
+    keeps kept please don doesn didn isn wasn aren won bot ai shop chatbot
+    """.split()
+)
+# A word typed without diacritics is compared with the bare forms of the Vietnamese ones, except those that
+# are as often a garment or its shape once their accents are gone: cỡ, da, dáng, dày, đế, đồ / đỏ, mốt, may,
+# váy, mới.
+_AMBIGUOUS_BARE = frozenset("co da dang day de do mot may vay moi".split())
+_BARE_STOP_WORDS = frozenset(fold(word) for word in VIETNAMESE_STOP_WORDS) - _AMBIGUOUS_BARE | ENGLISH_STOP_WORDS
+# A clause ends at a line break and at any punctuation but an apostrophe or a hyphen ("knee-length", "it's").
+_CLAUSE_END = re.compile(r"[^\w \t'’-]+")
+_WORD = re.compile(r"\w+")
+LONGEST_THEME = 4  # words: two Vietnamese words of two syllables ("trả lời dài dòng")
+
+Phrase = tuple[str, ...]  # folded words
+Spelled = dict[Phrase, Phrase]  # phrases, folded → as spelled (the spelling in one text)
+
+
+def _content_word(word: str) -> str | None:
+    """The folded form of a lower-case NFC word that can be part of a theme; None for a stop word, a number,
+    a single letter."""
+    bare = fold(word)
+    if len(bare) < 2 or bare.isdigit() or " " in bare:
+        return None
+    if bare == word:  # typed without diacritics: a Vietnamese word with its accents left off, or English
+        return None if bare in _BARE_STOP_WORDS else bare
+    return None if word in VIETNAMESE_STOP_WORDS else bare
+
+
+class _Phrases:
+    """The phrases and the content words of texts: runs of content words adjacent within a clause, every 2 to
+    LONGEST_THEME words of them (and, asked for apart, every word of them). Each distinct word is judged once,
+    and each distinct clause and run cut up once: a day's feedback says "trời nóng quá" and "áo khoác" many
+    times, and cutting texts up is what a digest spends its time on."""
+
+    def __init__(self) -> None:
+        self.words: dict[str, str | None] = {}  # word → folded, None for a stop word
+        self.clauses: dict[str, tuple[Spelled, tuple[tuple[str, ...], ...]]] = {}  # → (its phrases, its runs)
+        self.runs: dict[tuple[str, ...], Spelled] = {}  # run → its phrases
+
+    def of(self, text: str) -> Spelled:
+        """The phrases of `text`, each once."""
+        found: Spelled = {}
+        clauses = self.clauses
+        for clause in self._clauses(text):
+            cut = clauses.get(clause)
+            if cut is None:
+                cut = clauses[clause] = self._clause(clause)
+            found.update(cut[0])
+        return found
+
+    def single(self, text: str) -> Spelled:
+        """The content words of `text` (once `of` has seen it), each once."""
+        words, clauses = self.words, self.clauses
+        return {
+            (words[word],): (word,)  # type: ignore[misc]  # a word of a run is a content word
+            for clause in self._clauses(text)
+            for run in clauses[clause][1]
+            for word in run
+        }
+
+    @staticmethod
+    def _clauses(text: str) -> list[str]:
+        # stored feedback is NFC already (models.clean_text), for which normalising is a quick check
+        return _CLAUSE_END.split(unicodedata.normalize("NFC", text.lower()))
+
+    def _clause(self, clause: str) -> tuple[Spelled, tuple[tuple[str, ...], ...]]:
+        phrases: Spelled = {}
+        runs: list[tuple[str, ...]] = []
+        words, run = self.words, []
+        for word in [*_WORD.findall(clause), ""]:  # "": the clause's end ends its last run
+            bare = words.get(word, "") if word else None
+            if bare == "":
+                bare = words[word] = _content_word(word)
+            if bare is not None:
+                run.append(word)
+            elif run:
+                spelled = tuple(run)
+                runs.append(spelled)
+                if len(spelled) > 1:
+                    found = self.runs.get(spelled)
+                    if found is None:
+                        found = self.runs[spelled] = self._run(spelled)
+                    phrases.update(found)
+                run = []
+        return phrases, tuple(runs)
+
+    def _run(self, spelled: tuple[str, ...]) -> Spelled:
+        folded = tuple(map(self.words.__getitem__, spelled))
+        length = len(spelled)
+        if length == 2:  # most runs are one or two words
+            return {folded: spelled}  # type: ignore[dict-item]  # a word of a run is a content word
+        return {
+            folded[start : start + size]: spelled[start : start + size]  # type: ignore[misc]
+            for size in range(2, min(LONGEST_THEME, length) + 1)
+            for start in range(length - size + 1)
+        }
+
+
+def _inside(short: Phrase, long: Phrase) -> bool:
+    size = len(short)
+    return any(long[i : i + size] == short for i in range(len(long) - size + 1))
+
+
+def _edges_meet(one: Phrase, other: Phrase) -> bool:
+    """One's end is the other's start: "khoác dày" and "áo khoác" are the same words, shifted."""
+    shortest = min(len(one), len(other))
+    return any(one[-k:] == other[:k] or other[-k:] == one[:k] for k in range(1, shortest))
+
+
+def _overlaps(phrase: Phrase, chosen: Phrase) -> bool:
+    """Whether `phrase` and `chosen` share words in a row: a theme of its own shares none."""
+    return _inside(phrase, chosen) or _inside(chosen, phrase) or _edges_meet(phrase, chosen)
+
+
+def _repeats(phrase: Phrase, chosen: Phrase) -> bool:
+    """Whether `phrase` says nothing `chosen` does not: inside it, or the same words shifted. One that takes
+    `chosen` in and says more ("áo khoác dày" after "áo khoác") is no repeat."""
+    return _inside(phrase, chosen) or (not _inside(chosen, phrase) and _edges_meet(phrase, chosen))
+
+
+def _ranked(found: Iterable[Spelled], minimum: int) -> list[tuple[Phrase, int, Phrase]]:
+    """(folded, texts, commonest spelling) of what at least `minimum` texts have: most texts first, then the
+    longer, then alphabetically (folded). Of the spellings, the commonest; at a tie, one with accents."""
+    per_spelling = Counter(chain.from_iterable(spelled.items() for spelled in found))
+    totals: Counter[Phrase] = Counter()
+    best: dict[Phrase, tuple[int, bool, Phrase]] = {}
+    for (key, spelled), n in per_spelling.items():
+        totals[key] += n
+        candidate = (n, spelled != key, spelled)
+        if key not in best or candidate[:2] > best[key][:2]:
+            best[key] = candidate
+    ranked = [(key, n, best[key][2]) for key, n in totals.items() if n >= minimum]
+    ranked.sort(key=lambda item: (-item[1], -len(item[0]), item[0]))
+    return ranked
 
 
 def recurring_themes(texts: Sequence[str], top: int = 5, minimum: int = 2) -> list[tuple[str, int]]:
-    """The most frequent meaningful two-word phrases (else words) across feedback texts, folded.
+    """The phrases most feedback texts share (else single words), each shown as the texts most often spell it.
 
-    Each text counts a phrase once, so one long complaint does not make a theme. (Counted by Counter's C loop
-    over all texts at once: a day's digest folds and counts ten thousand of them.)
+    A phrase is two to four words next to each other in one clause, none of them a stop word, a number or a
+    single letter: "Trời nóng quá, AI còn tư vấn áo khoác" has "trời nóng" and "áo khoác", and nothing that
+    spans the comma or takes in "tư vấn". Texts are compared folded ("troi nong" is "trời nóng"), each counts
+    a phrase once, and a phrase is shown in its commonest spelling, accents kept. Most texts first; at a tie
+    the longer phrase, so that a phrase always inside a longer one gives way to it. Themes of their own come
+    first (sharing no words in a row with one chosen before); then, if there is room, phrases that say more of
+    a chosen one ("áo khoác dày" ×3 after "áo khoác" ×5; never "khoác dày", the same words shifted); then
+    single words.
     """
-    meaningful = [
-        [w for w in fold(text).split() if w not in STOPWORDS and not w.isdigit() and len(w) > 1] for text in texts
-    ]
-    unigrams = Counter(chain.from_iterable(set(words) for words in meaningful))
-    bigrams = Counter(chain.from_iterable({f"{a} {b}" for a, b in pairwise(words)} for words in meaningful))
-    themes = [(phrase, n) for phrase, n in bigrams.most_common(top) if n >= minimum]
-    if len(themes) < top:
-        covered = {word for phrase, _ in themes for word in phrase.split()}
-        themes += [(word, n) for word, n in unigrams.most_common(top * 3) if n >= minimum and word not in covered][
-            : top - len(themes)
-        ]
-    return themes
+    phrases = _Phrases()
+    ranked = _ranked((phrases.of(text) for text in texts), minimum)
+    chosen: list[tuple[Phrase, int, Phrase]] = []
+    # first the themes of their own, then, with room left, phrases that say more of one ("áo khoác dày")
+    for apart in (_overlaps, _repeats):
+        for key, n, spelled in ranked:
+            if len(chosen) == top:
+                break
+            if not any(apart(key, other) for other, _n, _s in chosen):
+                chosen.append((key, n, spelled))
+    if len(chosen) < top:  # every clause is cut up by now: this pass only looks them up
+        covered = {word for key, _n, _s in chosen for word in key}
+        words = _ranked((phrases.single(text) for text in texts), minimum)
+        chosen += [item for item in words if item[0][0] not in covered][: top - len(chosen)]
+    return [(" ".join(spelled), n) for _key, n, spelled in chosen]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -536,13 +755,14 @@ class Monitor:
                 kind=decision,
                 value=value,
                 threshold=threshold,
-                value_text=definition.show(value) if value is not None else "not measurable",
-                threshold_text=definition.show(threshold),
+                value_text=plain_value(definition.unit, value) if value is not None else "not measurable",
+                threshold_text=plain_value(definition.unit, threshold),
                 advice=definition.advice,
                 action=definition.action,
                 at=now,
                 since=new_state.since or (state.since if state else None),
                 subjects=definition.subjects(metrics) if definition.subjects and crossed else [],
+                unit=definition.unit,
             )
             events.append(event)
             errors = await self._tell("alert", event)

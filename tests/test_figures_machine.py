@@ -249,7 +249,9 @@ def counted(db: sqlite3.Connection, windows: Windows, rule_ids: list[str]) -> di
             f"digest[{label}].rules_generated": in_period("created_at"),
             f"digest[{label}].rules_approved": in_period("approved_at"),
             f"digest[{label}].rules_rejected": in_period("rejected_at"),
-            f"digest[{label}].rules_deployed": scalar(db, deployed + " AND rollback_of IS NULL", period),
+            f"digest[{label}].rules_deployed": scalar(  # rules: a canary and its promotion are one
+                db, deployed.replace("COUNT(*)", "COUNT(DISTINCT rule_id)") + " AND rollback_of IS NULL", period
+            ),
             f"digest[{label}].rules_rolled_back": scalar(db, deployed + " AND rollback_of IS NOT NULL", period),
             f"digest[{label}].pending_feedback": feedback_by_status[FeedbackStatus.PENDING.value],
             f"digest[{label}].pending_rules": rules_by_status[RuleStatus.PENDING.value],
@@ -266,11 +268,11 @@ def counted(db: sqlite3.Connection, windows: Windows, rule_ids: list[str]) -> di
                     " WHERE status = 'deployed' AND rollout_percent < 100 ORDER BY id"
                 )
             ],
-            f"digest[{label}].deployed": [
+            f"digest[{label}].deployed": [  # each rule once, by its first deployment of the period
                 row[0]
                 for row in db.execute(
                     "SELECT rule_id FROM deployments WHERE state = 'applied' AND rollback_of IS NULL"
-                    " AND deployed_at >= ? AND deployed_at < ? ORDER BY id",
+                    " AND deployed_at >= ? AND deployed_at < ? GROUP BY rule_id ORDER BY MIN(id)",
                     period,
                 )
             ],

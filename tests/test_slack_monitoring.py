@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from autotrain.i18n import Language, set_default_language
 from autotrain.models import FeedbackIn, FeedbackStatus
 from autotrain.monitoring import Monitor
 from bot.api import create_app
@@ -189,7 +191,7 @@ async def test_approval_time_alert_offers_the_pending_list(
         events = await h.monitor.check_alerts()
         assert [(e.name, e.kind.value) for e in events] == [("approval_time", "fired")]
         [post] = posts_to(slack_api, ALERTS)
-        assert "Average time to approve a rule is 2.0 h, above the threshold of 1.0 h" in post.params["text"]
+        assert "Average time to approve a rule is 2 h, above the threshold of 1 h" in post.params["text"]
         [button] = buttons(post.params)
         assert button["action_id"] == "alert_show_pending"
         assert button["value"] == "approval_time"
@@ -437,3 +439,107 @@ async def test_a_button_reply_the_bot_cannot_post_ephemerally_comes_as_a_dm(
         assert dm.response["ok"]
         assert dm.params["text"] == "Auto-Train status"
         assert "Feedback" in all_text(dm.params)  # the same status blocks the ephemeral would have had
+
+
+# ---------------------------------------------------------------------- in the workspace's language
+
+
+@pytest.fixture
+def vietnamese(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AUTOTRAIN_LANGUAGE=vi for the server the test starts; English again for whatever runs after it."""
+    monkeypatch.setenv("AUTOTRAIN_LANGUAGE", "vi")
+    yield
+    set_default_language(Language.EN)
+
+
+async def test_an_alert_is_posted_in_vietnamese_with_autotrain_language_vi(
+    tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi, vietnamese: None
+) -> None:
+    async with slack_app(tmp_path, rules_dir, slack_api, alert_pending_max=1) as h:
+        post = await fire_backlog_alert(h)
+        assert post.params["text"] == "🟠 Cảnh báo: Phản hồi tồn đọng chờ xử lý đang ở mức 2, vượt ngưỡng 1."
+        blocks = as_object(post.params["blocks"])
+        assert blocks[0]["text"]["text"].startswith("*🟠 Cảnh báo: Phản hồi tồn đọng chờ xử lý*\n")
+        assert blocks[1]["elements"][0]["text"].startswith("*Cần làm gì:* Tạo quy tắc cho phần tồn đọng (run-all)")
+        [button] = buttons(post.params)
+        assert button["action_id"] == "alert_run_all"  # what the listener reads stays as it was
+        assert button["text"]["text"] == "Xử lý mọi phản hồi đang chờ"
+        assert button["confirm"]["title"]["text"] == "Xử lý mọi phản hồi đang chờ?"
+        assert button["confirm"]["confirm"]["text"] == "Chạy"
+
+        h.clock.advance(3600)
+        await pending(h, SHOES_FEEDBACK)
+        assert [e.kind.value for e in await h.monitor.check_alerts()] == ["repeated"]
+        again = posts_to(slack_api, ALERTS)[-1]
+        assert again.params["text"] == (
+            "🟠 Cảnh báo (vẫn tiếp diễn): Phản hồi tồn đọng chờ xử lý đang ở mức 3, vượt ngưỡng 1."
+        )
+        assert "· vượt ngưỡng từ <!date^" in all_text(again.params)  # Slack shows the date in the reader's locale
+
+        await h.service.run_all(ADMIN)
+        assert [e.kind.value for e in await h.monitor.check_alerts()] == ["resolved"]
+        resolved = posts_to(slack_api, ALERTS)[-1]
+        assert resolved.params["text"] == (
+            "✅ Đã được giải quyết: Phản hồi tồn đọng chờ xử lý đã trở lại bình thường: 0 (ngưỡng 1)."
+        )
+        # webhooks and the store keep the language-free record
+        events = await h.monitor.check_alerts()
+        assert events == []
+
+
+async def test_the_digest_is_posted_in_vietnamese_with_autotrain_language_vi(
+    tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi, vietnamese: None
+) -> None:
+    async with slack_app(tmp_path, rules_dir, slack_api) as h:
+        weather, height, _shoes = await pending(h, WEATHER_FEEDBACK, HEIGHT_FEEDBACK, SHOES_FEEDBACK)
+        await h.service.submit(
+            FeedbackIn(
+                query="áo khoác mỏng",
+                ai_response="Bạn thử áo khoác dạ nhé",
+                feedback_text="troi nong ma goi y ao khoac, khong hop",
+                feedback_type="bug",
+            ),
+            REPORTER,
+        )
+        deployed = await h.service.generate(weather, REPORTER)
+        rejected = await h.service.generate(height, REPORTER)
+        h.clock.advance(1800)
+        await h.service.approve(deployed.rule_id, ADMIN)
+        await h.service.deploy(deployed.rule_id, ADMIN)
+        await h.service.reject(rejected.rule_id, ADMIN)
+        h.clock.advance(3600)
+
+        await h.monitor.post_digest()
+        [post] = posts_to(slack_api, DIGESTS)
+        assert post.response["ok"], post.response
+        assert post.params["text"] == (
+            "Bản tin Auto-Train 2 thg 6 2025: 4 phản hồi, 2 quy tắc được tạo, 1 đã triển khai"
+        )
+        blocks = as_object(post.params["blocks"])
+        assert blocks[0]["text"]["text"] == "Bản tin Auto-Train · 2 thg 6 2025"
+        summary = blocks[1]["text"]["text"].splitlines()
+        assert summary[0] == "*Phản hồi nhận được* 4 (lỗi 3, góp ý 1)"
+        assert summary[1] == "*Quy tắc* đã tạo 2 · đã duyệt 1 · đã từ chối 1 · đã triển khai 1 · đã hoàn tác 0"
+        assert summary[2].startswith("*Tồn đọng* 2 phản hồi đang chờ (cũ nhất là FB-1003, từ <!date^")
+        assert summary[2].endswith(" · 0 quy tắc cần duyệt")
+        text = all_text(post.params)
+        assert "*Chủ đề lặp lại* “áo khoác” ×2 · “trời nóng” ×2" in text  # as spelled, accents kept
+        assert "*Đã triển khai*\n• <https://" in text and f"|{deployed.rule_id}> → `fashion_rules.json`: " in text
+
+
+async def test_alerts_and_the_digest_are_in_english_by_default(
+    tmp_path: Path, rules_dir: Path, slack_api: FakeSlackApi
+) -> None:
+    async with slack_app(tmp_path, rules_dir, slack_api, alert_pending_max=1) as h:
+        post = await fire_backlog_alert(h)
+        assert post.params["text"] == "🟠 Warning: Pending feedback backlog is 2, above the threshold of 1."
+        [button] = buttons(post.params)
+        assert button["text"]["text"] == "Run all pending"
+        h.clock.advance(60)
+        await h.monitor.post_digest()
+        [digest] = posts_to(slack_api, DIGESTS)
+        assert digest.params["text"] == "Auto-Train digest 2 Jun 2025: 2 feedback, 0 rules generated, 0 deployed"
+        text = all_text(digest.params)
+        assert "*Feedback received* 2 (bug 2)" in text
+        assert "*Backlog* 2 pending feedback (oldest FB-1001, since <!date^" in text
+        assert "0 rules to review" in text

@@ -17,6 +17,13 @@ What it proposes for one feedback, given the current rule lines of every file:
 
 With `recurrence` (the deployed rule that did not prevent this complaint), the reasoning starts by naming it
 and the warnings include RECURRENCE_OF_DEPLOYED_RULE.
+
+Languages. What the reviewer reads (the reasoning, a decline's reason) is written in the current language at
+generation time (autotrain.i18n: `AUTOTRAIN_LANGUAGE`, or the Slack user's who asked). The rule itself is a
+line of the chatbot's prompt, read by the chatbot and not by the reviewer, so it never follows that setting:
+a pattern's rule is the Vietnamese line it was written as (it replaces a line of the stylist's Vietnamese
+files), a draft is in the language of the feedback it quotes (`draft_rule`), and a strengthened line keeps
+the language of the line (`strengthen`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from autotrain.generators.patterns import (
     RULE_WORDS,
     HeuristicPattern,
 )
+from autotrain.i18n import N_, _
 from autotrain.models import (
     MAX_RULE_LENGTH,
     Feedback,
@@ -60,6 +68,21 @@ from autotrain.text import (
 )
 
 DRAFT_CONFIDENCE = {FeedbackType.BUG: 0.4, FeedbackType.SUGGESTION: 0.45, FeedbackType.PRAISE: 0.3}
+# what a draft's reasoning says, by the feedback's type (the sentence whole, for a translation to order)
+DRAFT_REASONING = {
+    FeedbackType.BUG: N_(
+        "No known pattern matched this bug report; the draft turns the feedback into an instruction for"
+        " {module_name}. Edit it before approving."
+    ),
+    FeedbackType.SUGGESTION: N_(
+        "No known pattern matched this suggestion; the draft turns the feedback into an instruction for"
+        " {module_name}. Edit it before approving."
+    ),
+    FeedbackType.PRAISE: N_(
+        "No known pattern matched this praise; the draft turns the feedback into an instruction for"
+        " {module_name}. Edit it before approving."
+    ),
+}
 # a line found by the recurrence it came back after, or by the words of the complaint, not by a pattern
 RECURRENCE_CONFIDENCE = 0.6
 REFERENCED_CONFIDENCE = 0.5
@@ -97,11 +120,11 @@ class _Existing:
 
     module_name: str
     line: str
-    found_by: str
+    found_by: str  # in the current language
     confidence: float
     rule_type: RuleType = RuleType.PROMPT_UPDATE
-    lead: str = ""  # what the pattern says of such complaints
-    note: str = ""  # anything else the reviewer should know
+    lead: str = ""  # what the pattern says of such complaints (its reasoning, translated)
+    note: str = ""  # anything else the reviewer should know, a sentence
 
 
 class HeuristicRuleGenerator:
@@ -160,19 +183,22 @@ class HeuristicRuleGenerator:
         pattern = self.matching_pattern(feedback)
         if pattern is not None:
             proposal = pattern_proposal(pattern)
-            existing = self._in_file(proposal, rules, "the line this complaint's pattern proposes")
+            existing = self._in_file(proposal, rules, _("the line this complaint's pattern proposes"))
             if existing is not None:
-                existing = replace(existing, lead=f"{pattern.reasoning}. ", note=self._still_there(pattern, rules))
+                existing = replace(existing, lead=proposal.reasoning, note=self._still_there(pattern, rules))
         else:
             existing = self._deployed_line(recurrence, rules) or self._referenced_line(feedback, rules)
             if existing is None:
                 flags = flags_against_quoting(feedback)
                 if flags:
                     return Declined(
-                        f"no known pattern matched, and a draft would quote feedback flagged {', '.join(flags)}"
+                        _(
+                            "no known pattern matched, and a draft would quote feedback flagged {flags}",
+                            flags=", ".join(flags),
+                        )
                     )
                 proposal = self.draft(feedback)
-                existing = self._in_file(proposal, rules, "the line this feedback's draft would add")
+                existing = self._in_file(proposal, rules, _("the line this feedback's draft would add"))
         if existing is not None:
             proposal = strengthened_proposal(existing)
         if recurrence is not None:
@@ -194,10 +220,7 @@ class HeuristicRuleGenerator:
         return RuleProposal(
             module_name=module_name,
             new_rule=draft_rule(feedback),
-            reasoning=(
-                f"No known pattern matched this {feedback.feedback_type.value}; the draft turns the "
-                f"feedback into an instruction for {module_name}. Edit it before approving."
-            ),
+            reasoning=_(DRAFT_REASONING[feedback.feedback_type], module_name=module_name),
             confidence=DRAFT_CONFIDENCE[feedback.feedback_type],
         )
 
@@ -234,7 +257,7 @@ class HeuristicRuleGenerator:
         return _Existing(
             recurrence.module_name,
             line,
-            f"the line {recurrence.rule_id} deployed",
+            _("the line {rule_id} deployed", rule_id=recurrence.rule_id),
             RECURRENCE_CONFIDENCE,
             recurrence.rule_type,
         )
@@ -261,7 +284,7 @@ class HeuristicRuleGenerator:
         return _Existing(
             best[1],
             best[2],
-            "the feedback says the bot did not follow a rule, and this line shares its words",
+            _("the feedback says the bot did not follow a rule, and this line shares its words"),
             REFERENCED_CONFIDENCE,
         )
 
@@ -271,9 +294,10 @@ class HeuristicRuleGenerator:
         old = _line_in(pattern.old_rule, rules.get(pattern.module_name, ()))
         if old is None:
             return ""
-        return (
-            f" `{old}`, which that line replaces, is still there too (a canary's other share, or a hand edit): "
-            "it may be what the bot followed."
+        return _(
+            "`{line}`, which that line replaces, is still there too (a canary's other share, or a hand edit): it"
+            " may be what the bot followed.",
+            line=old,
         )
 
 
@@ -283,7 +307,7 @@ def pattern_proposal(pattern: HeuristicPattern) -> RuleProposal:
         rule_type=pattern.rule_type,
         old_rule=pattern.old_rule,
         new_rule=pattern.new_rule,
-        reasoning=pattern.reasoning,
+        reasoning=_(pattern.reasoning),
         confidence=pattern.confidence,
     )
 
@@ -307,21 +331,26 @@ def strengthened_proposal(existing: _Existing) -> RuleProposal:
     new_rule = strengthen(existing.line)
     if same_rule(new_rule, existing.line):
         # validation makes this an append flagged as a duplicate: a card for a reviewer to rewrite, not a change
-        how = "It is already as explicit as this generator can make it: rewrite it by hand, or reject this."
+        how = _("It is already as explicit as this generator can make it: rewrite it by hand, or reject this.")
     else:
-        how = (
+        how = _(
             "The bot did not follow it, so this rewords it to be more explicit, in place, instead of adding a "
             "copy; if the line itself is what is wrong, rewrite it."
         )
+    found = _(
+        "The complaint is about a rule already in {module_name} ({found_by}): `{line}`.",
+        module_name=existing.module_name,
+        found_by=existing.found_by,
+        line=existing.line,
+    )
+    # the pattern's reasoning first, the note last, each its own sentence
+    sentences = [f"{existing.lead}." if existing.lead else "", found, how, existing.note]
     return RuleProposal(
         module_name=existing.module_name,
         rule_type=existing.rule_type,
         old_rule=existing.line,
         new_rule=new_rule,
-        reasoning=(
-            f"{existing.lead}The complaint is about a rule already in {existing.module_name} ({existing.found_by}): "
-            f"`{existing.line}`. {how}{existing.note}"
-        ),
+        reasoning=" ".join(sentence for sentence in sentences if sentence),
         confidence=existing.confidence,
         warnings=[RuleWarning.EXISTING_RULE_NOT_FOLLOWED],
     )
@@ -331,9 +360,11 @@ def with_recurrence(proposal: RuleProposal, recurrence: Rule) -> RuleProposal:
     """The proposal, saying which deployed rule did not prevent this complaint."""
     return proposal.model_copy(
         update={
-            "reasoning": (
-                f"{recurrence.rule_id} (`{one_line(recurrence.new_rule)}`) was deployed for this complaint, and it "
-                f"came back: {proposal.reasoning}"
+            "reasoning": _(
+                "{rule_id} (`{line}`) was deployed for this complaint, and it came back: {reasoning}",
+                rule_id=recurrence.rule_id,
+                line=one_line(recurrence.new_rule),
+                reasoning=proposal.reasoning,
             ),
             "warnings": list(dict.fromkeys([*proposal.warnings, RuleWarning.RECURRENCE_OF_DEPLOYED_RULE])),
         }

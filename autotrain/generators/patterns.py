@@ -2,12 +2,18 @@
 
 Phrases are matched as whole words; in a text typed without any diacritics, accent-insensitively, so "nóng"
 also matches "troi nong qua" (autotrain.text.PhraseMatcher).
+
+A pattern's `reasoning` is for the reviewer: marked with N_() here, it is written in the language of the
+generation (autotrain.i18n; a pattern added without a translation is shown as written). Its `new_rule` is for
+the chatbot's prompt and stays as written: the stylist's rule files are Vietnamese, and `old_rule` must be a
+line of them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autotrain.i18n import N_
 from autotrain.models import RuleType
 
 
@@ -19,7 +25,7 @@ class HeuristicPattern:
     module_name: str
     old_rule: str | None
     new_rule: str
-    reasoning: str
+    reasoning: str  # for the reviewer: N_("..."), translated when proposed
     confidence: float
     rule_type: RuleType = RuleType.PROMPT_UPDATE
     # other readings of the matched words: a match these cover does not count ("toi muon dat hang" is
@@ -36,7 +42,7 @@ HEURISTIC_PATTERNS: tuple[HeuristicPattern, ...] = (
         module_name="fashion_rules.json",
         old_rule="- Luôn ưu tiên áo khoác/dày",
         new_rule="- Khi trời nóng (>30°): KHÔNG gợi ý áo khoác dày",
-        reasoning="Weather mismatch correction",
+        reasoning=N_("Weather mismatch correction"),
         confidence=0.85,
     ),
     HeuristicPattern(
@@ -46,7 +52,7 @@ HEURISTIC_PATTERNS: tuple[HeuristicPattern, ...] = (
         module_name="fashion_rules.json",
         old_rule="- Gợi ý đầm maxi cho mọi khách",
         new_rule="- Dưới 1m55: gợi ý đầm ngắn (midi, knee-length)",
-        reasoning="Proportion-appropriate recommendations",
+        reasoning=N_("Proportion-appropriate recommendations"),
         confidence=0.9,
     ),
     HeuristicPattern(
@@ -56,7 +62,7 @@ HEURISTIC_PATTERNS: tuple[HeuristicPattern, ...] = (
         module_name="fashion_rules.json",
         old_rule=None,
         new_rule="- Hỏi ngân sách của khách trước khi gợi ý và chỉ đưa sản phẩm trong tầm giá đó",
-        reasoning="Recommendations ignored the customer's budget",
+        reasoning=N_("Recommendations ignored the customer's budget"),
         confidence=0.7,
         feedback_not=(
             "đặt hàng",

@@ -34,6 +34,27 @@ async def _approval_seconds(
     return [round(float(row[0]), 3) for row in await cursor.fetchall()]
 
 
+def _each_rule_once(rows: list[aiosqlite.Row]) -> list[DigestRule]:
+    """The deployed rules of a period, each once (a canary and its promotion are two deployments of one rule),
+    in the order of their first deployment; a no-op deployment (its line was already in the file) marks it."""
+    rules: dict[str, DigestRule] = {}
+    for rule_id, module_name, new_rule, channel, message_ts, outcome, status in rows:
+        seen = rules.get(rule_id)
+        if seen is None:
+            rules[rule_id] = DigestRule(
+                rule_id=rule_id,
+                module_name=module_name,
+                new_rule=new_rule,
+                channel=channel,
+                message_ts=message_ts,
+                outcome=outcome,
+                status=status,
+            )
+        elif not seen.noop:
+            seen.outcome = outcome
+    return list(rules.values())
+
+
 class ReportMixin(SqliteConnection):
     async def counts(self, *, since: datetime) -> PipelineCounts:
         async with self._read() as db:
@@ -137,7 +158,6 @@ class ReportMixin(SqliteConnection):
             approved = await rules_where("approved_at")
             rejected = await rules_where("rejected_at")
             in_period = f"{_APPLIED} AND deployed_at >= ? AND deployed_at < ?"
-            deployed = await count(db, in_period + " AND rollback_of IS NULL", period)
             rolled_back = await count(db, in_period + " AND rollback_of IS NOT NULL", period)
             maintained = await figures(db)
             pending_feedback = maintained.feedback(status=FeedbackStatus.PENDING)
@@ -157,24 +177,23 @@ class ReportMixin(SqliteConnection):
             canaries = [
                 CanaryRule(rule_id=r[0], module_name=r[1], rollout_percent=r[2]) for r in await cursor.fetchall()
             ]
+            # each deployment of the period (ix_deployments_applied_at: a range of the window), with its rule
             cursor = await db.execute(
-                "SELECT r.rule_id, r.module_name, r.new_rule, c.channel, c.message_ts FROM deployments d"
+                "SELECT r.rule_id, r.module_name, r.new_rule, c.channel, c.message_ts, d.outcome, r.status"
+                " FROM deployments d"
                 " JOIN generated_rules r ON r.rule_id = d.rule_id"
                 " LEFT JOIN review_cards c ON c.rule_id = r.rule_id AND c.state = 'posted'"
                 " WHERE d.state = 'applied' AND d.rollback_of IS NULL AND d.deployed_at >= ? AND d.deployed_at < ?"
                 " ORDER BY d.id",
                 period,
             )
-            deployed_rules = [
-                DigestRule(rule_id=r[0], module_name=r[1], new_rule=r[2], channel=r[3], message_ts=r[4])
-                for r in await cursor.fetchall()
-            ]
+            deployed_rules = _each_rule_once(await cursor.fetchall())
         return DigestData(
             feedback_by_type={t.value: by_type.get(t.value, 0) for t in FeedbackType},
             rules_generated=generated,
             rules_approved=approved,
             rules_rejected=rejected,
-            rules_deployed=deployed,
+            rules_deployed=len(deployed_rules),
             rules_rolled_back=rolled_back,
             pending_feedback=pending_feedback,
             pending_rules=pending_rules,
