@@ -17,7 +17,7 @@ import pytest
 from autotrain.models import RuleStatus
 from bot.runtime import Runtime
 from bot.slack import blocks
-from tests.conftest import ADMIN, OLD_WEATHER_RULE, WEATHER_FEEDBACK, make_settings, submit
+from tests.conftest import ADMIN, WEATHER_FEEDBACK, make_settings, submit
 from tests.fakes.clock import FakeClock
 from tests.fakes.monitoring import Opener, RecordingSink
 from tests.test_webhooks import Receiver, receivers, verifies  # noqa: F401  (fixture)
@@ -113,7 +113,7 @@ async def test_a_newer_change_of_the_file_supersedes_a_failed_reload(chatbot: An
     receiver.status = 500
     first = await deployed(runtime, 1)
     receiver.status = 200
-    second = await deployed(runtime, 2, new_rule="- Khi trời nóng: gợi ý áo thun cotton", old_rule=OLD_WEATHER_RULE)
+    second = await deployed(runtime, 2, new_rule="- Khi trời nóng: gợi ý áo thun cotton", old_rule="")
     assert second.deployment.reload_status == "ok"
     clock.advance(3600)
     assert await runtime.reloads.retry_due() == 0  # the chatbot has the newest version: no stale call
