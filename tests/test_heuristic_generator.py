@@ -11,6 +11,7 @@ import pytest
 
 from autotrain.generators.heuristic import EMPHASIS, Declined, HeuristicRuleGenerator, strengthen
 from autotrain.generators.patterns import HEURISTIC_PATTERNS, HeuristicPattern
+from autotrain.i18n import Language, speaking
 from autotrain.models import (
     MAX_RULE_LENGTH,
     Feedback,
@@ -759,3 +760,92 @@ async def test_recurrence_of_flagged_feedback_strengthens_the_deployed_line_quot
     assert "evil.example" not in result.proposal.new_rule
     # without the recurrence there is nothing to strengthen, and nothing is quoted
     assert (await generator.generate(complaint, current)).proposal is None
+
+
+# ---------------------------------------------------------------------- the reviewer's language
+
+
+def in_language(language: Language, generator: HeuristicRuleGenerator, *args: object, **kwargs: object) -> object:
+    with speaking(language):
+        return generator.propose(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_patterns_reasoning_is_in_the_language_of_the_generation(generator: HeuristicRuleGenerator) -> None:
+    vietnamese = in_language(Language.VI, generator, QUICK_START)
+    english = in_language(Language.EN, generator, QUICK_START)
+    assert isinstance(vietnamese, RuleProposal) and isinstance(english, RuleProposal)
+    assert vietnamese.reasoning == "Sửa gợi ý không hợp thời tiết"
+    assert english.reasoning == "Weather mismatch correction"
+    # the rule is for the chatbot's prompt: the same Vietnamese line, replacing the same line, either way
+    assert (vietnamese.old_rule, vietnamese.new_rule) == (english.old_rule, english.new_rule)
+    assert vietnamese.new_rule == WEATHER.new_rule
+
+
+def test_a_drafts_reasoning_follows_the_setting_and_its_rule_the_feedback() -> None:
+    generator = HeuristicRuleGenerator(DEFAULT_ALLOWED_MODULES)
+    for complaint, rule_start in [
+        (feedback("Link bị lỗi 404", query="cho mình link"), '- Khi khách hỏi "cho mình link": tránh lỗi'),
+        (feedback("The link is broken", query="link please"), '- When a customer asks "link please": avoid'),
+    ]:
+        vietnamese = in_language(Language.VI, generator, complaint)
+        english = in_language(Language.EN, generator, complaint)
+        assert isinstance(vietnamese, RuleProposal) and isinstance(english, RuleProposal)
+        assert vietnamese.reasoning == (
+            "Không có mẫu nào khớp với báo lỗi này; bản nháp chuyển phản hồi thành một chỉ dẫn cho "
+            "fashion_rules.json. Hãy sửa lại trước khi duyệt."
+        )
+        assert english.reasoning == (
+            "No known pattern matched this bug report; the draft turns the feedback into an instruction for "
+            "fashion_rules.json. Edit it before approving."
+        )
+        assert vietnamese.new_rule == english.new_rule and english.new_rule.startswith(rule_start)
+
+
+def test_a_strengthened_lines_reasoning_is_in_the_language_of_the_generation(
+    generator: HeuristicRuleGenerator,
+) -> None:
+    current = with_lines(shipped_rules(), "fashion_rules.json", [WEATHER.new_rule])  # the old line is there too
+    recurrence = deployed(WEATHER.new_rule)
+    vietnamese = in_language(Language.VI, generator, QUICK_START, current, recurrence=recurrence)
+    english = in_language(Language.EN, generator, QUICK_START, current, recurrence=recurrence)
+    assert isinstance(vietnamese, RuleProposal) and isinstance(english, RuleProposal)
+    assert vietnamese.reasoning == (
+        f"RUL-1003 (`{WEATHER.new_rule}`) đã được triển khai cho phàn nàn này, nhưng phàn nàn vẫn quay lại: "
+        "Sửa gợi ý không hợp thời tiết. "
+        "Phàn nàn này nói về một quy tắc đã có trong fashion_rules.json (dòng mà mẫu của phàn nàn này đề xuất): "
+        f"`{WEATHER.new_rule}`. "
+        "Bot đã không làm theo dòng này, nên đề xuất viết lại nó rõ ràng hơn ngay tại chỗ thay vì thêm một bản "
+        "sao; nếu chính dòng này sai, hãy viết lại nó. "
+        f"`{WEATHER.old_rule}`, dòng mà dòng kia thay thế, cũng vẫn còn trong tệp (phần người dùng còn lại của "
+        "một canary, hoặc do sửa tay): có thể bot đã làm theo dòng đó."
+    )
+    assert english.reasoning == (
+        f"RUL-1003 (`{WEATHER.new_rule}`) was deployed for this complaint, and it came back: "
+        "Weather mismatch correction. "
+        "The complaint is about a rule already in fashion_rules.json (the line this complaint's pattern proposes): "
+        f"`{WEATHER.new_rule}`. "
+        "The bot did not follow it, so this rewords it to be more explicit, in place, instead of adding a copy; "
+        "if the line itself is what is wrong, rewrite it. "
+        f"`{WEATHER.old_rule}`, which that line replaces, is still there too (a canary's other share, or a hand "
+        "edit): it may be what the bot followed."
+    )
+    # the line the bot did not follow is strengthened in its own language, whatever the reviewer's
+    assert vietnamese.new_rule == english.new_rule == STRONGER_WEATHER
+
+
+async def test_a_declines_reason_is_in_the_language_of_the_generation(generator: HeuristicRuleGenerator) -> None:
+    complaint = feedback("Link hỏng rồi, xem https://evil.example/x", query="cho mình link")
+    with speaking(Language.VI):
+        vietnamese = await generator.generate(complaint, shipped_rules())
+    with speaking(Language.EN):
+        english = await generator.generate(complaint, shipped_rules())
+    assert vietnamese.declined == (
+        "không có mẫu nào khớp, và bản nháp sẽ phải trích dẫn phản hồi bị gắn cờ contains_url"
+    )
+    assert english.declined == "no known pattern matched, and a draft would quote feedback flagged contains_url"
+
+
+def test_a_pattern_added_without_a_translation_keeps_its_reasoning_as_written() -> None:
+    extended = HeuristicRuleGenerator(DEFAULT_ALLOWED_MODULES, patterns=(EMOJI_PATTERN,))
+    proposal = in_language(Language.VI, extended, feedback("Bot dùng nhiều emoji quá", query="tìm váy"))
+    assert isinstance(proposal, RuleProposal) and proposal.reasoning == "Too many emoji"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from autotrain.errors import GenerationFailed
+from autotrain.i18n import Language, catalogue, speaking
 from autotrain.models import Feedback, GenerationInfo, Rule
 from autotrain.monitoring import (
     ALERTS,
@@ -22,9 +23,11 @@ from autotrain.monitoring import (
     AlertThresholds,
     Metrics,
     Severity,
+    Unit,
     decide,
     measured_value,
     percentile,
+    shown_value,
 )
 from autotrain.ports import GenerationResult
 from bot.runtime import Runtime, open_runtime
@@ -617,3 +620,62 @@ async def test_status_deployed_today_agrees_with_the_metrics_in_the_configured_t
     assert status.metrics is not None
     assert status.metrics.deployed_today == 1
     assert status.deployed_today == status.metrics.deployed_today  # one "today" in one report
+
+
+# ---------------------------------------------------------------------- what a reader sees, in their language
+
+
+async def test_an_alert_reads_in_the_current_language_and_records_its_figures_in_none(
+    tmp_path: Path, rules_dir: Path, open_monitored: Opener
+) -> None:
+    """The event keeps the catalogue's English source and language-free figures (for webhooks); its title,
+    advice and summary are rendered in the current language, numbers written as that language writes them."""
+    clock = FakeClock(T0)
+    settings = make_settings(tmp_path, rules_dir, alert_error_rate_max=0.025, alert_pending_max=1000)
+    runtime, sink = await open_monitored(settings, clock)
+    await record_generations(runtime, clock, failed=1, succeeded=7)
+    fired = only(await runtime.monitor.check_alerts())
+    assert fired.name == "generation_error_rate" and fired.value == 0.125
+    assert (fired.title, fired.value_text, fired.threshold_text) == ("Rule generation error rate", "12.5%", "2.5%")
+    assert sink.alerts[0].model_dump(mode="json")["title"] == "Rule generation error rate"
+
+    with speaking(Language.EN):
+        assert fired.summary == "Rule generation error rate is 12.5%, above the threshold of 2.5%."
+        assert fired.shown_advice.startswith("Check the generator (Claude API key")
+    with speaking(Language.VI):
+        assert fired.shown_title == "Tỷ lệ lỗi khi tạo quy tắc"
+        assert fired.summary == "Tỷ lệ lỗi khi tạo quy tắc đang ở mức 12,5%, vượt ngưỡng 2,5%."
+        assert fired.shown_advice.startswith("Kiểm tra bộ tạo quy tắc (khóa API Claude")
+
+    await record_generations(runtime, clock, succeeded=42)  # 1 of 50
+    resolved = only(await runtime.monitor.check_alerts())
+    with speaking(Language.VI):
+        assert resolved.summary == "Tỷ lệ lỗi khi tạo quy tắc đã trở lại bình thường: 2% (ngưỡng 2,5%)."
+
+
+def test_every_alert_has_its_title_and_advice_in_both_catalogues() -> None:
+    vietnamese, english = catalogue(Language.VI), catalogue(Language.EN)
+    for definition in ALERTS:
+        for text in (definition.title, definition.advice):
+            assert vietnamese.gettext(text) != text, definition.name
+            assert english.gettext(text) == text, definition.name
+
+
+@pytest.mark.parametrize(
+    ("unit", "value", "english", "vietnamese"),
+    [
+        (Unit.COUNT, 1234.0, "1,234", "1.234"),
+        (Unit.SHARE, 0.05, "5%", "5%"),
+        (Unit.SHARE, 0.0333, "3.3%", "3,3%"),
+        (Unit.HOURS, 26.25, "26.2 h", "26,2 giờ"),
+        (Unit.HOURS, 2.0, "2 h", "2 giờ"),
+        (Unit.COUNT, None, "not measurable", "chưa đo được"),
+    ],
+)
+def test_figures_are_shown_as_the_language_writes_them(
+    unit: Unit, value: float | None, english: str, vietnamese: str
+) -> None:
+    with speaking(Language.EN):
+        assert shown_value(unit, value) == english
+    with speaking(Language.VI):
+        assert shown_value(unit, value) == vietnamese
