@@ -49,18 +49,13 @@ STATUS_EMOJI = {
     RuleStatus.REJECTED: "⛔",
 }
 
-# Each warning in plain words; with its detail (`Rule.warning_details`: the line or rule it is about) when known.
+# Each warning that is not a flag (those are FLAG_NAME) in plain words; with its detail when known
+# (`Rule.warning_details`: the line or the rule it is about).
 WARNING_TEXT = {
     RuleWarning.OLD_RULE_NOT_FOUND: N_("The rule it replaces is not in the file: deploying will append it instead."),
-    RuleWarning.POSSIBLE_INJECTION: N_("Looks like instructions injected through the feedback: read it carefully."),
     RuleWarning.DUPLICATE: N_("This rule is already in a rule file: deploying it changes nothing."),
     RuleWarning.NEAR_DUPLICATE: N_("Almost the same as a rule already in a file."),
     RuleWarning.LOW_CONFIDENCE: N_("Low confidence: edit the wording before approving."),
-    RuleWarning.FLAGGED_CONTENT: N_("The feedback was flagged by the content filter."),
-    RuleWarning.CONTAINS_URL: N_("The rule contains a link."),
-    RuleWarning.CONTAINS_CODE: N_("The rule contains something that looks like code or markup."),
-    RuleWarning.CONTAINS_SECRET: N_("The rule contains something that looks like a password or key."),
-    RuleWarning.COPIED_FEEDBACK: N_("The rule copies the customer's feedback word for word."),
     RuleWarning.EXISTING_RULE_NOT_FOLLOWED: N_(
         "The complaint is about a rule already in the file that the bot did not follow: a prompt change may not be"
         " the fix."
@@ -457,8 +452,8 @@ def warning_lines(rule: Rule) -> list[str]:
     details = rule.warning_details
     lines = []
     for warning in rule.warnings:
-        if warning in FLAG_NAME and rule.flagged and warning is not RuleWarning.POSSIBLE_INJECTION:
-            continue  # named in the flag line at the top
+        if warning in FLAG_NAME:
+            continue  # a flag: named in the card's first line
         detail = details.get(warning.value)
         if detail and warning in WARNING_DETAIL_TEXT:
             lines.append("⚠️ " + _(WARNING_DETAIL_TEXT[warning], detail=escaped(detail, 300)))
