@@ -399,7 +399,7 @@ class DeployRules:
         if deployment.version_after != deployment.version_before:
             result = await self.reloads.reload(deployment)
         else:
-            result = ReloadResult("skipped", "file unchanged")
+            result = ReloadResult("skipped")  # the file did not change: nothing to reload, and nothing wrong
         await self.deployments.record_reload(deployment.deployment_id, result, now=self.clock())
         self.wake()
         deployment = deployment.model_copy(update={"reload_status": result.status, "reload_error": result.error})
