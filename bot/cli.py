@@ -220,6 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# bearer token for {subject} ({args.role}), valid {describe_ttl(args.ttl)}", file=sys.stderr)
         print(mint_token(key, subject=subject, role=Role(args.role), ttl=args.ttl, algorithm=settings.jwt_algorithm))
         return 0
+    if args.command in ("run-all", "status") and not settings.database_path.exists():
+        # they open the server's database themselves: never a new, empty one (and a second JWT secret) here
+        print(
+            f"autotrain: no Auto-Train database at {settings.database_path.resolve()}: run `autotrain"
+            f" {args.command}` where `autotrain serve` runs, or set AUTOTRAIN_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "run-all":
         return asyncio.run(_run_all(settings, args.actor))
     if args.command == "status":

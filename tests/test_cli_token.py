@@ -147,3 +147,25 @@ def test_a_zero_lifetime_is_a_usage_error(server: Server) -> None:
     done = token(server.workdir, server.env, "--ttl", "0s")
     assert done.returncode == 2 and done.stdout == ""
     assert "above 0" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "run-all"])
+def test_status_and_run_all_refuse_where_no_server_ran_instead_of_making_a_database_and_a_secret(
+    tmp_path: Path, command: str
+) -> None:
+    """They open the server's database themselves: run in another folder, they must not create a second one
+    (and with it a second JWT secret, which `autotrain token` there would then use)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", command],
+        cwd=elsewhere,
+        env=subprocess_environment(AUTOTRAIN_SCHEDULER="false"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"no Auto-Train database at {(elsewhere / 'autotrain.db').resolve()}" in done.stderr
+    assert "where `autotrain serve` runs" in done.stderr
+    assert list(elsewhere.iterdir()) == []
