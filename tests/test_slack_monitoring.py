@@ -230,7 +230,7 @@ async def test_run_all_button_runs_run_all_for_an_admin(
         updates = slack_api.calls_to("chat.update")
         assert all(u.params["channel"] == ALERTS and u.params["ts"] == ts for u in updates)
         assert all(u.response["ok"] for u in updates)
-        assert "2 feedback, 2 rules created" in updates[-1].params["text"]
+        assert "2 feedbacks, 2 rules created" in updates[-1].params["text"]
         for feedback_id in ids:
             assert (await h.service.get_feedback(feedback_id)).status is FeedbackStatus.PROCESSED
         assert (await h.service.list_rules()).total == 2
@@ -271,7 +271,7 @@ async def test_show_pending_button_lists_the_pending_rules_privately(
         assert note.params["channel"] == ALERTS
         assert note.params["user"] == ADMIN_USER
         assert note.response["ok"]
-        assert "2 rules" in note.params["text"]
+        assert note.params["text"] == "Rules: pending (2)"
         text = all_text(note.params)
         for rule_id in waiting:
             assert rule_id in text
@@ -289,7 +289,7 @@ async def test_show_status_and_show_deployed_buttons(tmp_path: Path, rules_dir: 
         await click_alert(h.slack, "alert_show_deployed", ts=ts, value="deploys_per_day", user=OTHER_USER)
         [deployed] = await slack_api.wait_for("chat.postEphemeral")
         assert deployed.params["user"] == OTHER_USER
-        assert "1 rules" in deployed.params["text"]
+        assert deployed.params["text"] == "Rules: deployed (1)"
         assert rule.rule_id in all_text(deployed.params)
         await click_alert(h.slack, "alert_show_status", ts=ts, value="generation_error_rate")
         status = (await slack_api.wait_for("chat.postEphemeral", 2))[1]
