@@ -198,6 +198,13 @@ class RuleAction(StrEnum):
     DEPLOY_OVERRIDE = "deploy_override"  # deploy although its replay has not passed (AUTOTRAIN_REQUIRE_EVALUATION)
 
 
+def approval_invited(rule: Rule) -> bool:
+    """Whether a card invites approval (its Approve the primary button): only for a clean rule. A flagged one is
+    approved through a confirmation that names its flags (`check_flags_acknowledged`), and any warning asks the
+    reviewer to read before approving."""
+    return not rule.warnings
+
+
 def rule_actions(rule: Rule, *, evaluation_required: bool = False) -> tuple[RuleAction, ...]:
     """The actions the rule's state and file allow, in the order a card shows them (reject last).
     `evaluation_required`: deploy needs a passed replay, and this rule has none — its deploy buttons give way

@@ -485,13 +485,13 @@ async def test_the_card_of_a_flagged_confident_rule_does_not_say_auto_approve(
         for call in slack_api.calls
         if call.method in ("chat.postMessage", "chat.update")
         and ok(call)
-        and str(call.params.get("text", "")).startswith(rule.rule_id)
+        and str(call.params.get("text", "")).startswith(f"🚩 {rule.rule_id}")  # a flagged card says so first
     ]
     assert len(calls) == 1  # posted once, never updated: nothing happened to it
     text = block_texts(calls[0].params["blocks"])
     assert "auto-approve" not in text
-    assert "never be approved automatically" in text
-    assert "rule_approve" in action_ids(calls[0].params["blocks"])
+    assert "never approved automatically" in text
+    assert "rule_approve_flagged" in action_ids(calls[0].params["blocks"])
 
 
 # ---------------------------------------------------------------------- digest: canaries

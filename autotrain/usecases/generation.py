@@ -26,7 +26,7 @@ from autotrain.models import (
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import AUTO_APPROVER, SYSTEM_ACTOR, Action, Actor, auto_approval_refusal, require_permission
 from autotrain.ports import FeedbackStore, GenerationLog, RuleGenerator, RuleStore
-from autotrain.proposals import validate_proposal
+from autotrain.proposals import deployed_rule_ids, validate_proposal
 from autotrain.rulefiles import RuleFiles
 from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
@@ -173,12 +173,15 @@ class GenerateRules:
             info = result.info
             proposal = None
             if result.proposal is not None:
+                modules = self.rule_files.allowed_modules
+                deployed = [r for module in modules for r in await self.rules.deployed_rules(module)]
                 proposal = validate_proposal(
                     result.proposal,
                     current_rules,
-                    self.rule_files.allowed_modules,
+                    modules,
                     feedback_texts=(feedback.query, feedback.ai_response, feedback.feedback_text),
                     check_copy=not self.generator.quotes_feedback,
+                    rule_ids=deployed_rule_ids(deployed),  # a duplicate is named by the rule whose line it is
                 )
         except asyncio.CancelledError:
             await self.feedback.release_feedback(

@@ -26,7 +26,7 @@ from autotrain.models import (
     StatusReport,
 )
 from autotrain.monitoring import Metrics
-from autotrain.policy import RuleAction, rule_actions, rule_flags
+from autotrain.policy import RuleAction, approval_invited, rule_actions, rule_flags
 from autotrain.settings import Settings
 
 Block = dict[str, Any]
@@ -223,8 +223,8 @@ def _approve_button(rule: Rule) -> Block:
         )
         confirm = confirm_dialog(_("Approve a flagged rule?"), text, _("Approve anyway"), "danger")
         return button(APPROVE_FLAGGED_ACTION_ID, _("Approve (flagged)"), rule.rule_id, None, confirm)
-    # primary only for a clean rule: a warning asks the reviewer to read before approving
-    return button(RULE_ACTION_IDS[RuleAction.APPROVE], _("Approve"), rule.rule_id, None if rule.warnings else "primary")
+    style = "primary" if approval_invited(rule) else None
+    return button(RULE_ACTION_IDS[RuleAction.APPROVE], _("Approve"), rule.rule_id, style)
 
 
 def _rule_button(action: RuleAction, rule: Rule, *, canary_percent: int) -> Block:
