@@ -568,14 +568,15 @@ def _repeats(phrase: Phrase, chosen: Phrase) -> bool:
 
 
 def _ranked(found: Iterable[Spelled], minimum: int) -> list[tuple[Phrase, int, Phrase]]:
-    """(folded, texts, commonest spelling) of what at least `minimum` texts have: most texts first, then the
-    longer, then alphabetically (folded). Of the spellings, the commonest; at a tie, one with accents."""
+    """(folded, texts, spelling) of what at least `minimum` texts have: most texts first, then the longer, then
+    alphabetically (folded). The spelling is the commonest of those with accents ("troi nong" is "trời nóng"
+    with its accents left off: shown so only when nobody typed them)."""
     per_spelling = Counter(chain.from_iterable(spelled.items() for spelled in found))
     totals: Counter[Phrase] = Counter()
-    best: dict[Phrase, tuple[int, bool, Phrase]] = {}
+    best: dict[Phrase, tuple[bool, int, Phrase]] = {}
     for (key, spelled), n in per_spelling.items():
         totals[key] += n
-        candidate = (n, spelled != key, spelled)
+        candidate = (spelled != key, n, spelled)
         if key not in best or candidate[:2] > best[key][:2]:
             best[key] = candidate
     ranked = [(key, n, best[key][2]) for key, n in totals.items() if n >= minimum]
@@ -584,12 +585,12 @@ def _ranked(found: Iterable[Spelled], minimum: int) -> list[tuple[Phrase, int, P
 
 
 def recurring_themes(texts: Sequence[str], top: int = 5, minimum: int = 2) -> list[tuple[str, int]]:
-    """The phrases most feedback texts share (else single words), each shown as the texts most often spell it.
+    """The phrases most feedback texts share (else single words), each as the texts spell it, accents kept.
 
     A phrase is two to four words next to each other in one clause, none of them a stop word, a number or a
     single letter: "Trời nóng quá, AI còn tư vấn áo khoác" has "trời nóng" and "áo khoác", and nothing that
     spans the comma or takes in "tư vấn". Texts are compared folded ("troi nong" is "trời nóng"), each counts
-    a phrase once, and a phrase is shown in its commonest spelling, accents kept. Most texts first; at a tie
+    a phrase once, and a phrase is shown as most texts typed it with accents. Most texts first; at a tie
     the longer phrase, so that a phrase always inside a longer one gives way to it. Themes of their own come
     first (sharing no words in a row with one chosen before); then, if there is room, phrases that say more of
     a chosen one ("áo khoác dày" ×3 after "áo khoác" ×5; never "khoác dày", the same words shifted); then

@@ -208,6 +208,12 @@ def test_recurring_themes_are_phrases_in_the_feedbacks_own_spelling() -> None:
     assert not shown & {"nóng áo", "nong ao", "gợi áo", "goi ao", "nong qua", "quá ai", "gợi ý", "dài dòng"}
 
 
+def test_a_theme_is_shown_with_its_accents_when_anyone_typed_them() -> None:
+    texts = ["troi nong qua", "troi nong that", "TROI NONG", "Trời nóng quá", "Nắng nóng, trời nóng"]
+    assert recurring_themes(texts) == [("trời nóng", 5)]  # three typed it bare, two with its accents
+    assert recurring_themes(texts[:3]) == [("troi nong", 3)]  # nobody did
+
+
 def test_a_phrase_always_inside_a_longer_one_gives_way_to_it() -> None:
     texts = ["Áo khoác dày quá", "áo khoác dày!", "ao khoac day", "Mình cần áo khoác mỏng", "áo khoác mỏng nhé"]
     # "áo khoác" is not always "dày": both, and not "khoác dày" (the same words, shifted)
