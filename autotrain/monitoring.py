@@ -501,7 +501,7 @@ class _Phrases:
         """The content words of `text` (once `of` has seen it), each once."""
         words, clauses = self.words, self.clauses
         return {
-            (words[word],): (word,)  # type: ignore[misc]  # a word of a run is a content word
+            (words[word],): (word,)  # a word of a run is a content word: never None
             for clause in self._clauses(text)
             for run in clauses[clause][1]
             for word in run
@@ -537,9 +537,9 @@ class _Phrases:
         folded = tuple(map(self.words.__getitem__, spelled))
         length = len(spelled)
         if length == 2:  # most runs are one or two words
-            return {folded: spelled}  # type: ignore[dict-item]  # a word of a run is a content word
+            return {folded: spelled}
         return {
-            folded[start : start + size]: spelled[start : start + size]  # type: ignore[misc]
+            folded[start : start + size]: spelled[start : start + size]
             for size in range(2, min(LONGEST_THEME, length) + 1)
             for start in range(length - size + 1)
         }
