@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from autotrain.i18n import Language, current_language
 from autotrain.models import Feedback, Rule
 
 SYSTEM_PROMPT = """\
@@ -89,5 +90,11 @@ def build_user_message(
             if recurrence is not None
             else ""
         )
-        + "Suggest a prompt rule to prevent this issue, as described in your instructions."
+        + "Suggest a prompt rule to prevent this issue, as described in your instructions. "
+        + f"Write reasoning and decline_reason in {REVIEWERS_LANGUAGE[current_language()]}: the admins who review"
+        " the rule read that language (new_rule stays in the language of its file)."
     )
+
+
+# what the reviewers read (AUTOTRAIN_LANGUAGE, the language at generation time)
+REVIEWERS_LANGUAGE = {Language.VI: "Vietnamese", Language.EN: "English"}

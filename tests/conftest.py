@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from autotrain.i18n import Language, set_default_language
 from autotrain.models import FeedbackIn, Rule, RuleStatus, RuleType
 from autotrain.policy import Actor, Role
 from autotrain.service import PipelineService
@@ -59,6 +60,8 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
         if name.startswith(("SLACK_", "ANTHROPIC_", "AUTOTRAIN_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # open_runtime sets the process's default language (AUTOTRAIN_LANGUAGE): a test in `vi` must not leak it
+    set_default_language(Language.EN)
 
 
 @pytest.fixture

@@ -307,6 +307,22 @@ async def test_request_shape_and_grounded_fenced_prompt(
     assert "Áo giá &lt;500k&gt; &amp; " in block
     assert "tìm áo &lt;b&gt;khoác&lt;/b&gt; cho trời 35 độ" in block
     assert "Mình gợi ý áo khoác nỉ này..." in block
+    # the reasoning is asked in the reviewers' language (AUTOTRAIN_LANGUAGE, English by default)
+    assert "Write reasoning and decline_reason in English" in text
+
+
+async def test_the_reasoning_is_asked_in_vietnamese_for_a_vietnamese_team(
+    tmp_path: Path, rules_dir: Path, messages_api: FakeMessagesApi
+) -> None:
+    settings = make_settings(
+        tmp_path, rules_dir, anthropic_api_key="sk-ant-test", anthropic_base_url=messages_api.base_url, language="vi"
+    )
+    async with claude_service(settings) as service:
+        feedback = await submit(service)
+        await service.generate(feedback.feedback_id, REPORTER)
+    (request,) = messages_api.requests
+    assert "Write reasoning and decline_reason in Vietnamese" in request.user_text
+    assert "in English" not in request.user_text
 
 
 # ---------------------------------------------------------------------- replace / append

@@ -74,7 +74,8 @@ async def post_digest(deps: SlackDeps, respond: AsyncRespond) -> None:
     problem = None
     if channel:
         try:
-            await deps.monitor.post_digest(raise_errors=True)
+            with speaking(deps.settings.language):  # the channel's, not the asker's
+                await deps.monitor.post_digest(raise_errors=True)
             await respond(
                 response_type="ephemeral", text="📰 " + _("Digest posted to {channel}.", channel=f"<#{channel}>")
             )
