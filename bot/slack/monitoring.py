@@ -58,6 +58,8 @@ class SlackMonitoringSink:
                         exc.response.status_code,
                         exc.response.get("error") or "no error code",
                     )
+                except Exception as exc:  # unreachable, a timeout: the digest still goes out, without the link
+                    log.info("no link to the card of %s (the digest lists it without one): %s", rule.rule_id, exc)
         text, rendered = monitoring_blocks.digest_message(digest, permalinks)
         await self.client.chat_postMessage(
             channel=self.digest_channel, text=text, blocks=rendered, unfurl_links=False, unfurl_media=False
