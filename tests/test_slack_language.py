@@ -331,11 +331,18 @@ async def test_a_copy_a_no_op_deploy_and_a_rollback_that_leaves_the_line_say_exa
 # ---------------------------------------------------------------------- forms
 
 
-@pytest.mark.parametrize(("setting", "reader"), SETTINGS)
+@pytest.mark.parametrize(("setting", "locale", "reader"), WHO_READS)
 async def test_feedback_form_errors_and_the_content_filter_in_plain_words(
-    open_slack: Callable[..., Any], setting: str, reader: Language
+    open_slack: Callable[..., Any], slack_api: FakeSlackApi, setting: str, locale: str | None, reader: Language
 ) -> None:
+    if locale:
+        know_user(slack_api, OTHER_USER, locale)
     slack = await open_slack(setting)
+    if locale:  # a form's errors answer in the ack, from what is known of the user: they opened it first
+        await slack.command("feedback", user=OTHER_USER)
+        await wait_until(lambda: bool(slack_api.calls_to("views.open")), what="the form")
+        opened = slack_api.calls_to("views.open")[0].params["view"]
+        assert opened["title"]["text"] == say(reader, "Report to Auto-Train")
 
     response = await slack.submit_feedback(query="tìm áo", feedback_text="")
     errors = assert_errors(response, "feedback_text")
@@ -404,21 +411,33 @@ async def test_the_edit_form_finds_the_rule_to_replace_without_accents_and_refus
 # ---------------------------------------------------------------------- cards, lists, run-all, Home
 
 
-async def test_the_cards_technical_details_are_small_print_at_the_bottom(open_slack: Callable[..., Any]) -> None:
-    slack = await open_slack("en")
+@pytest.mark.parametrize(("setting", "reader"), SETTINGS)
+async def test_the_cards_technical_details_are_small_print_at_the_bottom(
+    open_slack: Callable[..., Any], setting: str, reader: Language
+) -> None:
+    slack = await open_slack(setting)
     rule_id = await new_rule(slack)
     await slack.service.approve(rule_id, ADMIN)
     result = await slack.service.deploy(rule_id, ADMIN)
 
     blocks = await card_of(slack, rule_id)
     fields = "\n".join(f["text"] for b in blocks for f in b.get("fields") or [])
-    assert "prompt_update" not in fields and "Type" not in fields
+    assert "prompt_update" not in fields and say(reader, "Type") not in fields
     history = block_texts([b for b in blocks[:-1] if b["type"] == "context"])
     assert result.deployment.version_after not in history
     small_print = blocks[-1]
     assert small_print["type"] == "context"
     details = small_print["elements"][0]["text"]
-    assert details.startswith("type prompt_update · version ")
+    assert details.startswith(say(reader, "type {type}", type="prompt_update") + " · ")
+    assert (
+        say(
+            reader,
+            "version {before} → {after}",
+            before=result.deployment.version_before[:8],
+            after=result.deployment.version_after[:8],
+        )
+        in details
+    )
     assert result.deployment.version_after[:8] in details
 
 
