@@ -138,7 +138,7 @@ async def test_a_held_git_lock_is_shown_in_status_on_the_card_and_as_an_alert(tm
         assert status.git_history and status.uncommitted_deployments == 1
         assert status.last_commit_error == stored.commit_error
         status_text = str(blocks.status_blocks(status))
-        assert "1 deployed change(s) not committed yet" in status_text and "git is locked" in status_text
+        assert "1 deployed change is not committed yet" in status_text and "git is locked" in status_text
 
         _, card = blocks.rule_card(
             await runtime.service.get_rule(rule.rule_id), None, stored, canary_percent=settings.canary_percent
