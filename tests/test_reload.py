@@ -4,6 +4,7 @@ admin, and alerted when it keeps failing. A receiver on loopback plays the chatb
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -138,6 +139,11 @@ async def test_the_admin_who_deploys_from_slack_is_told_the_reload_failed(
             slack = SlackSimulator(http=http, api=slack_api, runtime=app.state.runtime)
             rule_id, _ = await new_card(slack)
             await slack.click("rule_approve", rule_id)
+            # as a person would: Deploy is clicked once the approval has happened (listeners run after the ack)
+            for _attempt in range(250):
+                if (await slack.service.get_rule(rule_id)).status == "approved":
+                    break
+                await asyncio.sleep(0.02)
             await slack.click("rule_deploy", rule_id)
             notes = await wait_for_ephemerals(slack, ADMIN_USER, 1)
     assert f"{rule_id} deployed to `fashion_rules.json`" in notes[-1]

@@ -329,12 +329,18 @@ class RuleFileMachine(RuleBasedStateMachine):
         text = f"Góp ý số {self.feedbacks}: trời nóng mà áo khoác"
         feedback = await submit(self.service, {**WEATHER_FEEDBACK, "feedback_text": text})
         draft = await self.service.generate(feedback.feedback_id, REPORTER)
-        await self.service.edit(
-            draft.rule_id, ADMIN, new_rule=new_rule, module_name=self.module, old_rule=old_rule or ""
-        )
+        try:
+            await self.service.edit(
+                draft.rule_id, ADMIN, new_rule=new_rule, module_name=self.module, old_rule=old_rule or ""
+            )
+        except InvalidInput:
+            # an admin's edit names a line of the file to replace (one, ignoring case and accents), or none
+            assert old_rule is not None and self.count(old_rule) != 1, old_rule
+            old_rule = None
+            await self.service.edit(draft.rule_id, ADMIN, new_rule=new_rule, module_name=self.module, old_rule="")
         approved = await self.service.approve(draft.rule_id, ADMIN)
         assert approved.new_rule == new_rule and approved.module_name == self.module
-        # the old line is kept only when the file has it at edit time (else the deploy appends, with a warning)
+        # the old line is kept only when the file has it at edit time
         held = old_rule is not None and key(old_rule) != key(new_rule) and self.count(old_rule) > 0
         assert key(approved.old_rule) == (key(old_rule) if held else ""), (approved.old_rule, old_rule)
         model = ModelRule(approved.rule_id, new_rule, approved.old_rule)
