@@ -791,7 +791,7 @@ def test_a_drafts_reasoning_follows_the_setting_and_its_rule_the_feedback() -> N
         english = in_language(Language.EN, generator, complaint)
         assert isinstance(vietnamese, RuleProposal) and isinstance(english, RuleProposal)
         assert vietnamese.reasoning == (
-            "Không có mẫu nào khớp với báo lỗi này; bản nháp chuyển phản hồi thành một chỉ dẫn cho "
+            "Không có mẫu nào khớp với báo lỗi này; bản nháp chuyển góp ý thành một chỉ dẫn cho "
             "fashion_rules.json. Hãy sửa lại trước khi duyệt."
         )
         assert english.reasoning == (
@@ -840,7 +840,7 @@ async def test_a_declines_reason_is_in_the_language_of_the_generation(generator:
     with speaking(Language.EN):
         english = await generator.generate(complaint, shipped_rules())
     assert vietnamese.declined == (
-        "không có mẫu nào khớp, và bản nháp sẽ phải trích dẫn phản hồi bị gắn cờ contains_url"
+        "không có mẫu nào khớp, và bản nháp sẽ phải trích dẫn góp ý bị gắn cờ contains_url"
     )
     assert english.declined == "no known pattern matched, and a draft would quote feedback flagged contains_url"
 

@@ -457,14 +457,14 @@ async def test_an_alert_is_posted_in_vietnamese_with_autotrain_language_vi(
 ) -> None:
     async with slack_app(tmp_path, rules_dir, slack_api, alert_pending_max=1) as h:
         post = await fire_backlog_alert(h)
-        assert post.params["text"] == "🟠 Cảnh báo: Phản hồi tồn đọng chờ xử lý đang ở mức 2, vượt ngưỡng 1."
+        assert post.params["text"] == "🟠 Cảnh báo: Góp ý tồn đọng chờ xử lý đang ở mức 2, vượt ngưỡng 1."
         blocks = as_object(post.params["blocks"])
-        assert blocks[0]["text"]["text"].startswith("*🟠 Cảnh báo: Phản hồi tồn đọng chờ xử lý*\n")
+        assert blocks[0]["text"]["text"].startswith("*🟠 Cảnh báo: Góp ý tồn đọng chờ xử lý*\n")
         assert blocks[1]["elements"][0]["text"].startswith("*Cần làm gì:* Tạo quy tắc cho phần tồn đọng (run-all)")
         [button] = buttons(post.params)
         assert button["action_id"] == "alert_run_all"  # what the listener reads stays as it was
-        assert button["text"]["text"] == "Xử lý mọi phản hồi đang chờ"
-        assert button["confirm"]["title"]["text"] == "Xử lý mọi phản hồi đang chờ?"
+        assert button["text"]["text"] == "Xử lý mọi góp ý đang chờ"
+        assert button["confirm"]["title"]["text"] == "Xử lý mọi góp ý đang chờ?"
         assert button["confirm"]["confirm"]["text"] == "Chạy"
 
         h.clock.advance(3600)
@@ -472,7 +472,7 @@ async def test_an_alert_is_posted_in_vietnamese_with_autotrain_language_vi(
         assert [e.kind.value for e in await h.monitor.check_alerts()] == ["repeated"]
         again = posts_to(slack_api, ALERTS)[-1]
         assert again.params["text"] == (
-            "🟠 Cảnh báo (vẫn tiếp diễn): Phản hồi tồn đọng chờ xử lý đang ở mức 3, vượt ngưỡng 1."
+            "🟠 Cảnh báo (vẫn tiếp diễn): Góp ý tồn đọng chờ xử lý đang ở mức 3, vượt ngưỡng 1."
         )
         assert "· vượt ngưỡng từ <!date^" in all_text(again.params)  # Slack shows the date in the reader's locale
 
@@ -480,7 +480,7 @@ async def test_an_alert_is_posted_in_vietnamese_with_autotrain_language_vi(
         assert [e.kind.value for e in await h.monitor.check_alerts()] == ["resolved"]
         resolved = posts_to(slack_api, ALERTS)[-1]
         assert resolved.params["text"] == (
-            "✅ Đã được giải quyết: Phản hồi tồn đọng chờ xử lý đã trở lại bình thường: 0 (ngưỡng 1)."
+            "✅ Đã được giải quyết: Góp ý tồn đọng chờ xử lý đã trở lại bình thường: 0 (ngưỡng 1)."
         )
         # webhooks and the store keep the language-free record
         events = await h.monitor.check_alerts()
@@ -513,14 +513,14 @@ async def test_the_digest_is_posted_in_vietnamese_with_autotrain_language_vi(
         [post] = posts_to(slack_api, DIGESTS)
         assert post.response["ok"], post.response
         assert post.params["text"] == (
-            "Bản tin Auto-Train 2 thg 6 2025: 4 phản hồi, 2 quy tắc được tạo, 1 đã triển khai"
+            "Bản tin Auto-Train 2 thg 6 2025: 4 góp ý, 2 quy tắc được tạo, 1 đã triển khai"
         )
         blocks = as_object(post.params["blocks"])
         assert blocks[0]["text"]["text"] == "Bản tin Auto-Train · 2 thg 6 2025"
         summary = blocks[1]["text"]["text"].splitlines()
-        assert summary[0] == "*Phản hồi nhận được* 4 (lỗi 3, góp ý 1)"
+        assert summary[0] == "*Góp ý nhận được* 4 (lỗi 3, đề xuất 1)"
         assert summary[1] == "*Quy tắc* đã tạo 2 · đã duyệt 1 · đã từ chối 1 · đã triển khai 1 · đã hoàn tác 0"
-        assert summary[2].startswith("*Tồn đọng* 2 phản hồi đang chờ (cũ nhất là FB-1003, từ <!date^")
+        assert summary[2].startswith("*Tồn đọng* 2 góp ý đang chờ (cũ nhất là FB-1003, từ <!date^")
         assert summary[2].endswith(" · 0 quy tắc cần duyệt")
         text = all_text(post.params)
         assert "*Chủ đề lặp lại* “áo khoác” ×2 · “trời nóng” ×2" in text  # as spelled, accents kept
