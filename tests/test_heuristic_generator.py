@@ -839,9 +839,7 @@ async def test_a_declines_reason_is_in_the_language_of_the_generation(generator:
         vietnamese = await generator.generate(complaint, shipped_rules())
     with speaking(Language.EN):
         english = await generator.generate(complaint, shipped_rules())
-    assert vietnamese.declined == (
-        "không có mẫu nào khớp, và bản nháp sẽ phải trích dẫn góp ý bị gắn cờ contains_url"
-    )
+    assert vietnamese.declined == ("không có mẫu nào khớp, và bản nháp sẽ phải trích dẫn góp ý bị gắn cờ contains_url")
     assert english.declined == "no known pattern matched, and a draft would quote feedback flagged contains_url"
 
 

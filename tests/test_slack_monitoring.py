@@ -512,9 +512,7 @@ async def test_the_digest_is_posted_in_vietnamese_with_autotrain_language_vi(
         await h.monitor.post_digest()
         [post] = posts_to(slack_api, DIGESTS)
         assert post.response["ok"], post.response
-        assert post.params["text"] == (
-            "Bản tin Auto-Train 2 thg 6 2025: 4 góp ý, 2 quy tắc được tạo, 1 đã triển khai"
-        )
+        assert post.params["text"] == ("Bản tin Auto-Train 2 thg 6 2025: 4 góp ý, 2 quy tắc được tạo, 1 đã triển khai")
         blocks = as_object(post.params["blocks"])
         assert blocks[0]["text"]["text"] == "Bản tin Auto-Train · 2 thg 6 2025"
         summary = blocks[1]["text"]["text"].splitlines()
