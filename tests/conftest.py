@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+import tests.services  # noqa: F401  (reads the services' URLs before any test removes AUTOTRAIN_ variables)
 from autotrain.i18n import Language, set_default_language
 from autotrain.models import FeedbackIn, Rule, RuleStatus, RuleType
 from autotrain.policy import Actor, Role
@@ -274,3 +275,14 @@ from tests.fakes.monitoring import open_monitored  # noqa: E402, F401  (fixture)
 from tests.fakes.slack_api import slack_api  # noqa: E402, F401  (fixture)
 from tests.slack_support import slack  # noqa: E402, F401  (fixture)
 from tests.stores import store, store_backend  # noqa: E402, F401  (fixtures: the store contract suite)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which tests a missing service skipped, and how to run them (tests/services.py)."""
+    from tests.services import HOW, skipped
+
+    for name, ids in sorted(skipped.items()):
+        env = "AUTOTRAIN_TEST_REDIS_URL" if name == "Redis" else "AUTOTRAIN_TEST_POSTGRES_URL"
+        terminalreporter.write_line(
+            f"{len(ids)} test(s) skipped: {name} not available ({HOW.format(name=env)})", yellow=True
+        )
