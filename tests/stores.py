@@ -1,11 +1,13 @@
 """The store contract suite's fixtures: each backend of autotrain.ports.Store, on a real, fresh database.
 
 `store` is one connection; `store_backend.connect()` opens another to the same database (another process).
-A new backend (PostgreSQL) is one more fixture parameter and one more branch in `_new_store`.
+PostgreSQL is a backend when AUTOTRAIN_TEST_POSTGRES_URL names a server (each test gets a database of its own
+there, tests/postgres_support.py); SQLite always.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +16,9 @@ import pytest
 
 from autotrain.ports import Store
 from storage.sqlite import SqliteStore
+from tests.postgres_support import POSTGRES_URL, fresh_database
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", *(["postgres"] if POSTGRES_URL else [])]
 
 
 @dataclass(frozen=True)
@@ -24,25 +27,36 @@ class StoreBackend:
     connect: Callable[[], Awaitable[Store]]
 
 
-def _new_store(backend: str, tmp_path: Path) -> Store:
+def _new_store(backend: str, place: Path | str) -> Store:
+    """A store (not open) on the test's database: a folder for SQLite, a database URL for PostgreSQL."""
     if backend == "sqlite":
-        return SqliteStore(tmp_path / "contract.db")
+        assert isinstance(place, Path)
+        return SqliteStore(place / "contract.db")
+    if backend == "postgres":
+        from storage.postgres import PostgresStore  # asyncpg only where PostgreSQL is tested
+
+        assert isinstance(place, str)
+        return PostgresStore(place)
     raise ValueError(f"unknown store backend {backend!r}")
 
 
 @pytest.fixture(params=BACKENDS)
 async def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreBackend]:
     opened: list[Store] = []
+    async with contextlib.AsyncExitStack() as stack:
+        place: Path | str = tmp_path
+        if request.param == "postgres":
+            place = await stack.enter_async_context(fresh_database())
 
-    async def connect() -> Store:
-        store = _new_store(request.param, tmp_path)
-        await store.open()
-        opened.append(store)
-        return store
+        async def connect() -> Store:
+            store = _new_store(request.param, place)
+            await store.open()
+            opened.append(store)
+            return store
 
-    yield StoreBackend(request.param, connect)
-    for store in opened:
-        await store.close()
+        yield StoreBackend(request.param, connect)
+        for store in opened:
+            await store.close()
 
 
 @pytest.fixture
