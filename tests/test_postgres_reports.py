@@ -3,20 +3,17 @@ the SQLite store answers: both are given the same inputs, through the store's ow
 compared; then what only several instances on one PostgreSQL exercise (concurrent leases, digest claims,
 webhook and event claims).
 
-Runs when AUTOTRAIN_TEST_POSTGRES_URL names a PostgreSQL server (each test creates its own database there and
-drops it after); skipped otherwise.
+Runs when AUTOTRAIN_TEST_POSTGRES_URL names a PostgreSQL server (each test gets a database of its own there,
+tests/postgres_support.py); skipped otherwise, and the end of the run says so (CI never skips: tests/services.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
-from uuid import uuid4
 
 import pytest
 
@@ -34,12 +31,8 @@ from autotrain.monitoring import AlertState
 from autotrain.pagination import Cursor
 from autotrain.ports import NewDeployment, Store
 from storage.sqlite import SqliteStore
-
-POSTGRES_URL = os.environ.get("AUTOTRAIN_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(
-    not POSTGRES_URL,
-    reason="AUTOTRAIN_TEST_POSTGRES_URL is not set (a PostgreSQL server to compare the PostgreSQL store with SQLite)",
-)
+from tests.postgres_support import fresh_database
+from tests.services import service_url
 
 T = TypeVar("T")
 # times with microseconds, some below the millisecond: both backends must round them alike
@@ -47,25 +40,12 @@ T0 = datetime(2025, 6, 2, 10, 0, 0, 123_457, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
-def _database_url(name: str) -> str:
-    assert POSTGRES_URL is not None
-    parts = urlsplit(POSTGRES_URL)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A new, empty database on the server, dropped after the test."""
-    import asyncpg
-
-    name = f"autotrain_test_{uuid4().hex[:16]}"
-    admin = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield _database_url(name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+async def postgres_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A new, empty database on the test server, dropped after the test (skipped without a server; CI fails)."""
+    server = service_url("PostgreSQL", "AUTOTRAIN_TEST_POSTGRES_URL", request)
+    async with fresh_database(server) as url:
+        yield url
 
 
 @pytest.fixture
