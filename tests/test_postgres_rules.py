@@ -3,21 +3,18 @@ calls, given the same inputs, answer the same models on both backends, and leave
 outbox and maintained figures; then what only PostgreSQL has to show, changes racing from two pools (two
 instances) over one database.
 
-Runs when AUTOTRAIN_TEST_POSTGRES_URL names a PostgreSQL server (each test on a database of its own, dropped
-after); skipped otherwise.
+Runs when AUTOTRAIN_TEST_POSTGRES_URL names a PostgreSQL server (each test gets a database of its own there,
+tests/postgres_support.py); skipped otherwise, and the end of the run says so (CI never skips: tests/services.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -35,16 +32,11 @@ from autotrain.models import (
 from autotrain.pagination import Cursor, Order
 from autotrain.ports import NewDeployment, ReloadResult, Store
 from storage.sqlite import SqliteStore
+from tests.postgres_support import fresh_database
+from tests.services import service_url
 
-POSTGRES_URL = os.environ.get("AUTOTRAIN_TEST_POSTGRES_URL")
-
-pytestmark = pytest.mark.skipif(
-    not POSTGRES_URL,
-    reason="AUTOTRAIN_TEST_POSTGRES_URL is not set: the PostgreSQL store's rules, deployments, cards, reloads and"
-    " evaluations are not compared with SQLite's (set it to a server's URL, e.g. postgresql://postgres@127.0.0.1/)",
-)
-
-T0 = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
+# times with microseconds, some below the millisecond: both backends must keep them alike
+T0 = datetime(2025, 6, 2, 10, 0, 0, 123_457, tzinfo=UTC)
 MODULE = "fashion_rules.json"
 OTHER = "size_rules.json"
 
@@ -53,29 +45,12 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def _url_of(database: str) -> str:
-    assert POSTGRES_URL is not None
-    parts = urlsplit(POSTGRES_URL)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
 @pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh database on the server, dropped after the test."""
-    import asyncpg
-
-    name = f"autotrain_rules_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield _url_of(name)
-    admin = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+async def postgres_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A new, empty database on the test server, dropped after the test (skipped without a server; CI fails)."""
+    server = service_url("PostgreSQL", "AUTOTRAIN_TEST_POSTGRES_URL", request)
+    async with fresh_database(server) as url:
+        yield url
 
 
 @pytest.fixture
