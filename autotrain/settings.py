@@ -49,6 +49,18 @@ OPTIONAL_SETTINGS = (
 )
 
 
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def redacted_url(url: str) -> str:
+    """A database URL fit for a log line: its password replaced (postgresql://user:***@host/db)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
@@ -259,11 +271,24 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def uses_postgres(self) -> bool:
+        """AUTOTRAIN_DATABASE_URL=postgresql://…: the production store, which several instances share."""
+        return self.database_url.startswith(POSTGRES_PREFIXES)
+
+    @property
     def database_path(self) -> Path:
+        """The SQLite file (only for sqlite:/// URLs)."""
         prefix = "sqlite:///"
         if not self.database_url.startswith(prefix):
-            raise ValueError(f"AUTOTRAIN_DATABASE_URL must look like sqlite:///path, not {self.database_url!r}")
+            raise ValueError(f"AUTOTRAIN_DATABASE_URL is not a SQLite file: {redacted_url(self.database_url)}")
         return Path(self.database_url[len(prefix) :])
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", *POSTGRES_PREFIXES)):
+            raise ValueError("must look like sqlite:///path or postgresql://user@host:port/database")
+        return value
 
     @property
     def slack_enabled(self) -> bool:

@@ -35,6 +35,8 @@ def existing_secret(settings: Settings) -> str | None:
     """The server's HS256 secret as `serve` would find it, or None when there is none yet. Creates nothing."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
+    if settings.uses_postgres:  # no file to be beside: the instances share AUTOTRAIN_JWT_SECRET
+        return None
     path = secret_file_for(settings)
     if path.exists():
         return path.read_text().strip()
@@ -43,6 +45,8 @@ def existing_secret(settings: Settings) -> str | None:
 
 def missing_secret_message(settings: Settings) -> str:
     """What was looked for, and how to point a client command at the server's secret."""
+    if settings.uses_postgres:
+        return POSTGRES_NEEDS_SECRET
     path = secret_file_for(settings).absolute()
     database = settings.database_path.absolute()
     why = (
@@ -59,11 +63,20 @@ def missing_secret_message(settings: Settings) -> str:
     )
 
 
+POSTGRES_NEEDS_SECRET = (
+    "AUTOTRAIN_JWT_SECRET is not set: with PostgreSQL (AUTOTRAIN_DATABASE_URL=postgresql://…) every instance must"
+    " verify the tokens of the others, so they share one secret — set AUTOTRAIN_JWT_SECRET (at least 32"
+    " characters) on each, or use RS256 keys"
+)
+
+
 def resolve_secret(settings: Settings) -> str:
-    """AUTOTRAIN_JWT_SECRET, else a secret generated once and kept (mode 0600) beside the database."""
+    """AUTOTRAIN_JWT_SECRET, else a secret generated once and kept (mode 0600) beside the SQLite database."""
     found = existing_secret(settings)
     if found is not None:
         return found
+    if settings.uses_postgres:
+        raise ValueError(POSTGRES_NEEDS_SECRET)
     path = secret_file_for(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from autotrain.models import FLAG_WARNINGS, FeedbackStatus, RuleStatus
 from autotrain.policy import Actor, Role
 from autotrain.settings import DEFAULT_CANARY_PERCENT, Settings
-from bot.auth import SecretNotFound, mint_token, signing_key
+from bot.auth import POSTGRES_NEEDS_SECRET, SecretNotFound, mint_token, signing_key
 
 log = logging.getLogger("autotrain")
 
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# bearer token for {subject} ({args.role}), valid {describe_ttl(args.ttl)}", file=sys.stderr)
         print(mint_token(key, subject=subject, role=Role(args.role), ttl=args.ttl, algorithm=settings.jwt_algorithm))
         return 0
-    if args.command in ("run-all", "status") and not settings.database_path.exists():
+    if args.command in ("run-all", "status") and not settings.uses_postgres and not settings.database_path.exists():
         # they open the server's database themselves: never a new, empty one (and a second JWT secret) here
         print(
             f"autotrain: no Auto-Train database at {settings.database_path.resolve()}: run `autotrain"
@@ -662,6 +662,9 @@ def serve(settings: Settings, host: str, port: int, log_level: str) -> int:
     from bot.http_limits import BACKLOG, fit_open_file_limit, limited_protocol
     from bot.log_limits import limit_repeated_logs
 
+    if settings.uses_postgres and settings.jwt_algorithm == "HS256" and settings.jwt_secret is None:
+        print(f"autotrain: {POSTGRES_NEEDS_SECRET}", file=sys.stderr)
+        return 2
     max_connections = fit_open_file_limit(settings.max_connections)
     log.info("Auto-Train serving on http://%s:%d (API under /autotrain, docs at /docs)", host, port)
     config = uvicorn.Config(

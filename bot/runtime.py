@@ -25,7 +25,7 @@ from autotrain.options import Clock, PipelineOptions, utcnow
 from autotrain.ports import PeopleDirectory, PipelineNotifier, RuleGenerator, RuleHistory
 from autotrain.rulefiles import RuleFiles
 from autotrain.service import PipelineService, Readers
-from autotrain.settings import SEED_RULES_DIR, Settings
+from autotrain.settings import SEED_RULES_DIR, Settings, redacted_url
 from autotrain.usecases.commits import push_pending
 from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
@@ -44,6 +44,7 @@ from bot.auth import verification_key
 from bot.ratelimit import LimitsRateLimiter
 from bot.reload import HttpReloadHook
 from bot.webhooks import WebhookDispatcher, WebhookNotifier
+from storage.postgres import PostgresStore
 from storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Runtime:
     """Everything a process runs, built once by `open_runtime`."""
 
     settings: Settings
-    store: SqliteStore
+    store: SqliteStore | PostgresStore
     service: PipelineService
     jwt_secret: str  # the key that verifies tokens (HS256 secret or RS256 public key)
     monitor: Monitor
@@ -172,7 +173,7 @@ async def open_runtime(
     set_default_language(settings.language)
     prepare_rules_folder(settings)
     options = pipeline_options(settings)
-    store = SqliteStore(settings.database_path)
+    store = open_store(settings)
     await store.open()
     rule_files = RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
     generator = generator or build_generator(settings)
@@ -451,14 +452,39 @@ def prepare_rules_folder(settings: Settings) -> None:
     )
 
 
+def open_store(settings: Settings) -> SqliteStore | PostgresStore:
+    """The store AUTOTRAIN_DATABASE_URL names: embedded SQLite, or PostgreSQL for several instances."""
+    if settings.uses_postgres:
+        return PostgresStore(settings.database_url)
+    return SqliteStore(settings.database_path)
+
+
+def database_description(settings: Settings) -> str:
+    if settings.uses_postgres:
+        return (
+            f"database: PostgreSQL at {redacted_url(settings.database_url)} (shared by every instance; leases, claims"
+            " and the event outbox hold across them)"
+        )
+    return (
+        f"database: {settings.database_path.resolve()} (SQLite, WAL; durable group commits; reads on their own"
+        " connections)"
+    )
+
+
+def rate_limit_description(settings: Settings) -> str:
+    limits = f"feedback {settings.feedback_rate_limit} per end user, {settings.token_rate_limit} per token"
+    if settings.rate_limit_storage.startswith(("memory://", "async+memory://")):
+        return f"rate limits: {limits}, counted in this process (AUTOTRAIN_RATE_LIMIT_STORAGE=redis://… shares them)"
+    return f"rate limits: {limits}, shared through {redacted_url(settings.rate_limit_storage)}"
+
+
 def describe(settings: Settings) -> list[str]:
     """What is on and off, for the start-up log (never the secrets themselves)."""
     # a rules folder about to be copied from the seed has the seed's files
     folder = rules_seed(settings) or settings.rules_dir
     missing = [m for m in settings.allowed_modules if not (folder / m).exists()]
     lines = [
-        f"database: {settings.database_path.resolve()} (SQLite, WAL; durable group commits; reads on their own"
-        " connections)",
+        database_description(settings),
         f"rules folder: {settings.rules_dir.resolve()} (files: {', '.join(settings.allowed_modules)})"
         + (f"; missing, created on first deploy: {', '.join(missing)}" if missing else ""),
         generator_description(settings),
@@ -484,6 +510,7 @@ def describe(settings: Settings) -> list[str]:
         f"{settings.read_timeout_seconds:g} s each (408 after)",
         "rule events: recorded with each change, delivered in the background to the review card and webhooks "
         f"(a delivery holds its event {settings.event_lease_seconds:g} s)",
+        rate_limit_description(settings),
         "JWT secret: from AUTOTRAIN_JWT_SECRET"
         if settings.jwt_secret
         else "JWT secret: generated file beside the database (run `autotrain token --role admin` for a token)",
