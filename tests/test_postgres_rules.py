@@ -695,3 +695,59 @@ async def test_concurrent_creations_of_one_rule_make_one(connect: Callable[[], A
     assert len({rule.rule_id for rule in made}) == 1
     assert len({rule.new_rule for rule in made}) == 1
     assert (await one.list_rules(status=None, module_name=None, limit=10, offset=0)).total == 1
+
+
+async def test_many_changes_from_two_instances_never_deadlock(connect: Callable[[], Awaitable[Store]]) -> None:
+    """Rules created, approved, rejected (their feedback closed), clustered, deployed, completed and aborted at
+    once from two instances: every transaction takes its rows, then its counters, then the audit row in one
+    order, so none waits on another in a circle (PostgreSQL would fail one after a second: StoreBusy)."""
+    one, two = await connect(), await connect()
+    stores = (one, two)
+    n = 40
+    feedback_ids = [await feedback(one, f"góp ý {i}", now=at(0), kind=("bug", "suggestion")[i % 2]) for i in range(n)]
+    loose = [
+        await feedback(one, f"lẻ {i}", now=at(0), kind=("suggestion", "bug")[i % 2], claim=False) for i in range(8)
+    ]
+    info = GenerationInfo(generator="t")
+    rules = await asyncio.gather(
+        *(
+            stores[i % 2].create_rule(feedback_ids[i], proposal(f"- l{i}"), info, actor_id="s", now=at(1))
+            for i in range(n // 2)
+        )
+    )
+
+    async def rule_change(i: int) -> Any:
+        store, rule_id = stores[i % 2], rules[i].rule_id
+        if i % 4 == 0:
+            return await store.attach_feedback(rule_id, loose[i // 4 % 8 :: 3], actor_id="s", now=at(2))
+        target = RuleStatus.REJECTED if i % 4 == 1 else RuleStatus.APPROVED
+        return await store.transition_rule(
+            rule_id, expected=RuleStatus.PENDING, target=target, actor_id="U", now=at(2), reason="x"
+        )
+
+    changes = [rule_change(i) for i in range(n // 2)]
+    changes += [
+        stores[i % 2].create_rule(feedback_ids[i], proposal(f"- l{i}"), info, actor_id="s", now=at(2))
+        for i in range(n // 2, n)
+    ]
+    await asyncio.gather(*changes)
+
+    async def deploy(store: Store, rule_id: str, abort: bool) -> None:
+        begun = await store.begin_deployment(
+            deployment(rule_id, before="a", after="b"),
+            expected=RuleStatus.APPROVED,
+            target=RuleStatus.DEPLOYED,
+            now=at(3),
+        )
+        assert begun is not None
+        if abort:
+            await store.abort_deployment(begun, error="x", actor_id="U", now=at(4))
+        else:
+            await store.complete_deployment(begun, backup_path=None, now=at(4))
+            await store.record_reload(begun, ReloadResult("failed", "503"), now=at(4))
+
+    approved = (await one.list_rules(status=RuleStatus.APPROVED, module_name=None, limit=100, offset=0)).items
+    assert approved
+    await asyncio.gather(*(deploy(stores[i % 2], rule.rule_id, i % 3 == 0) for i, rule in enumerate(approved)))
+    figures = (await one.list_rules(status=None, module_name=None, limit=100, offset=0)).total
+    assert figures == n

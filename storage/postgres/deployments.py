@@ -18,6 +18,7 @@ from autotrain.ports import NewDeployment, Page, ReloadResult
 from storage.postgres.connection import PostgresConnection, rowcount, ts
 from storage.postgres.events import insert_event, release_held_events
 from storage.postgres.queries import (
+    AuditTrail,
     audit,
     count,
     deployment_in,
@@ -41,7 +42,10 @@ class DeploymentMixin(PostgresConnection):
             if await db.fetchval("SELECT 1 FROM deployments WHERE rule_id = $1 AND state = 'pending'", new.rule_id):
                 return None
             detail = {"outcome": new.outcome.value, "version_before": new.version_before}
-            if not await move_rule(db, new.rule_id, expected, target, new.deployed_by, now, detail=detail):
+            audits = AuditTrail()  # written last (storage/postgres/rules.py: the order of locks)
+            if not await move_rule(
+                db, new.rule_id, expected, target, new.deployed_by, now, detail=detail, audits=audits
+            ):
                 return None
             deployment_id = await db.fetchval(
                 "INSERT INTO deployments (rule_id, module_name, deployed_by, deployed_at, version_before,"
@@ -60,6 +64,7 @@ class DeploymentMixin(PostgresConnection):
                 new.rollout_percent,
             )
             assert deployment_id is not None
+            await audits.write(db)
             return int(deployment_id)
 
     async def complete_deployment(
@@ -114,12 +119,13 @@ class DeploymentMixin(PostgresConnection):
             )
             if rule_id is None:
                 return
-            # the rule's row, then the deployment: in the order begin_deployment takes them
+            # the rule's row, then the deployment's (begin_deployment's order); then the rule's change before the
+            # deployment's delete, the audit row last (their counters in the order of storage/postgres/rules.py)
             current = await db.fetchval(
                 "SELECT status FROM generated_rules WHERE rule_id = $1 FOR NO KEY UPDATE", rule_id
             )
             row = await db.fetchrow(
-                "DELETE FROM deployments WHERE id = $1 AND state = 'pending' RETURNING previous_status, rollback_of",
+                "SELECT previous_status, rollback_of FROM deployments WHERE id = $1 AND state = 'pending' FOR UPDATE",
                 deployment_id,
             )
             if row is None:  # completed, or aborted by another instance, meanwhile
@@ -134,6 +140,7 @@ class DeploymentMixin(PostgresConnection):
                 ts(now),
                 rule_id,
             )
+            await db.execute("DELETE FROM deployments WHERE id = $1", deployment_id)
             await audit(
                 db,
                 now=now,
@@ -153,7 +160,8 @@ class DeploymentMixin(PostgresConnection):
                 result.error,
                 deployment_id,
             )
-            if result.status == "failed":
+            await release_held_events(db, deployment_id, now=now)
+            if result.status == "failed":  # the audit row last (storage/postgres/rules.py: the order of locks)
                 await audit(
                     db,
                     now=now,
@@ -162,7 +170,6 @@ class DeploymentMixin(PostgresConnection):
                     subject_id=rule_id if rule_id is not None else str(deployment_id),
                     detail={"deployment_id": deployment_id, "error": result.error},
                 )
-            await release_held_events(db, deployment_id, now=now)
 
     async def set_deployment_commit(self, deployment_id: int, commit_sha: str) -> None:
         async with self._tx() as db:

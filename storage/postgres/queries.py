@@ -65,6 +65,45 @@ async def audit(
     await db.execute(AUDIT_INSERT, *values)
 
 
+class AuditTrail:
+    """Audit rows a transaction writes last, in the order they were added (`add`, then `write`).
+
+    Every audit row bumps the `audit` counter of the maintained figures, a row every writer shares and holds
+    until commit; a transaction that took it before another counter (a rule's, a feedback's) could deadlock with
+    one that took that counter first and waits for `audit`. Written last, it is never held while waiting."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(
+        self,
+        *,
+        now: datetime,
+        actor: str,
+        action: str,
+        subject_id: str,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.rows.append(
+            audit_values(
+                now=now,
+                actor=actor,
+                action=action,
+                subject_id=subject_id,
+                from_state=from_state,
+                to_state=to_state,
+                detail=detail,
+            )
+        )
+
+    async def write(self, db: asyncpg.Connection) -> None:
+        if self.rows:
+            await db.executemany(AUDIT_INSERT, self.rows)
+            self.rows = []
+
+
 def where(*conditions: tuple[str, Any], start: int = 1) -> tuple[str, tuple[Any, ...]]:
     """`WHERE a = $1 AND b = $2` of the conditions whose value is not None (numbered from `start`)."""
     parts: list[str] = []

@@ -1,11 +1,17 @@
 """Generated rules: created from a proposal, moved between states (compare-and-set), edited, clustered.
 
 storage/sqlite/rules.py in PostgreSQL's dialect. SQLite runs one writer at a time; here transactions run side
-by side (READ COMMITTED), so a change that reads a rule before writing it first locks its row (`SELECT ... FOR
-NO KEY UPDATE`, the lock an UPDATE takes), and a state change checks the state in its UPDATE's WHERE (a
-concurrent change of the row is waited for, and the WHERE is checked again against what it committed). Locks
-are taken in one order, and before the change that touches a maintained figure (a counter row of the schema,
-locked until commit): the rule's row, then its feedback's or its deployment's, then the counters.
+by side (READ COMMITTED), and what SQLite's one writer gives for free is kept by two rules:
+
+- A change that reads a rule before writing it first locks its row (`SELECT ... FOR NO KEY UPDATE`, the lock
+  an UPDATE takes); a state change checks the state in its UPDATE's WHERE (a concurrent change of the row is
+  waited for, and the WHERE is checked again against what it committed).
+- Locks are taken in one order: rows first (the rule's, then its feedback's or its deployment's), then the
+  maintained figures' counter rows (the schema's triggers, each held until commit) in one order of kinds, the
+  rule's (`complaints|version`, `rule|...`) before the feedback's, the deployment's, the generation's and the
+  evaluation's, and the audit rows last of all (`AuditTrail`), `audit` being the counter every writer shares.
+  Two transactions then never wait on each other in a circle (a deadlock, which PostgreSQL breaks after a
+  second by failing one of them: StoreBusy).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from autotrain.ports import Page
 from storage.postgres.connection import PostgresConnection, rowcount, ts
 from storage.postgres.events import insert_event
 from storage.postgres.generations import insert_generation
-from storage.postgres.queries import audit, figures, keyset, paged, rule_in, rule_row, where
+from storage.postgres.queries import AuditTrail, audit, figures, keyset, paged, rule_in, rule_row, where
 
 # Columns set when a rule enters a state: who did it and when.
 STAMPS = {
@@ -46,9 +52,11 @@ async def move_rule(
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
     as_read: Rule | None = None,
+    *,
+    audits: AuditTrail,
 ) -> bool:
-    """expected → target in the caller's transaction, stamped and audited; False when not `expected` (or, with
-    `as_read`, when the rule was edited since it was read)."""
+    """expected → target in the caller's transaction, stamped, its audit row added to `audits` (the caller writes
+    them last); False when not `expected` (or, with `as_read`, when the rule was edited since it was read)."""
     by_column, at_column = STAMPS[target]
     args: list[Any] = [target.value, actor_id, ts(now)]
     extra = ""
@@ -70,8 +78,7 @@ async def move_rule(
     audit_detail = dict(detail or {})
     if reason:
         audit_detail["reason"] = reason
-    await audit(
-        db,
+    audits.add(
         now=now,
         actor=actor_id,
         action=f"rule_{target.value}",
@@ -90,6 +97,39 @@ async def _changed(db: asyncpg.Connection, rule_id: str, event: NewEvent | None,
     if event is not None:
         await insert_event(db, event, rule, now=now)
     return rule
+
+
+async def _close_feedback(
+    db: asyncpg.Connection,
+    rows: list[asyncpg.Record],
+    rule_id: str,
+    *,
+    actor_id: str,
+    now: datetime,
+    audits: AuditTrail,
+) -> None:
+    """processed → rejected for a rejected rule's feedback (`rows`: feedback_id and feedback_type, in row order):
+    the status changes in one order of types (each bumps its type's counters), their audit rows in row order."""
+    closed = set()
+    for row in sorted(rows, key=lambda row: row["feedback_type"]):  # stable: row order within a type
+        changed = await db.execute(
+            "UPDATE feedbacks SET status = 'rejected', updated_at = $1 WHERE feedback_id = $2 AND status = 'processed'",
+            ts(now),
+            row["feedback_id"],
+        )
+        if rowcount(changed) == 1:
+            closed.add(row["feedback_id"])
+    for row in rows:
+        if row["feedback_id"] in closed:
+            audits.add(
+                now=now,
+                actor=actor_id,
+                action="feedback_rejected",
+                subject_id=row["feedback_id"],
+                from_state="processed",
+                to_state="rejected",
+                detail={"rule_id": rule_id},
+            )
 
 
 class RuleMixin(PostgresConnection):
@@ -143,8 +183,9 @@ class RuleMixin(PostgresConnection):
                 ts(now),
                 feedback_id,
             )
-            await audit(
-                db,
+            await insert_generation(db, feedback_id, info, outcome="succeeded", now=now, rule_id=rule_id)
+            audits = AuditTrail()
+            audits.add(
                 now=now,
                 actor=actor_id,
                 action="rule_created",
@@ -152,9 +193,7 @@ class RuleMixin(PostgresConnection):
                 to_state="pending",
                 detail={"feedback_id": feedback_id, "generator": info.generator, "model": info.model},
             )
-            await insert_generation(db, feedback_id, info, outcome="succeeded", now=now, rule_id=rule_id)
-            await audit(
-                db,
+            audits.add(
                 now=now,
                 actor=actor_id,
                 action="feedback_processed",
@@ -163,6 +202,7 @@ class RuleMixin(PostgresConnection):
                 to_state="processed",
                 detail={"rule_id": rule_id},
             )
+            await audits.write(db)
             return await _changed(db, rule_id, event, now)
 
     async def get_rule(self, rule_id: str) -> Rule | None:
@@ -230,33 +270,19 @@ class RuleMixin(PostgresConnection):
                 # locked before any change (the rule's, then its feedback's: attach_feedback's order)
                 await db.execute("SELECT 1 FROM generated_rules WHERE rule_id = $1 FOR NO KEY UPDATE", rule_id)
                 rows = await db.fetch(
-                    "SELECT feedback_id FROM feedbacks WHERE status = 'processed' AND (feedback_id ="
+                    "SELECT feedback_id, feedback_type FROM feedbacks WHERE status = 'processed' AND (feedback_id ="
                     " (SELECT feedback_id FROM generated_rules WHERE rule_id = $1) OR feedback_id IN"
                     " (SELECT feedback_id FROM rule_feedbacks WHERE rule_id = $1)) ORDER BY id FOR NO KEY UPDATE",
                     rule_id,
                 )
-            if not await move_rule(db, rule_id, expected, target, actor_id, now, reason, detail, as_read):
+            audits = AuditTrail()
+            if not await move_rule(
+                db, rule_id, expected, target, actor_id, now, reason, detail, as_read, audits=audits
+            ):
                 return None
-            if target is RuleStatus.REJECTED:
-                for (feedback_id,) in rows:
-                    changed = await db.execute(
-                        "UPDATE feedbacks SET status = 'rejected', updated_at = $1"
-                        " WHERE feedback_id = $2 AND status = 'processed'",
-                        ts(now),
-                        feedback_id,
-                    )
-                    if rowcount(changed) != 1:
-                        continue
-                    await audit(
-                        db,
-                        now=now,
-                        actor=actor_id,
-                        action="feedback_rejected",
-                        subject_id=feedback_id,
-                        from_state="processed",
-                        to_state="rejected",
-                        detail={"rule_id": rule_id},
-                    )
+            if rows:
+                await _close_feedback(db, rows, rule_id, actor_id=actor_id, now=now, audits=audits)
+            await audits.write(db)
             return await _changed(db, rule_id, event, now)
 
     async def edit_rule(
@@ -336,42 +362,51 @@ class RuleMixin(PostgresConnection):
                 "SELECT 1 FROM feedbacks WHERE feedback_id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE",
                 list(feedback_ids),
             )
+            eligible: dict[str, str] = {}  # feedback → its status, in the order given
             for feedback_id in feedback_ids:
                 found = await db.fetchval(
                     "SELECT status FROM feedbacks WHERE feedback_id = $1 AND status IN ('pending', 'processing')"
                     " AND NOT EXISTS (SELECT 1 FROM generated_rules WHERE feedback_id = $1)",
                     feedback_id,
                 )
-                if found is None:
-                    continue
+                if found is not None:
+                    eligible.setdefault(feedback_id, found)
+            if not eligible:
+                return attached
+            # the status changes (each bumps its feedback type's counters) in one order of types
+            for (feedback_id,) in await db.fetch(
+                "SELECT feedback_id FROM feedbacks WHERE feedback_id = ANY($1::text[]) ORDER BY feedback_type, id",
+                list(eligible),
+            ):
                 await db.execute(
                     "UPDATE feedbacks SET status = 'processed', updated_at = $1, generation_lease_until = NULL"
                     " WHERE feedback_id = $2",
                     ts(now),
                     feedback_id,
                 )
+            audits = AuditTrail()
+            for feedback_id, status in eligible.items():
                 await db.execute(
                     "INSERT INTO rule_feedbacks (rule_id, feedback_id) VALUES ($1, $2)", rule_id, feedback_id
                 )
-                await audit(
-                    db,
+                audits.add(
                     now=now,
                     actor=actor_id,
                     action="feedback_clustered",
                     subject_id=feedback_id,
-                    from_state=found,
+                    from_state=status,
                     to_state="processed",
                     detail={"rule_id": rule_id},
                 )
                 attached.append(feedback_id)
-            if attached:
-                await db.execute(
-                    "UPDATE generated_rules SET cluster_size = cluster_size + $1, updated_at = $2 WHERE rule_id = $3",
-                    len(attached),
-                    ts(now),
-                    rule_id,
-                )
-                await _changed(db, rule_id, event, now)
+            await db.execute(
+                "UPDATE generated_rules SET cluster_size = cluster_size + $1, updated_at = $2 WHERE rule_id = $3",
+                len(attached),
+                ts(now),
+                rule_id,
+            )
+            await audits.write(db)
+            await _changed(db, rule_id, event, now)
         return attached
 
     async def cluster_feedback_texts(self, rule_id: str, limit: int = 5) -> list[str]:
