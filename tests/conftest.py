@@ -78,9 +78,38 @@ def settings(tmp_path: Path, rules_dir: Path) -> Settings:
     return make_settings(tmp_path, rules_dir)
 
 
+# The database of the running test: a fresh PostgreSQL database in the modules marked `both_backends` (their
+# tests run twice, once on each backend), else None: a SQLite file in the test's folder.
+_postgres_database: list[str | None] = [None]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_backends") and "database_backend" in metafunc.fixturenames:
+        metafunc.parametrize("database_backend", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def database_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which store `make_settings` points at: SQLite, or (parametrized, `both_backends`) a fresh PostgreSQL."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield backend
+        return
+    from tests.postgres_support import fresh_database_sync
+    from tests.services import service_url
+
+    server = service_url("PostgreSQL", "AUTOTRAIN_TEST_POSTGRES_URL", request)
+    with fresh_database_sync(server) as url:
+        _postgres_database[0] = url
+        try:
+            yield backend
+        finally:
+            _postgres_database[0] = None
+
+
 def make_settings(tmp_path: Path, rules_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{tmp_path / 'autotrain.db'}",
+        "database_url": _postgres_database[0] or f"sqlite:///{tmp_path / 'autotrain.db'}",
         "rules_dir": rules_dir,
         "jwt_secret": JWT_SECRET,
         "auto_generate": False,

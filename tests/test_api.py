@@ -30,6 +30,8 @@ from tests.conftest import (
     read_rule_lines,
 )
 
+pytestmark = pytest.mark.both_backends  # the REST API on SQLite and on PostgreSQL
+
 PRAISE_FEEDBACK = {
     "query": "gợi ý áo sơ mi đi làm",
     "ai_response": "Bạn thử áo sơ mi trắng này nhé",
