@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-import tests.services  # noqa: F401  (reads the services' URLs before any test removes AUTOTRAIN_ variables)
+import tests.services  # read the services' URLs before any test removes the AUTOTRAIN_ variables
 from autotrain.i18n import Language, set_default_language
 from autotrain.models import FeedbackIn, Rule, RuleStatus, RuleType
 from autotrain.policy import Actor, Role
@@ -80,7 +80,7 @@ def settings(tmp_path: Path, rules_dir: Path) -> Settings:
 
 # The database of the running test: a fresh PostgreSQL database in the modules marked `both_backends` (their
 # tests run twice, once on each backend), else None: a SQLite file in the test's folder.
-_postgres_database: list[str | None] = [None]
+_postgres_database = tests.services.current_postgres
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

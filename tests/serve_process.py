@@ -29,6 +29,10 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
     # as in tests/conftest.py's make_settings: replays run only in the tests about them (they write in the
     # background, and a test of something else should not race them)
     env["AUTOTRAIN_EVALUATE"] = "off"
+    from tests.services import current_postgres
+
+    if current_postgres[0]:  # a `both_backends` test on PostgreSQL: the server uses that test's database
+        env["AUTOTRAIN_DATABASE_URL"] = current_postgres[0]
     env.update(extra)
     return env
 

@@ -15,6 +15,9 @@ ENVIRONMENT = {name: value for name, value in os.environ.items() if name.startsw
 REQUIRED = ENVIRONMENT.get("AUTOTRAIN_TEST_REQUIRE_SERVICES") == "1"
 HOW = "bash .ci/run starts one; or set {name} to a server of your own"
 
+# the fresh PostgreSQL database of the running test in a `both_backends` module (tests/conftest.py), or None
+current_postgres: list[str | None] = [None]
+
 skipped: dict[str, set[str]] = {}  # service → test ids, for the summary at the end of the run
 
 

@@ -10,10 +10,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from autotrain.errors import TransitionRefused
 from autotrain.service import PipelineService
 from bot.runtime import open_runtime
 from tests.conftest import ADMIN, JWT_SECRET, REPO_ROOT, approved_rule, make_settings, read_rule_lines
+
+pytestmark = pytest.mark.both_backends  # concurrent deploys on SQLite and on PostgreSQL
 
 
 def size_complaint(n: int) -> dict[str, str]:

@@ -21,6 +21,8 @@ from tests.fakes.slack_api import FakeSlackApi
 from tests.serve_process import serving, subprocess_environment
 from tests.slack_support import ADMIN_USER, BOT_TOKEN, REVIEW_CHANNEL, SIGNING_SECRET, SlackSimulator, block_texts
 
+pytestmark = pytest.mark.both_backends  # the outbox survives a SIGKILL on SQLite and on PostgreSQL
+
 SLOW_SLACK_SECONDS = 2.0
 FAST_ENOUGH_SECONDS = 0.5
 
