@@ -76,6 +76,11 @@ _AUDIT_BATCH = (
     " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
 )
 
+_LOCK_FIGURES = (
+    "INSERT INTO figures (name, n) SELECT name, 0 FROM unnest($1::text[]) AS name ORDER BY name"
+    " ON CONFLICT (name) DO UPDATE SET n = figures.n"
+)
+
 _COUNT_GRAMS = (
     "INSERT INTO complaint_grams (gram, df) SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1"
     " ON CONFLICT (gram) DO UPDATE SET df = complaint_grams.df + excluded.df"
@@ -99,17 +104,19 @@ class _Submission:
 
     @property
     def figure(self) -> str:
-        """The counter its row changes: batches take them in this order (no deadlock between two instances)."""
+        """The counter its row changes (`figures_feedback` in schema.py)."""
         return f"feedback|{self.status}|{self.data.feedback_type.value}"
 
 
 async def _store_submissions(db: asyncpg.Connection, submissions: list[_Submission]) -> list[Feedback]:
-    """The batch, in the caller's transaction: its feedbacks, their n-grams in the corpus, their audit rows."""
-    order = sorted(range(len(submissions)), key=lambda i: submissions[i].figure)
-    ordered = [submissions[i] for i in order]
-    await _count_grams(db, [complaint_text(s.data.feedback_text, s.data.query) for s in ordered])
+    """The batch, in the caller's transaction: its feedbacks (in the order given: their ids follow it), their
+    n-grams in the corpus, their audit rows."""
+    await _count_grams(db, [complaint_text(s.data.feedback_text, s.data.query) for s in submissions])
+    # the counters the rows' trigger changes, locked first in name order: two instances' batches of several
+    # types never take them in opposite orders (the trigger then updates rows this transaction holds)
+    await db.execute(_LOCK_FIGURES, sorted({s.figure for s in submissions}))
     columns: list[list[object]] = [[] for _ in range(11)]
-    for s in ordered:
+    for s in submissions:
         values = (
             s.user_id,
             s.data.query,
@@ -128,7 +135,7 @@ async def _store_submissions(db: asyncpg.Connection, submissions: list[_Submissi
     rows = await db.fetch(_INSERT_BATCH, *columns, ID_OFFSET)
     stored = [feedback_row(row) for row in rows]
     audits: list[list[object]] = [[] for _ in range(7)]
-    for s, feedback in zip(ordered, stored, strict=True):
+    for s, feedback in zip(submissions, stored, strict=True):
         detail = {
             "source": s.source,
             "user_id": s.user_id,
@@ -145,11 +152,8 @@ async def _store_submissions(db: asyncpg.Connection, submissions: list[_Submissi
         )
         for column, value in zip(audits, values, strict=True):
             column.append(value)
-    await db.execute(_AUDIT_BATCH, *audits)
-    results: list[Feedback] = [stored[0]] * len(submissions)
-    for position, index in enumerate(order):
-        results[index] = stored[position]
-    return results
+    await db.execute(_AUDIT_BATCH, *audits)  # the `audit` counter last, as every transaction takes it
+    return stored
 
 
 async def _count_grams(db: asyncpg.Connection, texts: list[str]) -> None:
@@ -210,8 +214,9 @@ class FeedbackMixin(PostgresConnection):
             try:
                 async with self._tx() as db:
                     stored = await _store_submissions(db, [s for s, _ in batch])
-            except asyncpg.IntegrityConstraintViolationError:
-                # one of them is refused (a constraint): each alone, so that it does not take the others with it
+            except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError):
+                # one of them is refused (a constraint, a value PostgreSQL does not take such as a NUL
+                # character): each alone, so that it does not take the others with it
                 await self._commit_one_by_one(batch)
                 continue
             except BaseException as exc:  # the whole batch failed (disk full, busy): none of it is stored
