@@ -45,7 +45,13 @@ them) are kept by PL/pgSQL row triggers in the transaction of every change, the 
 A counter row is a row lock held until commit: every change of a counter takes its rows in name order (a
 status change decrements the old name and increments the new one in "C" order), so two transactions never
 take two counters in opposite orders. Transactions that change one counter still queue behind each other
-(`audit` is in almost every one): the reason submissions are batched in one transaction (`feedback.py`).
+(`audit` is in almost every one): the reason submissions are batched in one transaction (`feedback.py`). So
+that two transactions never wait for each other's counters in a cycle (a deadlock: StoreBusy after a second),
+a mixin writes its audit row last in its transaction, after the statements whose triggers change other
+counters; a transaction that changes several rows of one table does so in a fixed order (by id, by name).
+
+Ids come from sequences: a rolled-back insert leaves a gap, and with two instances a smaller id may commit
+after a larger one (a keyset page or an `id > last seen` scan may miss a row committed late by the other).
 """
 
 from __future__ import annotations
