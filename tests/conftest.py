@@ -302,16 +302,22 @@ def served(tmp_path: Path) -> Iterator[ServedApp]:
 from tests.fakes.anthropic_api import messages_api  # noqa: E402, F401  (fixture)
 from tests.fakes.monitoring import open_monitored  # noqa: E402, F401  (fixture)
 from tests.fakes.slack_api import slack_api  # noqa: E402, F401  (fixture)
+from tests.services import HOW  # noqa: E402
 from tests.slack_support import slack  # noqa: E402, F401  (fixture)
 from tests.stores import store, store_backend  # noqa: E402, F401  (fixtures: the store contract suite)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say which tests a missing service skipped, and how to run them (tests/services.py)."""
-    from tests.services import HOW, skipped
-
-    for name, ids in sorted(skipped.items()):
-        env = "AUTOTRAIN_TEST_REDIS_URL" if name == "Redis" else "AUTOTRAIN_TEST_POSTGRES_URL"
+    """Say how many tests a missing service skipped, and how to run them (tests/services.py); from the reports,
+    so that it also counts what the xdist workers skipped."""
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        if " not available: " in reason:
+            service = reason.split(" not available: ")[0].split(":")[-1].strip()
+            counts[service] = counts.get(service, 0) + 1
+    for service, n in sorted(counts.items()):
+        env = "AUTOTRAIN_TEST_REDIS_URL" if service == "Redis" else "AUTOTRAIN_TEST_POSTGRES_URL"
         terminalreporter.write_line(
-            f"{len(ids)} test(s) skipped: {name} not available ({HOW.format(name=env)})", yellow=True
+            f"{n} test(s) skipped: {service} not available ({HOW.format(name=env)})", yellow=True
         )

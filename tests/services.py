@@ -18,8 +18,6 @@ HOW = "bash .ci/run starts one; or set {name} to a server of your own"
 # the fresh PostgreSQL database of the running test in a `both_backends` module (tests/conftest.py), or None
 current_postgres: list[str | None] = [None]
 
-skipped: dict[str, set[str]] = {}  # service → test ids, for the summary at the end of the run
-
 
 def service_url(name: str, env: str, request: pytest.FixtureRequest) -> str:
     """The service's URL, or skip (fail in CI) with a reason that says how to get it."""
@@ -29,7 +27,6 @@ def service_url(name: str, env: str, request: pytest.FixtureRequest) -> str:
     reason = f"{name} not available: {HOW.format(name=env)}"
     if REQUIRED:
         pytest.fail(f"{reason} (AUTOTRAIN_TEST_REQUIRE_SERVICES=1: CI never skips these)")
-    skipped.setdefault(name, set()).add(request.node.nodeid)
     pytest.skip(reason)
 
 

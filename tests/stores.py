@@ -1,8 +1,9 @@
 """The store contract suite's fixtures: each backend of autotrain.ports.Store, on a real, fresh database.
 
 `store` is one connection; `store_backend.connect()` opens another to the same database (another process).
-PostgreSQL is a backend when AUTOTRAIN_TEST_POSTGRES_URL names a server (each test gets a database of its own
-there, tests/postgres_support.py); SQLite always.
+Both backends, always: PostgreSQL on the server AUTOTRAIN_TEST_POSTGRES_URL names (each test gets a database of
+its own there, tests/postgres_support.py); without one, its tests are skipped and the run says so (CI fails
+instead: tests/services.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import pytest
 
 from autotrain.ports import Store
 from storage.sqlite import SqliteStore
-from tests.postgres_support import POSTGRES_URL, fresh_database
+from tests.postgres_support import fresh_database
+from tests.services import service_url
 
-BACKENDS = ["sqlite", *(["postgres"] if POSTGRES_URL else [])]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ async def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     async with contextlib.AsyncExitStack() as stack:
         place: Path | str = tmp_path
         if request.param == "postgres":
-            place = await stack.enter_async_context(fresh_database())
+            server = service_url("PostgreSQL", "AUTOTRAIN_TEST_POSTGRES_URL", request)
+            place = await stack.enter_async_context(fresh_database(server))
 
         async def connect() -> Store:
             store = _new_store(request.param, place)
