@@ -219,6 +219,7 @@ async def test_a_late_run_keeps_the_key_of_its_scheduled_time(
     assert digest_key(punctual, trigger) == digest_key(late, trigger) == "digest:2026-11-26T15:00"
 
 
+@pytest.mark.both_backends  # two instances on one PostgreSQL post each alert and digest once too
 async def test_scheduled_jobs_of_two_processes_post_once(
     tmp_path: Path, rules_dir: Path, open_monitored: Opener
 ) -> None:

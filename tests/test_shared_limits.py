@@ -15,12 +15,14 @@ import pytest
 
 from tests.conftest import JWT_SECRET, SHIPPED_RULES, bearer
 from tests.serve_process import serving, subprocess_environment
-from tests.services import redis_url  # noqa: F401  (the fixture)
+from tests.services import current_postgres, redis_url  # noqa: F401  (redis_url: the fixture)
+
+pytestmark = pytest.mark.both_backends  # the instances share a SQLite file, or one PostgreSQL database
 
 
 @pytest.fixture
 def two_instances(tmp_path: Path, redis_url: str) -> Iterator[list[str]]:  # noqa: F811
-    database = tmp_path / "shared.db"
+    database = current_postgres[0] or f"sqlite:///{tmp_path / 'shared.db'}"
     with ExitStack() as stack:
         urls = []
         for name in ("a", "b"):
@@ -28,7 +30,7 @@ def two_instances(tmp_path: Path, redis_url: str) -> Iterator[list[str]]:  # noq
             workdir.mkdir()
             shutil.copytree(SHIPPED_RULES, workdir / "rules", ignore=shutil.ignore_patterns(".autotrain"))
             env = subprocess_environment(
-                AUTOTRAIN_DATABASE_URL=f"sqlite:///{database}",
+                AUTOTRAIN_DATABASE_URL=database,
                 AUTOTRAIN_JWT_SECRET=JWT_SECRET,
                 AUTOTRAIN_RULES_DIR=str(workdir / "rules"),
                 AUTOTRAIN_RATE_LIMIT_STORAGE=redis_url,
