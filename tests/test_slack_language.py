@@ -157,7 +157,10 @@ async def test_help_and_status_are_in_the_readers_language(
     await slack.command("frobnicate")
 
     await wait_until(lambda: len(slack.command_replies()) == 3, what="three replies")
-    help_reply, status_reply, unknown_reply = slack.command_replies()
+    # each reply to its own command's response_url (they may arrive in any order)
+    calls = [c for c in slack.api.calls if c.method.startswith("response_url:command-")]
+    by_command = {int(c.method.rsplit("-", 1)[1]): c.params for c in calls}
+    help_reply, status_reply, unknown_reply = (by_command[n] for n in sorted(by_command))
     with speaking(reader):
         from bot.slack.blocks import HELP_TEXT
 
