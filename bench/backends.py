@@ -98,6 +98,8 @@ async def copy_into_postgres(sqlite_path: Path, url: str) -> float:
                 columns = [c for (t, c) in types if t == table]
                 present = {row[1] for row in source.execute(f"PRAGMA table_info({table})")}
                 columns = [c for c in columns if c in present]
+                if not columns:  # a table SQLite does not have (PostgreSQL's own): nothing to copy
+                    continue
                 stamps = {c for c in columns if types[(table, c)].startswith("timestamp")}
                 cursor = source.execute(f"SELECT {', '.join(columns)} FROM {table}")
                 while batch := cursor.fetchmany(50_000):
