@@ -330,6 +330,14 @@ class PipelineCounts(BaseModel):
     last_commit_error: str | None = None  # the newest of their errors
 
 
+class HandEditedFile(BaseModel):
+    """A rule file found edited by hand in this instance's folder (several instances: the database wins)."""
+
+    module_name: str
+    kept_at: str  # where the hand-edited copy is kept, before the file was written from the database
+    found_at: datetime
+
+
 class StatusReport(BaseModel):
     feedback_by_status: dict[str, int]
     feedback_by_type: dict[str, int]
@@ -346,6 +354,8 @@ class StatusReport(BaseModel):
     git_history: bool = False  # commits kept in the rules folder
     uncommitted_deployments: int = 0  # rule-file changes not in git history yet (their commit failed)
     last_commit_error: str | None = None  # why, for the newest of them
+    # PostgreSQL: rule files of this instance's folder found edited by hand, newest last (their copies kept)
+    hand_edited_rule_files: list[HandEditedFile] = Field(default_factory=list)
     metrics: Metrics | None = None  # thresholded figures (monitoring), when a monitor is wired
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -31,6 +32,7 @@ from autotrain.models import (
 )
 from autotrain.monitoring import AlertState, DigestData, MetricsData
 from autotrain.pagination import Cursor, Order
+from autotrain.rulefiles import content_version
 
 T = TypeVar("T")
 
@@ -609,6 +611,80 @@ class EventOutbox(Protocol):
         ...
 
     async def undelivered_event_count(self) -> int: ...
+
+
+# ---------------------------------------------------------------------- the rule files' truth in the database
+#
+# With several instances (PostgreSQL), a rule file's content lives in the database, one row per version; each
+# instance's rules folder is a copy made from it (autotrain/usecases/file_truth.py). The SQLite store has none
+# of these: there the rules folder is the truth, locked with flock.
+
+
+@dataclass(frozen=True)
+class StoredRuleFile:
+    """One version of a rule file as the database keeps it."""
+
+    module_name: str
+    number: int  # 1, 2, 3 … per file (1: the seed file the first instance found in its folder)
+    content: bytes
+    deployment_id: int | None  # the deployment that made it (None: the seed)
+    created_at: datetime
+
+    @property
+    def version(self) -> str:
+        """The content version deployments record."""
+        return content_version(self.content)
+
+
+class RuleFileVersions(Protocol):
+    """Every version of every rule file; the newest is the truth every instance's folder is made from."""
+
+    async def latest_rule_file(self, module_name: str) -> StoredRuleFile | None:
+        """The newest version (None: nothing stored yet)."""
+        ...
+
+    async def latest_rule_file_numbers(self) -> dict[str, tuple[int, str]]:
+        """Each stored file's newest version number and content version, without the content (a cheap check)."""
+        ...
+
+    async def rule_file_with_version(self, module_name: str, version: str) -> StoredRuleFile | None:
+        """The newest stored version of this file whose content version is `version` (None: never stored)."""
+        ...
+
+    async def seed_rule_file(self, module_name: str, content: bytes, *, now: datetime) -> StoredRuleFile:
+        """Store `content` as version 1 when nothing is stored yet; the newest version either way."""
+        ...
+
+    async def complete_deployment_with_file(
+        self,
+        deployment_id: int,
+        *,
+        content: bytes,
+        backup_path: str | None,
+        now: datetime,
+        event: NewEvent | None = None,
+    ) -> Deployment:
+        """DeploymentStore.complete_deployment, and `content` stored as the file's next version, in one
+        transaction (the file's newest version must be the deployment's version_before; once the row is applied,
+        a second call stores nothing). Every instance is told the file changed (RuleFileChanges)."""
+        ...
+
+
+class RuleFileLock(Protocol):
+    """One writer per rule file across every instance (held for a whole deploy, promote or rollback)."""
+
+    def hold_rule_file(self, module_name: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class RuleFileChanges(Protocol):
+    """Told when a rule file's stored version changes, whichever instance changed it."""
+
+    async def watch_rule_files(self, on_change: Callable[[str], None]) -> bool:
+        """Listen (again, when the listening connection was lost): `on_change(module_name)` on each change.
+        True when it (re)started listening now: changes made meanwhile may have been missed."""
+        ...
+
+    async def stop_watching_rule_files(self) -> None: ...
 
 
 class Store(

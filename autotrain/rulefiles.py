@@ -467,9 +467,24 @@ class RuleFiles:
 
         Call with the file's lock held. On failure the old file is left as it was.
         """
-        path = self.path_for(module_name)
+        self.path_for(module_name)  # an unknown file is refused before anything is written
         try:
             backup = self._backup(module_name, previous, label)
+        except OSError as exc:
+            raise RuleFileWriteFailed(
+                N_("could not write {module} ({reason}); the file was left unchanged"),
+                module=module_name,
+                reason=exc.strerror or exc,
+            ) from exc
+        self.replace(module_name, content)
+        self._prune_backups(module_name)
+        return str(backup)
+
+    def replace(self, module_name: str, content: bytes) -> None:
+        """Replace the file with `content` atomically (temp file, fsync, rename, the folder fsynced), no backup.
+        On failure the old file is left as it was."""
+        path = self.path_for(module_name)
+        try:
             self.rules_dir.mkdir(parents=True, exist_ok=True)
             if path.is_symlink():
                 # a symlinked rule file: its target is replaced (the link stays a link), from the target's folder
@@ -494,8 +509,18 @@ class RuleFiles:
                 module=module_name,
                 reason=exc.strerror or exc,
             ) from exc
-        self._prune_backups(module_name)
-        return str(backup)
+
+    def keep_hand_edit(self, module_name: str, content: bytes) -> Path:
+        """Keep a copy of a file edited by hand before it is replaced (never pruned): its path."""
+        self.path_for(module_name)
+        folder = self.rules_dir / STATE_DIR / "hand-edits" / module_name
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / f"{datetime.now().strftime('%Y%m%dT%H%M%S%f')}.bak"
+        with open(kept, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return kept
 
     def _backup(self, module_name: str, previous: bytes, label: str) -> Path:
         folder = self.backup_dir(module_name)

@@ -31,9 +31,11 @@ from autotrain.usecases.complaints import Complaints
 from autotrain.usecases.deploys import DeployRules
 from autotrain.usecases.effects import DecideCanaries, RuleEffects
 from autotrain.usecases.evaluate import EvaluateOnChange, EvaluateRules
+from autotrain.usecases.file_truth import DatabaseTruth, FolderTruth, RuleFileTruth
 from autotrain.usecases.generation import GenerateRules
 from autotrain.usecases.intake import SubmitFeedback
 from autotrain.usecases.locks import RuleFileLocks
+from autotrain.usecases.materialize import MaterializeRuleFiles
 from autotrain.usecases.reconcile import PendingDeployments, Reconcile
 from autotrain.usecases.reloads import ChatbotReloads
 from autotrain.usecases.reports import StatusReports
@@ -74,6 +76,8 @@ class Runtime:
     webhooks: WebhookDispatcher | None = None
     slack: SlackBot | None = None
     history: RuleHistory | None = None  # the rules folder's git history (None: AUTOTRAIN_GIT off or unusable)
+    # PostgreSQL: this instance's rules folder, a copy of the versions in the database (None: the folder is the truth)
+    materializer: MaterializeRuleFiles | None = None
     _started: bool = False
     _warming: asyncio.Task[None] | None = None
 
@@ -88,6 +92,8 @@ class Runtime:
         intake's complaint index and the deployed rules' effect windows in the background (the first requests
         need not wait for them)."""
         self._started = True
+        if self.materializer is not None:
+            self.materializer.start()
         self.events.start()
         self._warming = asyncio.create_task(self._warm())
         self._warming.add_done_callback(_log_warm_failure)
@@ -110,6 +116,8 @@ class Runtime:
             await self.events.drain()  # what was recorded before shutdown, while Slack is still there
             if self.slack is not None:
                 await self.slack.close()
+        if self.materializer is not None:
+            await self.materializer.stop()
         await self.store.close()
 
 
@@ -176,6 +184,12 @@ async def open_runtime(
     store = open_store(settings)
     await store.open()
     rule_files = RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
+    # PostgreSQL: this folder is a copy of the rule files' versions in the database (made just below)
+    materializer = (
+        MaterializeRuleFiles(rule_files=rule_files, versions=store, changes=store, clock=clock)
+        if isinstance(store, PostgresStore)
+        else None
+    )
     generator = generator or build_generator(settings)
     reload_secret = settings.reload_secret or settings.webhook_secret
     reload_hook = (
@@ -248,6 +262,7 @@ async def open_runtime(
         options=options,
         git_history=history is not None,
         evaluations=store,
+        hand_edits=materializer.found_hand_edits if materializer is not None else None,
     )
     cards = home = None
     notifiers: list[PipelineNotifier] = []
@@ -298,9 +313,24 @@ async def open_runtime(
         lease_seconds=settings.event_lease_seconds,
     )
 
+    # Where the rule files' truth is, decided here once: the rules folder under flock (SQLite, one instance), or
+    # the versions in the database under its lock, each instance's folder a copy (PostgreSQL, several instances)
+    truth: RuleFileTruth
+    if materializer is not None:
+        assert isinstance(store, PostgresStore)
+        truth = DatabaseTruth(
+            rule_files=rule_files, versions=store, deployments=store, folder=materializer, clock=clock
+        )
+        locks = RuleFileLocks(rule_files, across=store)
+        await materializer.start_up()
+    else:
+        truth = FolderTruth(rule_files=rule_files, deployments=store)
+        locks = RuleFileLocks(rule_files)
+
     # the use cases, and the facade the edges call
-    locks = RuleFileLocks(rule_files)
-    pending = PendingDeployments(rules=store, deployments=store, rule_files=rule_files, history=history, clock=clock)
+    pending = PendingDeployments(
+        rules=store, deployments=store, rule_files=rule_files, history=history, clock=clock, truth=truth
+    )
     deploys = DeployRules(
         rules=store,
         deployments=store,
@@ -313,6 +343,7 @@ async def open_runtime(
         options=options,
         wake=events.wake,
         evaluations=store,
+        truth=truth,
     )
     generation = GenerateRules(
         feedback=store,
@@ -361,7 +392,7 @@ async def open_runtime(
         events=events,
         effects=effects,
         canaries=DecideCanaries(effects=effects, deploys=deploys, announce=monitor.announce_canary),
-        rulesets=RuleSets(rule_files=rule_files),
+        rulesets=RuleSets(rule_files=rule_files, truth=truth),
         evaluations=evaluations,
     )
     slack = None
@@ -398,6 +429,7 @@ async def open_runtime(
         webhooks=webhooks,
         slack=slack,
         history=history,
+        materializer=materializer,
     )
 
 

@@ -6,6 +6,10 @@ crash left pending (and commit what it wrote but never committed) → read the f
 deployment (its event recorded in the same transaction) → git commit → tell the chatbot to reload →
 record the reload (which releases the event) → wake the dispatcher. Nothing here waits for Slack or a
 webhook: those get the event from the outbox.
+
+Where "the file" is (file_truth.py): the rules folder (SQLite, one instance), or the newest version stored in
+the database (PostgreSQL, several instances: the lock is the database's, the new version is stored in the
+transaction that completes the deployment, and the folder is then written from it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content
 from autotrain.ruleset import APPENDED, CANARY, NOOP, PROMOTED_CANARY, REPLACED, ActiveChange
 from autotrain.usecases.commits import commit_change
 from autotrain.usecases.file_models import FileModel, FileModels, HandEdited, derive_content, removed_entry
+from autotrain.usecases.file_truth import FolderTruth, RuleFileTruth
 from autotrain.usecases.locks import RuleFileLocks
 from autotrain.usecases.lookup import refuse_changed, rule_or_404
 from autotrain.usecases.reconcile import PendingDeployments
@@ -58,8 +63,11 @@ class DeployRules:
         options: PipelineOptions,
         wake: Callable[[], None],
         evaluations: EvaluationStore | None = None,
+        truth: RuleFileTruth | None = None,
     ) -> None:
         self.evaluations = evaluations  # the replay gate (AUTOTRAIN_REQUIRE_EVALUATION)
+        # where the file's content is the truth (bot/runtime.py decides; the rules folder by default)
+        self.truth = truth or FolderTruth(rule_files=rule_files, deployments=deployments)
         self.rules = rules
         self.deployments = deployments
         self.rule_files = rule_files
@@ -70,7 +78,7 @@ class DeployRules:
         self.clock = clock
         self.options = options
         self.wake = wake
-        self.models = FileModels(rules=rules, deployments=deployments, rule_files=rule_files)
+        self.models = FileModels(rules=rules, deployments=deployments, bases=self.truth)
 
     # ------------------------------------------------------------------ the four changes
 
@@ -283,7 +291,7 @@ class DeployRules:
     async def _read(self, module_name: str) -> tuple[bytes, Any, FileModel | None, bool]:
         """The file's bytes, its parsed document, its model (None: changed in place), and whether it was
         edited by hand since Auto-Train last wrote it (then it is adopted as it is; the card says so)."""
-        previous, document = await asyncio.to_thread(self.rule_files.read, module_name)
+        previous, document = await self.truth.read(module_name)
         model = await self.models.load(module_name, previous, document)
         if isinstance(model, HandEdited):
             return previous, document, None, True
@@ -343,11 +351,9 @@ class DeployRules:
         if change.touches_file or change.keep_base is not None:
             try:
                 if change.keep_base is not None:
-                    await asyncio.to_thread(self.rule_files.keep_base, rule.module_name, change.keep_base)
+                    await self.truth.keep_base(rule.module_name, change.keep_base)
                 if change.touches_file:
-                    backup_path = await asyncio.to_thread(
-                        self.rule_files.write, rule.module_name, change.content, previous, rule.rule_id
-                    )
+                    backup_path = await self.truth.write(rule.module_name, change.content, previous, rule.rule_id)
             except BaseException as exc:
                 error = exc.message if isinstance(exc, AutotrainError) else repr(exc)
                 try:  # once: the file was not written, so a row left pending is safe (the catch-up aborts it)
@@ -365,8 +371,10 @@ class DeployRules:
         # The file is written: from here the change is a fact, and recording it may wait for a busy database
         # rather than answer "try again". Its event is held until the reload result is recorded.
         deployment = await self._until_recorded(
-            lambda: self.deployments.complete_deployment(
+            lambda: self.truth.complete(
                 deployment_id,
+                rule.module_name,
+                change.content if change.touches_file else None,
                 backup_path=backup_path,
                 now=self.clock(),
                 event=NewEvent(kind=event, actor_id=actor.id, held=True),

@@ -3,15 +3,17 @@ autotrain/ruleset.py): what deploys.py derives a deploy, promote or rollback fro
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotrain.models import Deployment, DeployOutcome, Rule, RuleStatus
 from autotrain.ports import DeploymentStore, RuleStore
-from autotrain.rulefiles import JsonRuleDocument, RuleChange, RuleFiles, content_version, same_rule
+from autotrain.rulefiles import JsonRuleDocument, RuleChange, content_version, same_rule
 from autotrain.ruleset import ActiveChange, derivation, with_version
+
+if TYPE_CHECKING:
+    from autotrain.usecases.file_truth import RuleFileTruth
 
 log = logging.getLogger("autotrain.deploys")
 
@@ -35,12 +37,13 @@ class HandEdited:
 
 
 class FileModels:
-    """Reads the model of a file from its deployments (and the base kept beside it)."""
+    """Reads the model of a file from its deployments (and its base: kept beside it in the rules folder, or a
+    version stored in the database; file_truth.py)."""
 
-    def __init__(self, *, rules: RuleStore, deployments: DeploymentStore, rule_files: RuleFiles) -> None:
+    def __init__(self, *, rules: RuleStore, deployments: DeploymentStore, bases: RuleFileTruth) -> None:
         self.rules = rules
         self.deployments = deployments
-        self.rule_files = rule_files
+        self.bases = bases
 
     async def load(self, module_name: str, current: bytes, document: Any) -> FileModel | HandEdited | None:
         """The file as base + active changes, when every active deployment of it recorded its change and the
@@ -61,7 +64,7 @@ class FileModels:
         base_versions = {str(r.get("base")) for _, _, r, _ in specs}
         if len(base_versions) != 1:
             return None
-        base = await asyncio.to_thread(self.rule_files.read_base, module_name, base_versions.pop())
+        base = await self.bases.read_base(module_name, base_versions.pop())
         if base is None:
             return None
         model = FileModel(base, [c for _, c, _, _ in specs], {c.rule_id: o for o, c, _, _ in specs})

@@ -1,4 +1,5 @@
-"""Settling what a crash left half done. The rule file is the truth:
+"""Settling what a crash left half done. The rule file is the truth (the rules folder, or the newest version
+stored in the database with several instances: file_truth.py):
 
 - a pending deployment whose change is in the file is completed; one whose change is not is aborted
   (the rule returns to approved, or to deployed for a rollback);
@@ -23,6 +24,7 @@ from autotrain.ports import DeploymentStore, FeedbackStore, RuleHistory, RuleSto
 from autotrain.rulefiles import RuleFiles, content_version, normalize_rule_line
 from autotrain.usecases.commits import commit_change
 from autotrain.usecases.file_models import bases_in_use
+from autotrain.usecases.file_truth import FolderTruth, RuleFileTruth
 from autotrain.usecases.locks import RuleFileLocks
 
 log = logging.getLogger("autotrain.reconcile")
@@ -39,12 +41,14 @@ class PendingDeployments:
         rule_files: RuleFiles,
         history: RuleHistory | None,
         clock: Clock,
+        truth: RuleFileTruth | None = None,
     ) -> None:
         self.rules = rules
         self.deployments = deployments
         self.rule_files = rule_files
         self.history = history
         self.clock = clock
+        self.truth = truth or FolderTruth(rule_files=rule_files, deployments=deployments)
 
     async def commit_uncommitted(self, module_name: str) -> list[int]:
         """Commit what was written but never committed (a crash between the two): the file as it is, under
@@ -95,7 +99,7 @@ class PendingDeployments:
         return completed, aborted
 
     async def _change_in_file(self, deployment: Deployment) -> bool:
-        content, document = await asyncio.to_thread(self.rule_files.read, deployment.module_name)
+        content, document = await self.truth.read(deployment.module_name)
         version = content_version(content)
         if deployment.version_after == deployment.version_before:
             return True  # a no-op: nothing had to be written
@@ -149,7 +153,7 @@ class Reconcile:
             async with self.locks.hold(module_name):
                 committed += await self.pending.commit_uncommitted(module_name)
                 keep = await bases_in_use(self.deployments, module_name)
-                pruned += await asyncio.to_thread(self.rule_files.prune_bases, module_name, keep)
+                pruned += await self.pending.truth.prune_bases(module_name, keep)
         if pruned:
             log.info("removed %d kept rule-file bases no active change derives from any more", pruned)
         requeued = await self.feedback.requeue_interrupted_feedback(now=self.clock())

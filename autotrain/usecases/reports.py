@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time
 
-from autotrain.models import FeedbackStatus, StatusReport
+from autotrain.models import FeedbackStatus, HandEditedFile, StatusReport
 from autotrain.monitoring import Metrics
 from autotrain.options import Clock, PipelineOptions
 from autotrain.ports import DeploymentStore, EvaluationStore, EventOutbox, GenerationLog, ReportStore
@@ -25,7 +25,9 @@ class StatusReports:
         options: PipelineOptions,
         git_history: bool = False,
         evaluations: EvaluationStore | None = None,
+        hand_edits: Callable[[], list[HandEditedFile]] | None = None,
     ) -> None:
+        self.hand_edits = hand_edits  # (several instances) the hand edits this instance's folder was found with
         self.evaluations = evaluations
         self.reports = reports
         self.deployments = deployments
@@ -60,4 +62,5 @@ class StatusReports:
             evaluation=await self.evaluations.evaluation_totals() if self.evaluations else {},
             uncommitted_deployments=counts.uncommitted_deployments,
             last_commit_error=counts.last_commit_error,
+            hand_edited_rule_files=self.hand_edits() if self.hand_edits else [],
         )

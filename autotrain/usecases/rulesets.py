@@ -7,14 +7,14 @@ one implementation the client uses too), for chatbots that cannot run the Python
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import BaseModel
 
 from autotrain.errors import InvalidInput, NotFound, RuleFileInvalid
 from autotrain.policy import Action, Actor, require_permission
 from autotrain.rulefiles import RuleFiles, content_version
+from autotrain.usecases.file_truth import RuleFileTruth, folder_current
 
 FORMATS = {".json": "json", ".md": "markdown"}
 
@@ -48,8 +48,11 @@ def etag_of(version: str) -> str:
 
 
 class RuleSets:
-    def __init__(self, *, rule_files: RuleFiles) -> None:
+    def __init__(self, *, rule_files: RuleFiles, truth: RuleFileTruth | None = None) -> None:
         self.rule_files = rule_files
+        # the content served: the rules folder's, or (several instances) the newest stored version, so that every
+        # instance answers the same ETag
+        self.truth = truth
 
     async def list(self, actor: Actor) -> list[RuleSetInfo]:
         require_permission(actor, Action.READ)
@@ -63,7 +66,7 @@ class RuleSets:
     async def get(self, module_name: str, actor: Actor, *, user_id: str | None = None) -> RuleSet:
         require_permission(actor, Action.READ)
         module_name = self._allowed(module_name)
-        content = await asyncio.to_thread(self.rule_files.read_bytes, module_name)
+        content, _ = await self._current(module_name)
         version = content_version(content)
         from autotrain_client import RuleFileInvalid as ContentInvalid
         from autotrain_client import applicable_rules  # the client's: one implementation of who gets a rule
@@ -90,16 +93,11 @@ class RuleSets:
         return module_name
 
     async def _info(self, module_name: str) -> RuleSetInfo:
-        path = self.rule_files.path_for(module_name)
-
-        def read() -> tuple[bytes, datetime | None]:
-            content = self.rule_files.read_bytes(module_name)
-            try:
-                changed = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            except FileNotFoundError:
-                changed = None
-            return content, changed
-
-        content, changed = await asyncio.to_thread(read)
+        content, changed = await self._current(module_name)
         version = content_version(content)
         return RuleSetInfo(module_name=module_name, version=version, etag=etag_of(version), updated_at=changed)
+
+    async def _current(self, module_name: str) -> tuple[bytes, datetime | None]:
+        if self.truth is None:
+            return await folder_current(self.rule_files, module_name)
+        return await self.truth.current(module_name)

@@ -17,6 +17,7 @@ from storage.postgres.generations import GenerationMixin
 from storage.postgres.monitoring import AlertStateMixin
 from storage.postgres.reloads import ReloadMixin
 from storage.postgres.reports import ReportMixin
+from storage.postgres.rulefiles import RuleFileMixin
 from storage.postgres.rules import RuleMixin
 from storage.postgres.webhooks import WebhookMixin
 
@@ -36,6 +37,7 @@ class PostgresStore(
     EventMixin,
     ReloadMixin,
     EvaluationMixin,
+    RuleFileMixin,
 ):
     def _lock_timeout_ms(self) -> int:
         return LOCK_TIMEOUT_MS

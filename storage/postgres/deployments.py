@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+import asyncpg
+
 from autotrain.models import Deployment, NewEvent, RuleStatus
 from autotrain.pagination import Cursor, Order
 from autotrain.ports import NewDeployment, Page, ReloadResult
@@ -77,40 +79,7 @@ class DeploymentMixin(PostgresConnection):
                 " FOR NO KEY UPDATE",
                 deployment_id,
             )
-            status = await db.execute(
-                "UPDATE deployments SET state = 'applied', backup_path = COALESCE($1, backup_path)"
-                " WHERE id = $2 AND state = 'pending'",
-                backup_path,
-                deployment_id,
-            )
-            applied_now = rowcount(status) == 1
-            deployment = await deployment_in(db, deployment_id)
-            assert deployment is not None
-            # the rule's rollout follows its file: 100 or a canary share while deployed, none once rolled back
-            await db.execute(
-                "UPDATE generated_rules SET rollout_percent = $1 WHERE rule_id = $2",
-                None if deployment.rollback_of else deployment.rollout_percent,
-                deployment.rule_id,
-            )
-            await audit(
-                db,
-                now=now,
-                actor=deployment.deployed_by,
-                action="rollback_applied" if deployment.rollback_of else "deployment_applied",
-                subject_id=deployment.rule_id,
-                detail={
-                    "deployment_id": deployment_id,
-                    "module_name": deployment.module_name,
-                    "outcome": deployment.outcome.value,
-                    "version_before": deployment.version_before,
-                    "version_after": deployment.version_after,
-                },
-            )
-            if event is not None and applied_now:  # a second completion of the same row records nothing more
-                rule = await rule_in(db, deployment.rule_id)
-                assert rule is not None
-                await insert_event(db, event, rule, now=now, deployment_id=deployment_id)
-            return deployment
+            return await complete_in(db, deployment_id, backup_path=backup_path, now=now, event=event)
 
     async def abort_deployment(self, deployment_id: int, *, error: str, actor_id: str, now: datetime) -> None:
         async with self._tx() as db:
@@ -256,6 +225,52 @@ class DeploymentMixin(PostgresConnection):
             offset=offset,
             order=Order.NEWEST,
         )
+
+
+async def complete_in(
+    db: asyncpg.Connection,
+    deployment_id: int,
+    *,
+    backup_path: str | None,
+    now: datetime,
+    event: NewEvent | None,
+) -> Deployment:
+    """DeploymentMixin.complete_deployment inside a transaction that holds the rule's row (rulefiles.py stores
+    the file's version in the same one)."""
+    status = await db.execute(
+        "UPDATE deployments SET state = 'applied', backup_path = COALESCE($1, backup_path)"
+        " WHERE id = $2 AND state = 'pending'",
+        backup_path,
+        deployment_id,
+    )
+    applied_now = rowcount(status) == 1
+    deployment = await deployment_in(db, deployment_id)
+    assert deployment is not None
+    # the rule's rollout follows its file: 100 or a canary share while deployed, none once rolled back
+    await db.execute(
+        "UPDATE generated_rules SET rollout_percent = $1 WHERE rule_id = $2",
+        None if deployment.rollback_of else deployment.rollout_percent,
+        deployment.rule_id,
+    )
+    await audit(
+        db,
+        now=now,
+        actor=deployment.deployed_by,
+        action="rollback_applied" if deployment.rollback_of else "deployment_applied",
+        subject_id=deployment.rule_id,
+        detail={
+            "deployment_id": deployment_id,
+            "module_name": deployment.module_name,
+            "outcome": deployment.outcome.value,
+            "version_before": deployment.version_before,
+            "version_after": deployment.version_after,
+        },
+    )
+    if event is not None and applied_now:  # a second completion of the same row records nothing more
+        rule = await rule_in(db, deployment.rule_id)
+        assert rule is not None
+        await insert_event(db, event, rule, now=now, deployment_id=deployment_id)
+    return deployment
 
 
 def _ids(ids: Sequence[int]) -> list[int]:

@@ -1,0 +1,194 @@
+"""The rule files' truth: every version of every rule file (`rule_file_versions`, migration 2), the per-file lock
+every instance takes to change one, and the notification that tells every instance a file changed.
+
+- **Versions.** A deploy, canary, promote or rollback stores the file's next version in the transaction that
+  marks its deployment applied (`complete_deployment_with_file`), so a version and its deployment exist together
+  or not at all. The first version of a file is the seed: the content of the first instance's local file.
+- **The lock.** A session advisory lock (`pg_advisory_lock(RULE_FILE_LOCK, hashtext(module))`) on a pooled
+  connection kept for the whole change: not a transaction's lock, since a deploy is several transactions (begin,
+  complete, the git commit's record). The server drops it with the connection, so a killed instance never
+  leaves a file locked; a wait longer than the pool's lock_timeout is StoreBusy, as a row lock's.
+- **The notification.** `pg_notify(CHANNEL, module)` in the transaction that stores a version: delivered to every
+  listening instance at commit (and never for a rolled-back one). A listener is one connection of its own,
+  outside the pool; a lost one is opened again by the next `watch_rule_files`, and the caller then checks every
+  file (it may have missed a change).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from autotrain.models import Deployment, NewEvent
+from autotrain.ports import StoredRuleFile
+from storage.postgres.connection import PostgresConnection, busy, ts
+from storage.postgres.deployments import complete_in
+
+log = logging.getLogger("storage.postgres")
+
+CHANNEL = "autotrain_rule_files"
+RULE_FILE_LOCK = 0x41545246  # the first key of a rule file's advisory lock ("ATRF"); the second: hashtext(module)
+
+
+class RuleFileChanged(RuntimeError):
+    """The stored file is not the one the change was derived from: someone wrote it without the file's lock."""
+
+
+def _stored(row: asyncpg.Record) -> StoredRuleFile:
+    return StoredRuleFile(
+        module_name=row["module_name"],
+        number=int(row["version"]),
+        content=bytes(row["content"]),
+        deployment_id=row["deployment_id"],
+        created_at=row["created_at"],
+    )
+
+
+async def _insert_version(
+    db: asyncpg.Connection, module_name: str, number: int, content: bytes, deployment_id: int | None, now: datetime
+) -> None:
+    await db.execute(
+        "INSERT INTO rule_file_versions (module_name, version, content, content_hash, deployment_id, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        module_name,
+        number,
+        content,
+        hashlib.sha256(content).hexdigest(),
+        deployment_id,
+        ts(now),
+    )
+    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, module_name)  # sent at commit, to every instance
+
+
+class RuleFileMixin(PostgresConnection):
+    _listener: asyncpg.Connection | None = None
+
+    async def latest_rule_file(self, module_name: str) -> StoredRuleFile | None:
+        async with self._read() as db:
+            row = await db.fetchrow(
+                "SELECT * FROM rule_file_versions WHERE module_name = $1 ORDER BY version DESC LIMIT 1", module_name
+            )
+            return _stored(row) if row else None
+
+    async def latest_rule_file_numbers(self) -> dict[str, tuple[int, str]]:
+        async with self._read() as db:
+            rows = await db.fetch(
+                "SELECT DISTINCT ON (module_name) module_name, version, left(content_hash, 16) AS content_version"
+                " FROM rule_file_versions ORDER BY module_name, version DESC"
+            )
+            return {row["module_name"]: (int(row["version"]), row["content_version"]) for row in rows}
+
+    async def rule_file_with_version(self, module_name: str, version: str) -> StoredRuleFile | None:
+        async with self._read() as db:
+            row = await db.fetchrow(
+                "SELECT * FROM rule_file_versions WHERE module_name = $1 AND left(content_hash, 16) = $2"
+                " ORDER BY version DESC LIMIT 1",
+                module_name,
+                version,
+            )
+            return _stored(row) if row else None
+
+    async def seed_rule_file(self, module_name: str, content: bytes, *, now: datetime) -> StoredRuleFile:
+        async with self._tx() as db:
+            status = await db.execute(
+                "INSERT INTO rule_file_versions (module_name, version, content, content_hash, deployment_id,"
+                " created_at) VALUES ($1, 1, $2, $3, NULL, $4) ON CONFLICT (module_name, version) DO NOTHING",
+                module_name,
+                content,
+                hashlib.sha256(content).hexdigest(),
+                ts(now),
+            )
+            if status.endswith(" 1"):  # the first instance to get here: tell the others
+                await db.execute("SELECT pg_notify($1, $2)", CHANNEL, module_name)
+            row = await db.fetchrow(
+                "SELECT * FROM rule_file_versions WHERE module_name = $1 ORDER BY version DESC LIMIT 1", module_name
+            )
+            assert row is not None
+            return _stored(row)
+
+    async def complete_deployment_with_file(
+        self,
+        deployment_id: int,
+        *,
+        content: bytes,
+        backup_path: str | None,
+        now: datetime,
+        event: NewEvent | None = None,
+    ) -> Deployment:
+        async with self._tx() as db:
+            # the rule's row first, as every change of a deployment takes it (storage/postgres/deployments.py)
+            await db.execute(
+                "SELECT 1 FROM generated_rules WHERE rule_id = (SELECT rule_id FROM deployments WHERE id = $1)"
+                " FOR NO KEY UPDATE",
+                deployment_id,
+            )
+            row = await db.fetchrow(
+                "SELECT module_name, version_before, state FROM deployments WHERE id = $1 FOR UPDATE", deployment_id
+            )
+            if row is None:
+                raise LookupError(f"no deployment {deployment_id}")
+            if row["state"] == "pending":  # a retry after a lost answer stores nothing twice
+                latest = await db.fetchrow(
+                    "SELECT version, left(content_hash, 16) AS content_version FROM rule_file_versions"
+                    " WHERE module_name = $1 ORDER BY version DESC LIMIT 1",
+                    row["module_name"],
+                )
+                number = int(latest["version"]) if latest else 0
+                if latest is not None and latest["content_version"] != row["version_before"]:
+                    raise RuleFileChanged(
+                        f"{row['module_name']} is at version {number} ({latest['content_version']}), not the"
+                        f" {row['version_before']} deployment {deployment_id} was derived from"
+                    )
+                await _insert_version(db, row["module_name"], number + 1, content, deployment_id, now)
+            return await complete_in(db, deployment_id, backup_path=backup_path, now=now, event=event)
+
+    @contextlib.asynccontextmanager
+    async def hold_rule_file(self, module_name: str) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                db = await stack.enter_async_context(self._connection().acquire())
+                await db.execute("SELECT pg_advisory_lock($1, hashtext($2))", RULE_FILE_LOCK, module_name)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                error = busy(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            try:
+                yield
+            finally:
+                # (a connection gone with its lock needs no unlock; the pool's reset unlocks any left too)
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))", RULE_FILE_LOCK, module_name)
+
+    async def watch_rule_files(self, on_change: Callable[[str], None]) -> bool:
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            return False
+
+        def notified(_connection: Any, _pid: int, _channel: str, payload: str) -> None:
+            on_change(payload)
+
+        try:
+            listener = await asyncpg.connect(self.url, server_settings={"application_name": "autotrain-listen"})
+            await listener.add_listener(CHANNEL, notified)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("cannot listen for rule file changes (checked periodically instead): %s", exc)
+            return False
+        self._listener = listener
+        return True
+
+    async def stop_watching_rule_files(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await listener.close(timeout=5)
+
+    async def close(self) -> None:
+        await self.stop_watching_rule_files()
+        await super().close()
