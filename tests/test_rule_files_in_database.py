@@ -6,7 +6,8 @@ each with a rules folder of its own, as two instances behind a load balancer wit
   every line at most once, exactly the expected deployments, both folders identical and equal to the newest
   stored version, both rule-set ETags equal, one git commit per change in the folder of the instance that made it;
 - a hand edit of a materialized file is reported (WARNING, /status) and the database wins, the edited copy kept;
-- an instance restarted with an empty folder converges at start.
+- an instance restarted with an empty folder converges at start;
+- the same with two `autotrain serve` processes over HTTP, one of them SIGKILLed and restarted on an empty disk.
 
 Skipped (failed in CI) without a PostgreSQL server: tests/services.py.
 """
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,13 +26,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from autotrain.errors import TransitionRefused
+from autotrain.policy import Role
 from autotrain.rulefiles import content_version
 from bot.runtime import Runtime, open_runtime
-from tests.conftest import ADMIN, SHIPPED_RULES, approved_rule, make_settings, read_rule_lines
+from tests.conftest import (
+    ADMIN,
+    JWT_SECRET,
+    SHIPPED_RULES,
+    approved_rule,
+    bearer,
+    make_settings,
+    read_rule_lines,
+)
 from tests.postgres_support import fresh_database
+from tests.serve_process import serving, subprocess_environment
 from tests.services import service_url
 from tests.test_concurrency import size_complaint
 
@@ -239,3 +252,71 @@ async def test_a_restarted_instance_with_an_empty_folder_converges(two: Instance
     rule = await approved_rule(two.b.service, size_complaint(9))
     await two.b.service.deploy(rule.rule_id, ADMIN)
     await converged(two.folders, await stored_content(two.url))
+
+
+# ---------------------------------------------------------------------- two `autotrain serve` processes
+
+
+def serve_environment(url: str, folder: Path) -> dict[str, str]:
+    return subprocess_environment(
+        AUTOTRAIN_DATABASE_URL=url,
+        AUTOTRAIN_RULES_DIR=str(folder),
+        AUTOTRAIN_JWT_SECRET=JWT_SECRET,
+        AUTOTRAIN_AUTO_GENERATE="false",
+        AUTOTRAIN_SCHEDULER="false",
+        AUTOTRAIN_GIT="false",
+        AUTOTRAIN_CLUSTER_THRESHOLD="",
+        AUTOTRAIN_FEEDBACK_RATE_LIMIT="100000/minute",
+    )
+
+
+def http_deploy(base_url: str, n: int) -> str:
+    """A rule made, approved and deployed through this instance; its line."""
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        feedback = http.post("/autotrain/feedback", json=size_complaint(n), headers=bearer(Role.REPORTER, "chatbot"))
+        assert feedback.status_code == 201, feedback.text
+        rule = http.post(f"/autotrain/generate/{feedback.json()['feedback_id']}", headers=bearer(Role.REPORTER, "c"))
+        assert rule.status_code in (200, 201), rule.text
+        rule_id = rule.json()["rule_id"]
+        assert http.post(f"/autotrain/rules/{rule_id}/approve", headers=bearer()).status_code == 200
+        deployed = http.post(f"/autotrain/rules/{rule_id}/deploy", headers=bearer())
+        assert deployed.status_code == 200, deployed.text
+        return str(rule.json()["new_rule"])
+
+
+def etag_of_ruleset(base_url: str) -> str:
+    response = httpx.get(f"{base_url}/autotrain/rulesets/{MODULE}", headers=bearer(), timeout=10)
+    assert response.status_code == 200, response.text
+    return response.headers["etag"]
+
+
+async def test_two_served_instances_converge_and_one_killed_converges_after_restart(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    folders = (folder_copy(tmp_path, "rules-a"), folder_copy(tmp_path, "rules-b"))
+    workdirs = (tmp_path / "a", tmp_path / "b")
+    for workdir in workdirs:
+        workdir.mkdir()
+    with serving(workdirs[0], serve_environment(postgres_url, folders[0])) as (a_url, _):
+        with serving(workdirs[1], serve_environment(postgres_url, folders[1])) as (b_url, b_process):
+            line = await asyncio.to_thread(http_deploy, a_url, 1)
+            stored = await stored_content(postgres_url)
+            await converged(folders, stored)
+            assert line in read_rule_lines(folders[1])
+            assert etag_of_ruleset(a_url) == etag_of_ruleset(b_url) == f'"{content_version(stored)}"'
+            b_process.send_signal(signal.SIGKILL)
+            b_process.wait(timeout=10)
+        # b is gone; changes go on through a, and b comes back on an empty disk
+        await asyncio.to_thread(http_deploy, a_url, 2)
+        shutil.rmtree(folders[1])
+        folders[1].mkdir()
+        with serving(workdirs[1], serve_environment(postgres_url, folders[1])) as (b_url, _):
+            stored = await stored_content(postgres_url)
+            assert (folders[1] / MODULE).read_bytes() == stored  # written at start
+            await asyncio.to_thread(http_deploy, b_url, 3)
+            stored = await stored_content(postgres_url)
+            await converged(folders, stored)
+            assert etag_of_ruleset(a_url) == etag_of_ruleset(b_url) == f'"{content_version(stored)}"'
+    for workdir in workdirs:
+        log = (workdir / "serve.log").read_text(errors="replace")
+        assert "Traceback" not in log and "edited by hand" not in log, log
