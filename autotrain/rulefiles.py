@@ -311,6 +311,17 @@ def parse_rule_file(module_name: str, content: bytes) -> RuleDocument:
     return LineRuleDocument.parse(content)
 
 
+def parse_to_change(module_name: str, content: bytes) -> RuleDocument:
+    """The document a change is derived from; RuleFileInvalid, saying the file was not changed, if it does not
+    parse."""
+    try:
+        return parse_rule_file(module_name, content)
+    except RuleFileInvalid as exc:
+        raise RuleFileInvalid(
+            N_("{module} does not parse, so it was not changed: {reason}"), module=module_name, reason=exc.message
+        ) from exc
+
+
 def deploy_entry(*, rule_id: str, feedback_id: str, confidence: float, deployed_at: datetime) -> dict[str, Any]:
     """The extra fields a JSON rule entry carries (the cookbook's deploy template, plus the rule id)."""
     return {
@@ -353,12 +364,7 @@ class RuleFiles:
 
     def read(self, module_name: str) -> tuple[bytes, RuleDocument]:
         content = self.read_bytes(module_name)
-        try:
-            return content, parse_rule_file(module_name, content)
-        except RuleFileInvalid as exc:
-            raise RuleFileInvalid(
-                N_("{module} does not parse, so it was not changed: {reason}"), module=module_name, reason=exc.message
-            ) from exc
+        return content, parse_to_change(module_name, content)
 
     def current_rules(self) -> dict[str, list[str]]:
         """Rule lines of every allowed file that parses (for generators and duplicate checks).

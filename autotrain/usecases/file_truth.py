@@ -18,12 +18,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Protocol
 
-from autotrain.errors import RuleFileInvalid
-from autotrain.i18n import N_
 from autotrain.models import Deployment, NewEvent
 from autotrain.options import Clock
 from autotrain.ports import DeploymentStore, RuleFileVersions
-from autotrain.rulefiles import RuleDocument, RuleFiles, parse_rule_file
+from autotrain.rulefiles import RuleDocument, RuleFiles, parse_to_change
 from autotrain.usecases.materialize import MaterializeRuleFiles
 
 log = logging.getLogger("autotrain.deploys")
@@ -125,13 +123,15 @@ class DatabaseTruth:
         stored = await self.versions.latest_rule_file(module_name)
         if stored is None:  # the very first change of this file: the local seed file becomes version 1
             seed = await asyncio.to_thread(self.rule_files.read_bytes, module_name)
-            _parsed(module_name, seed)  # a seed that does not parse is refused, never stored (it can be repaired)
+            parse_to_change(
+                module_name, seed
+            )  # a seed that does not parse is refused, never stored (it can be repaired)
             stored = await self.versions.seed_rule_file(module_name, seed, now=self.clock())
         return stored.content
 
     async def read(self, module_name: str) -> tuple[bytes, RuleDocument]:
         content = await self._content(module_name)
-        return content, _parsed(module_name, content)
+        return content, parse_to_change(module_name, content)
 
     async def current(self, module_name: str) -> tuple[bytes, datetime | None]:
         self.rule_files.path_for(module_name)
@@ -197,12 +197,3 @@ async def folder_current(rule_files: RuleFiles, module_name: str) -> tuple[bytes
         return content, changed
 
     return await asyncio.to_thread(read)
-
-
-def _parsed(module_name: str, content: bytes) -> RuleDocument:
-    try:
-        return parse_rule_file(module_name, content)
-    except RuleFileInvalid as exc:
-        raise RuleFileInvalid(
-            N_("{module} does not parse, so it was not changed: {reason}"), module=module_name, reason=exc.message
-        ) from exc
