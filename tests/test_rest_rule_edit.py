@@ -174,7 +174,10 @@ async def test_only_an_admin_may_edit(client: httpx.AsyncClient) -> None:
 
 
 async def test_an_unknown_rule_is_404(client: httpx.AsyncClient) -> None:
-    error_of(await edit(client, "RUL-4242", {"new_rule": HOT_RULE}), 404, "not_found")
+    message = error_of(await edit(client, "RUL-4242", {"new_rule": HOT_RULE}), 404, "not_found")
+    assert message == "no rule RUL-4242"
+    listed = await client.get("/autotrain/rules", headers=ADMIN)
+    assert listed.json()["total"] == 0  # nothing was made by the refused edit
 
 
 @pytest.mark.parametrize("move", ["approve", "reject"])
