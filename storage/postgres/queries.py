@@ -11,8 +11,11 @@ import asyncpg
 
 from autotrain.models import Deployment, Feedback, Rule
 from autotrain.pagination import Cursor, Order
-from autotrain.ports import Page
 from storage.postgres.connection import ts
+from storage.rows import deployment_row as deployment_row  # re-exported: the mixins import them here
+from storage.rows import feedback_row as feedback_row
+from storage.rows import paged as paged
+from storage.rows import rule_row as rule_row
 from storage.sqlite.figures import Figures
 
 FEEDBACK_SELECT = """
@@ -131,13 +134,6 @@ def keyset(
     )
 
 
-def paged(items: list[Any], positions: list[int], *, total: int, limit: int, offset: int, order: Order) -> Page[Any]:
-    """A page of at most `limit` items (of the limit + 1 read), with the cursor of the next page if any."""
-    more = len(items) > limit
-    next_cursor = Cursor(positions[limit - 1], order).encode() if more else None
-    return Page(items[:limit], total, limit, offset, next_cursor)
-
-
 async def count(db: asyncpg.Connection, sql: str, args: tuple[Any, ...] = ()) -> int:
     value = await db.fetchval(sql, *args)
     return int(value or 0)
@@ -155,26 +151,6 @@ async def figures(db: asyncpg.Connection, prefix: str = "") -> Figures:
     else:
         rows = await db.fetch("SELECT name, n FROM figures")
     return Figures.of({row[0]: int(row[1]) for row in rows})
-
-
-def feedback_row(row: asyncpg.Record) -> Feedback:
-    data = dict(row)
-    data["metadata"] = json.loads(data["metadata"]) if data.get("metadata") else None
-    data["flags"] = json.loads(data.get("flags") or "[]")
-    return Feedback.model_validate(data)
-
-
-def rule_row(row: asyncpg.Record) -> Rule:
-    data = dict(row)
-    data["warnings"] = json.loads(data["warnings"] or "[]")
-    return Rule.model_validate(data)  # warning_details: JSON text, parsed by the model (WarningDetails)
-
-
-def deployment_row(row: asyncpg.Record) -> Deployment:
-    data = dict(row)
-    data["deployment_id"] = data.pop("id")
-    data["change"] = json.loads(data["change"] or "{}")
-    return Deployment.model_validate(data)
 
 
 async def feedback_in(db: asyncpg.Connection, feedback_id: str) -> Feedback | None:

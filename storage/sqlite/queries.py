@@ -10,7 +10,10 @@ import aiosqlite
 
 from autotrain.models import Deployment, Feedback, Rule
 from autotrain.pagination import Cursor, Order
-from autotrain.ports import Page
+from storage.rows import deployment_row as deployment_row  # re-exported: the mixins import them here
+from storage.rows import feedback_row as feedback_row
+from storage.rows import paged as paged
+from storage.rows import rule_row as rule_row
 from storage.sqlite.connection import ts
 
 FEEDBACK_SELECT = """
@@ -87,13 +90,6 @@ def keyset(
     )
 
 
-def paged(items: list[Any], positions: list[int], *, total: int, limit: int, offset: int, order: Order) -> Page[Any]:
-    """A page of at most `limit` items (of the limit + 1 read), with the cursor of the next page if any."""
-    more = len(items) > limit
-    next_cursor = Cursor(positions[limit - 1], order).encode() if more else None
-    return Page(items[:limit], total, limit, offset, next_cursor)
-
-
 async def count(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> int:
     cursor = await db.execute(sql, args)
     row = await cursor.fetchone()
@@ -103,26 +99,6 @@ async def count(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> in
 async def grouped(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = ()) -> dict[str, int]:
     cursor = await db.execute(sql, args)
     return {row[0]: int(row[1]) for row in await cursor.fetchall()}
-
-
-def feedback_row(row: aiosqlite.Row) -> Feedback:
-    data = dict(row)
-    data["metadata"] = json.loads(data["metadata"]) if data.get("metadata") else None
-    data["flags"] = json.loads(data.get("flags") or "[]")
-    return Feedback.model_validate(data)
-
-
-def rule_row(row: aiosqlite.Row) -> Rule:
-    data = dict(row)
-    data["warnings"] = json.loads(data["warnings"] or "[]")
-    return Rule.model_validate(data)
-
-
-def deployment_row(row: aiosqlite.Row) -> Deployment:
-    data = dict(row)
-    data["deployment_id"] = data.pop("id")
-    data["change"] = json.loads(data["change"] or "{}")
-    return Deployment.model_validate(data)
 
 
 async def feedback_in(db: aiosqlite.Connection, feedback_id: str) -> Feedback | None:
