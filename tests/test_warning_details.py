@@ -137,3 +137,15 @@ def test_the_checks_name_a_duplicate_by_the_rule_deployed_with_that_line() -> No
     assert details(NEW_WEATHER_RULE.replace("dày", "")) == {
         "near_duplicate": f"“{NEW_WEATHER_RULE}” — fashion_rules.json"
     }
+
+
+async def test_a_generated_duplicate_names_the_deployed_rule_whose_line_it_is(tmp_path: Path, rules_dir: Path) -> None:
+    """A generator proposing a line a rule of ours deployed: the warning names that rule, as an edit's does."""
+    settings = make_settings(tmp_path, rules_dir)
+    async with serving(settings) as (_, client):
+        weather_id = await deployed_weather_rule(client)
+    proposal = RuleProposal(module_name="fashion_rules.json", new_rule=NEW_WEATHER_RULE, reasoning="t", confidence=0.9)
+    async with serving(settings, ProposingGenerator(proposal)) as (_, client):
+        rule = await pending_rule(client, HEIGHT_FEEDBACK)
+    assert rule["warnings"] == ["duplicate"]
+    assert rule["warning_details"] == {"duplicate": f"{weather_id} — fashion_rules.json"}

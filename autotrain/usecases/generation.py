@@ -22,6 +22,7 @@ from autotrain.models import (
     NewEvent,
     Rule,
     RuleStatus,
+    RuleWarning,
 )
 from autotrain.options import Clock, PipelineOptions
 from autotrain.policy import AUTO_APPROVER, SYSTEM_ACTOR, Action, Actor, auto_approval_refusal, require_permission
@@ -174,15 +175,22 @@ class GenerateRules:
             proposal = None
             if result.proposal is not None:
                 modules = self.rule_files.allowed_modules
-                deployed = [r for module in modules for r in await self.rules.deployed_rules(module)]
+                texts = (feedback.query, feedback.ai_response, feedback.feedback_text)
+                check_copy = not self.generator.quotes_feedback
                 proposal = validate_proposal(
-                    result.proposal,
-                    current_rules,
-                    modules,
-                    feedback_texts=(feedback.query, feedback.ai_response, feedback.feedback_text),
-                    check_copy=not self.generator.quotes_feedback,
-                    rule_ids=deployed_rule_ids(deployed),  # a duplicate is named by the rule whose line it is
+                    result.proposal, current_rules, modules, feedback_texts=texts, check_copy=check_copy
                 )
+                if RuleWarning.DUPLICATE in proposal.warnings:
+                    # named by the deployed rule whose line it is: read only then (deployed rules can be many)
+                    deployed = [r for module in modules for r in await self.rules.deployed_rules(module)]
+                    proposal = validate_proposal(
+                        result.proposal,
+                        current_rules,
+                        modules,
+                        feedback_texts=texts,
+                        check_copy=check_copy,
+                        rule_ids=deployed_rule_ids(deployed),
+                    )
         except asyncio.CancelledError:
             await self.feedback.release_feedback(
                 feedback_id, error="generation cancelled", actor_id=SYSTEM_ACTOR.id, now=self.clock()
