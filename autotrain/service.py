@@ -219,6 +219,10 @@ class PipelineService:
     async def reconcile(self) -> ReconcileReport:
         return await self._reconciler.reconcile()
 
+    async def settle_left_pending(self) -> tuple[list[int], list[int]]:
+        """The deployments left pending by a process that stopped mid-change, settled: (completed, aborted)."""
+        return await self._reconciler.settle_left_pending()
+
     async def drain(self) -> None:
         """Wait for background generations, then deliver the events recorded so far (tests, shutdown)."""
         await self._generation.drain()

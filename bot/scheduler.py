@@ -24,6 +24,8 @@ from bot.runtime import Runtime
 log = logging.getLogger("autotrain.scheduler")
 
 WEBHOOK_INTERVAL_SECONDS = 5
+# a deployment whose instance died mid-change is settled within this (one cheap query when none is pending)
+SETTLE_PENDING_INTERVAL_SECONDS = 5
 RELOAD_RETRY_INTERVAL_SECONDS = 15  # a due retry waits at most this long (the backoff itself starts at 30 s)
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
@@ -118,6 +120,12 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         digest_trigger,
         id="digest",
         name="digest",
+    )
+    scheduler.add_job(
+        logged("settle pending", runtime.service.settle_left_pending),
+        IntervalTrigger(seconds=SETTLE_PENDING_INTERVAL_SECONDS, timezone=timezone),
+        id="settle_pending",
+        name="settle deployments an instance left pending when it stopped mid-change",
     )
     if runtime.history is not None and settings.git_remote:
         scheduler.add_job(

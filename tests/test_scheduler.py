@@ -61,7 +61,7 @@ async def test_jobs_triggers_and_defaults(
     scheduler = started(build_scheduler(runtime))
 
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"alerts", "digest"}  # no webhooks configured
+    assert set(jobs) == {"alerts", "digest", "settle_pending"}  # no webhooks configured
 
     alerts = jobs["alerts"].trigger
     assert isinstance(alerts, IntervalTrigger)
@@ -246,7 +246,7 @@ async def test_lifespan_starts_and_shuts_down_the_scheduler(tmp_path: Path, rule
         scheduler = app.state.scheduler
         assert isinstance(scheduler, AsyncIOScheduler)
         assert scheduler.running
-        assert {job.id for job in scheduler.get_jobs()} == {"alerts", "digest"}
+        assert {job.id for job in scheduler.get_jobs()} == {"alerts", "digest", "settle_pending"}
     assert not scheduler.running
 
 

@@ -2,7 +2,8 @@
 stored in the database with several instances: file_truth.py):
 
 - a pending deployment whose change is in the file is completed; one whose change is not is aborted
-  (the rule returns to approved, or to deployed for a rollback);
+  (the rule returns to approved, or to deployed for a rollback) — at start, and every few seconds for one
+  that another instance, killed mid-deploy, left behind (`settle_left_pending`);
 - feedback left `processing` with no rule and an expired generation lease goes back to pending;
 - a file change that was written but never committed to git (a crash between the two) is committed, under
   its own rule and author.
@@ -134,7 +135,13 @@ class Reconcile:
         self.rule_files = rule_files
         self.clock = clock
 
-    async def reconcile(self) -> ReconcileReport:
+    async def settle_left_pending(self) -> tuple[list[int], list[int]]:
+        """Settle every deployment left pending: completed, or aborted (the rule back where it was). Each file's
+        are settled under its lock, so a change under way (here, or in another instance) is waited for; once
+        the lock is ours, a deployment still pending has lost its process — one killed mid-deploy, whose
+        database lock went with its connection. At start (`reconcile`) and every few seconds (the scheduler's
+        `settle_pending`): an instance that dies mid-deploy leaves no rule shown `deployed` without its line
+        while the others run on."""
         completed: list[int] = []
         aborted: list[int] = []
         modules = sorted({d.module_name for d in await self.deployments.pending_deployments()})
@@ -147,6 +154,10 @@ class Reconcile:
                 continue
             completed += done
             aborted += undone
+        return completed, aborted
+
+    async def reconcile(self) -> ReconcileReport:
+        completed, aborted = await self.settle_left_pending()
         committed: list[int] = []
         pruned = 0
         for module_name in self.rule_files.allowed_modules:
