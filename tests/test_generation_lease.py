@@ -8,12 +8,18 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from autotrain.models import Feedback, FeedbackIn, FeedbackStatus, Rule
+import pytest
+
+from autotrain.models import Feedback, FeedbackStatus, Rule
 from autotrain.options import utcnow
 from autotrain.ports import GenerationResult
 from bot.runtime import build_generator, open_runtime
-from tests.conftest import ADMIN, REPORTER, WEATHER_FEEDBACK, make_settings, submit
+from tests.conftest import ADMIN, REPORTER, make_settings, submit
+from tests.reliability_support import database_url, rows
+
+pytestmark = pytest.mark.both_backends  # the lease lives in the database: a SQLite file, or PostgreSQL
 
 
 class GatedGenerator:
@@ -99,64 +105,24 @@ async def test_a_waiting_caller_takes_over_when_the_other_generation_stops(tmp_p
 
 async def test_a_long_generation_keeps_renewing_its_lease(tmp_path: Path, rules_dir: Path) -> None:
     """A generation that outlasts its lease (a slow Claude) renews it, so no other process takes it over."""
-    import sqlite3
-
-    from autotrain.options import PipelineOptions
-    from autotrain.rulefiles import RuleFiles
-    from autotrain.usecases.complaints import Complaints
-    from autotrain.usecases.deploys import DeployRules
-    from autotrain.usecases.generation import GenerateRules
-    from autotrain.usecases.locks import RuleFileLocks
-    from autotrain.usecases.reconcile import PendingDeployments
-    from autotrain.usecases.reloads import ChatbotReloads
-    from storage.sqlite import SqliteStore
-
-    settings = make_settings(tmp_path, rules_dir)
-    store = SqliteStore(settings.database_path)
-    await store.open()
+    settings = make_settings(tmp_path, rules_dir, generation_lease_seconds=0.3)
+    generator = GatedGenerator(build_generator(settings))
+    runtime = await open_runtime(settings, generator=generator)
     try:
-        options = PipelineOptions(generation_lease_seconds=0.3)
-        rule_files = RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
-        pending = PendingDeployments(rules=store, deployments=store, rule_files=rule_files, history=None, clock=utcnow)
-        deploys = DeployRules(
-            rules=store,
-            deployments=store,
-            rule_files=rule_files,
-            locks=RuleFileLocks(rule_files),
-            pending=pending,
-            history=None,
-            reloads=ChatbotReloads(hook=None, log_store=store, clock=utcnow),
-            clock=utcnow,
-            options=options,
-            wake=lambda: None,
-        )
-        generator = GatedGenerator(build_generator(settings))
-        generation = GenerateRules(
-            feedback=store,
-            rules=store,
-            generation_log=store,
-            generator=generator,
-            rule_files=rule_files,
-            deploys=deploys,
-            complaints=Complaints(complaints=store, options=options),
-            clock=utcnow,
-            options=options,
-            wake=lambda: None,
-        )
-        feedback = await store.create_feedback(
-            FeedbackIn(**WEATHER_FEEDBACK), user_id="u", source="api", actor_id="u", now=utcnow()
-        )
-        running = asyncio.create_task(generation.generate(feedback.feedback_id, REPORTER))
+        store = runtime.store
+        feedback = await submit(runtime.service)
+        running = asyncio.create_task(runtime.service.generate(feedback.feedback_id, REPORTER))
         await asyncio.wait_for(generator.started.wait(), 5)
 
-        def lease_until() -> str:
-            with sqlite3.connect(settings.database_path) as db:
-                query = "SELECT generation_lease_until FROM feedbacks WHERE feedback_id = ?"
-                return db.execute(query, (feedback.feedback_id,)).fetchone()[0]
+        async def lease_until() -> Any:
+            # read from outside the store, as another process would see it (an ISO text on SQLite, a timestamptz)
+            query = "SELECT generation_lease_until FROM feedbacks WHERE feedback_id = $1"
+            [(until,)] = await rows(database_url(tmp_path), query, feedback.feedback_id)
+            return until
 
-        first = lease_until()
+        first = await lease_until()
         await asyncio.sleep(1.0)  # more than three lease lengths
-        assert lease_until() > first  # renewed meanwhile
+        assert await lease_until() > first  # renewed meanwhile
         # still held: another process (or a start-up) cannot take it over
         assert not await store.claim_feedback(feedback.feedback_id, now=utcnow(), lease_seconds=60)
         assert await store.requeue_interrupted_feedback(now=utcnow()) == []
@@ -164,4 +130,4 @@ async def test_a_long_generation_keeps_renewing_its_lease(tmp_path: Path, rules_
         rule = await asyncio.wait_for(running, 5)
         assert rule.feedback_id == feedback.feedback_id
     finally:
-        await store.close()
+        await runtime.close()

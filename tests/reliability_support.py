@@ -1,0 +1,88 @@
+"""Helpers of the reliability tests that run on both backends (`pytest.mark.both_backends`): which backend the
+running test has, and a look at its database from outside the processes under test (sqlite3 on the SQLite file,
+asyncpg on PostgreSQL), for what no API answers (a lease's expiry, a pending deployment, the stored versions)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from autotrain.rulefiles import JsonRuleDocument, content_version
+from tests.services import current_postgres
+
+T = TypeVar("T")
+
+_PLACEHOLDER = re.compile(r"\$\d+")
+
+
+def on_postgres() -> bool:
+    """The running test's database is a fresh PostgreSQL one (a `both_backends` test's postgres run)."""
+    return current_postgres[0] is not None
+
+
+def database_url(tmp_path: Path, name: str = "autotrain.db") -> str:
+    """The URL `autotrain serve` processes of this test share: its PostgreSQL database, or a SQLite file."""
+    return current_postgres[0] or f"sqlite:///{tmp_path / name}"
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from synchronous code, also while this thread's event loop runs (a thread)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def rows(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of a query (written with $1, $2 … placeholders) on the database `url` names, read from outside the
+    processes under test: read-only on a SQLite file (WAL: it never blocks them), one connection on PostgreSQL."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+
+        def read() -> list[tuple[Any, ...]]:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+                return db.execute(_PLACEHOLDER.sub("?", query), params).fetchall()
+
+        return await asyncio.to_thread(read)
+    db = await asyncpg.connect(url)
+    try:
+        return [tuple(record) for record in await db.fetch(query, *params)]
+    finally:
+        await db.close()
+
+
+def rows_sync(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    return run_sync(rows(url, query, *params))
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    number: int
+    content: bytes
+    deployment_id: int | None
+
+
+async def stored_versions(url: str, module_name: str) -> list[StoredVersion]:
+    """Every version of a rule file stored in PostgreSQL (the rule files' truth there), oldest first."""
+    found = await rows(
+        url,
+        "SELECT version, content, deployment_id FROM rule_file_versions WHERE module_name = $1 ORDER BY version",
+        module_name,
+    )
+    return [StoredVersion(int(number), bytes(content), deployment_id) for number, content, deployment_id in found]
+
+
+def assert_whole_json_rule_file(content: bytes, label: str) -> list[str]:
+    """A complete rule file the project's parser accepts, holding no rule line twice; its lines."""
+    lines = JsonRuleDocument.parse(content).rule_lines()
+    twice = [line for line, n in Counter(lines).items() if n > 1]
+    assert not twice, f"{label}: rule lines held more than once ({content_version(content)}): {twice}"
+    return list(lines)
