@@ -35,6 +35,13 @@ def database_url(tmp_path: Path, name: str = "autotrain.db") -> str:
     return current_postgres[0] or f"sqlite:///{tmp_path / name}"
 
 
+def assert_served_backend(log: str) -> None:
+    """An `autotrain serve` log names the running test's backend (its start-up line), so a PostgreSQL run cannot
+    pass on a SQLite file by mistake."""
+    expected = "database: PostgreSQL at" if on_postgres() else "(SQLite, WAL"
+    assert expected in log, f"the server's log does not say {expected!r}:\n{log}"
+
+
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to its end from synchronous code, also while this thread's event loop runs (a thread)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:

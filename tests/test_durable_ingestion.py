@@ -1,8 +1,9 @@
 """Durable ingestion (issue 15): a 201 means the feedback is stored. `autotrain serve` takes feedback from a few
 concurrent clients (so that several submissions may share a commit) and is SIGKILLed the moment one 201 is read,
-while the other clients' submissions are still in flight; it is restarted on the same database file, round after
-round. In the end every acknowledged feedback is there, with its text; a submission that got no answer may or may
-not be there, but none is there twice; and the status report's feedback counts agree with the rows the list gives.
+while the other clients' submissions are still in flight; it is restarted on the same database (the SQLite file,
+or the test's PostgreSQL database), round after round. In the end every acknowledged feedback is there, with its
+text; a submission that got no answer may or may not be there, but none is there twice; and the status report's
+feedback counts agree with the rows the list gives.
 
 The server is the shipped command (`tests/serve_process.py`), with auto-generate, the scheduler, git history and
 grouping off, so the only writes are the submissions themselves, and rate limits no submission can reach.
@@ -19,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from autotrain.models import FeedbackStatus, FeedbackType
 from autotrain.policy import Role
 from tests.conftest import JWT_SECRET, SHIPPED_RULES, bearer
+from tests.reliability_support import assert_served_backend, database_url
 from tests.serve_process import serving, subprocess_environment
+
+pytestmark = pytest.mark.both_backends  # a 201 is durable on SQLite (group commit) and on PostgreSQL (a commit)
 
 CLIENTS = 5
 # the n-th 201 of each round triggers its SIGKILL: the round's very first answer, or one well into the round
@@ -143,7 +148,7 @@ def test_every_acknowledged_feedback_survives_sigkill_after_its_201(tmp_path: Pa
     workdir = tmp_path / "served"
     shutil.copytree(SHIPPED_RULES, workdir / "config", ignore=shutil.ignore_patterns(".autotrain"))
     env = subprocess_environment(
-        AUTOTRAIN_DATABASE_URL=f"sqlite:///{tmp_path / 'autotrain.db'}",  # the same file for every start
+        AUTOTRAIN_DATABASE_URL=database_url(tmp_path),  # the same database for every start
         AUTOTRAIN_JWT_SECRET=JWT_SECRET,
         AUTOTRAIN_AUTO_GENERATE="false",
         AUTOTRAIN_SCHEDULER="false",
@@ -160,6 +165,7 @@ def test_every_acknowledged_feedback_survives_sigkill_after_its_201(tmp_path: Pa
                     check_after_restart(http, seen, f"start {round_number}")
             asyncio.run(submit_until_killed(base_url, process, round_number, kill_after, seen))
             process.wait(timeout=10)
+        assert_served_backend((workdir / "serve.log").read_text(errors="replace"))
         (workdir / "serve.log").rename(workdir / f"serve-{round_number}.log")
 
     with serving(workdir, env) as (base_url, _), httpx.Client(base_url=base_url, headers=ADMIN, timeout=30) as http:
