@@ -1,15 +1,18 @@
-"""Two `autotrain serve` processes on one SQLite database and one rules folder, driven over real HTTP.
+"""Two `autotrain serve` processes on one database, driven over real HTTP: on SQLite (one database file, one rules
+folder) and on PostgreSQL (one database; test A gives each instance a rules folder of its own, as deployed).
 
-What two instances share is the database file, the rule files and the git repository of the rules folder; what
-they do not share is memory. Every guard against doing a thing twice must therefore live in the database or
+What two instances share is the database, the rule files and (on SQLite) the git repository of the rules folder;
+what they do not share is memory. Every guard against doing a thing twice must therefore live in the database or
 on disk (SQLite locking, the generation lease, flock, git's own locks), and an in-process test — two runtimes
 in one event loop, one module-level lock table, one import of everything — can pass while real processes
 clash. So here they are real processes, started with `python -m bot.cli serve` (settings in the environment,
 each with its own log), and a SIGKILL is a real one:
 
 - started together on a fresh database and a fresh folder (not a git repository yet), three times: both
-  answer, neither says "git history is off" (a `git init` clash) or "database is locked" (WAL set-up), and a
-  rule deployed through each at the same moment is one commit each, under its own rule and author;
+  answer, neither says "git history is off" (a `git init` clash) or "database is locked" (WAL set-up; on
+  PostgreSQL: the schema made and the seeds stored by both at once, a seed stored once), and a rule deployed
+  through each at the same moment is one commit each, under its own rule and author (on PostgreSQL in the folder
+  of the instance that made it, both folders then the newest stored version);
 - a second instance started while the first is generating with a slow (fake) Claude, then running run-all
   too: nothing requeued at its start-up, exactly one Claude call and one rule per feedback, no 500 (before
   the fix: 12 calls for 8 feedbacks and a 500, `UNIQUE constraint failed: generated_rules.feedback_id`; with
@@ -31,7 +34,6 @@ import contextlib
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -48,12 +50,32 @@ import httpx
 import pytest
 
 from autotrain.policy import Role
-from tests.conftest import HEIGHT_FEEDBACK, JWT_SECRET, SHIPPED_RULES, WEATHER_FEEDBACK, bearer
+from tests.conftest import HEIGHT_FEEDBACK, JWT_SECRET, SHIPPED_RULES, WEATHER_FEEDBACK, bearer, read_rule_lines
 from tests.fakes.anthropic_api import FakeMessagesApi, FakeReply, generic_answer
+from tests.reliability_support import (
+    assert_served_backend,
+    database_url,
+    on_postgres,
+    rows_sync,
+    run_sync,
+    stored_versions,
+)
 from tests.serve_process import free_port, subprocess_environment
 
+pytestmark = pytest.mark.both_backends  # every guard lives in the database: a SQLite file, or PostgreSQL
+
 STARTUP_SECONDS = 30
-BAD_LOG_LINES = ("git history is off", "database is locked", "Traceback", " ERROR ", "ERROR:", "UNIQUE constraint")
+BAD_LOG_LINES = (
+    "git history is off",
+    "database is locked",
+    "Traceback",
+    " ERROR ",
+    "ERROR:",
+    "UNIQUE constraint",  # SQLite's, and PostgreSQL's words for the same
+    "duplicate key value",
+    "deadlock detected",
+)
+MODULE = "fashion_rules.json"
 INITIAL_COMMIT = "Auto-Train: track the rule files"
 REPORTER = bearer(Role.REPORTER, "chatbot")
 
@@ -165,7 +187,7 @@ def shared_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
     rules = tmp_path / "rules"
     shutil.copytree(SHIPPED_RULES, rules, ignore=shutil.ignore_patterns(".autotrain"))
     return subprocess_environment(
-        AUTOTRAIN_DATABASE_URL=f"sqlite:///{tmp_path / 'autotrain.db'}",
+        AUTOTRAIN_DATABASE_URL=database_url(tmp_path),
         AUTOTRAIN_RULES_DIR=str(rules),
         AUTOTRAIN_JWT_SECRET=JWT_SECRET,
         AUTOTRAIN_AUTO_GENERATE="false",  # generation only when the test asks for it
@@ -177,14 +199,16 @@ def shared_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
 
 
+def own_folder(env: dict[str, str], tmp_path: Path, name: str) -> dict[str, str]:
+    """`env` with a rules folder of this instance's own (a fresh copy of config/): PostgreSQL's deployment."""
+    rules = tmp_path / f"rules-{name}"
+    shutil.copytree(SHIPPED_RULES, rules, ignore=shutil.ignore_patterns(".autotrain"))
+    return {**env, "AUTOTRAIN_RULES_DIR": str(rules)}
+
+
 def bad_lines(instance: Instance) -> list[str]:
+    assert_served_backend(instance.log())
     return [line for line in instance.log().splitlines() if any(bad in line for bad in BAD_LOG_LINES)]
-
-
-def database_rows(database: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Read the shared database from outside both instances (read-only, WAL: it never blocks them)."""
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
-        return db.execute(query, params).fetchall()
 
 
 def complaint(n: int) -> dict[str, str]:
@@ -296,13 +320,15 @@ def test_two_instances_started_together_on_a_fresh_folder(tmp_path: Path, attemp
     env = shared_environment(
         tmp_path, AUTOTRAIN_GIT="true", GIT_CONFIG_GLOBAL=str(empty_gitconfig), GIT_CONFIG_NOSYSTEM="1"
     )
-    rules = Path(env["AUTOTRAIN_RULES_DIR"])
-    assert not (rules / ".git").exists() and not (tmp_path / "autotrain.db").exists()
+    # SQLite: one folder for both; PostgreSQL: each its own folder, a copy of the versions in the database
+    envs = [own_folder(env, tmp_path, name) for name in ("alpha", "bravo")] if on_postgres() else [env, env]
+    folders = [Path(e["AUTOTRAIN_RULES_DIR"]) for e in envs]
+    assert not any((rules / ".git").exists() for rules in folders) and not (tmp_path / "autotrain.db").exists()
 
     with fleet() as launch:
         gate = tmp_path / "go"
-        alpha = launch("alpha", tmp_path / "alpha", env, gate=gate)
-        bravo = launch("bravo", tmp_path / "bravo", env, gate=gate)
+        alpha = launch("alpha", tmp_path / "alpha", envs[0], gate=gate)
+        bravo = launch("bravo", tmp_path / "bravo", envs[1], gate=gate)
         wait_for(lambda: len(list(tmp_path.glob("go.ready.*"))) == 2, "both instances at the start gate", 30)
         gate.touch()  # both go: the same database and folder opened at the same moment
         for instance in (alpha, bravo):
@@ -318,25 +344,48 @@ def test_two_instances_started_together_on_a_fresh_folder(tmp_path: Path, attemp
             ]
             deployed = [job.result(timeout=60) for job in jobs]
 
+        if on_postgres():  # each folder follows the database (LISTEN/NOTIFY): both end with both changes
+            url = env["AUTOTRAIN_DATABASE_URL"]
+            newest = run_sync(stored_versions(url, MODULE))[-1].content
+            wait_for(lambda: all((f / MODULE).read_bytes() == newest for f in folders), "both folders", 10)
+
     for instance in (alpha, bravo):
         assert bad_lines(instance) == [], instance.name
-    expected = set()
+    commits = []
     for rule, author in zip(deployed, ("U_ALPHA", "U_BRAVO"), strict=True):
         assert rule["status"] == "deployed"
         assert rule["deployment"]["commit_sha"], rule["deployment"]  # committed, not left for later
         subject = f"Deploy {rule['rule_id']} ({rule['feedback_id']}): {rule['new_rule']}"
-        expected.add((rule["deployment"]["commit_sha"], author, subject))
-    log = [tuple(line.split("\t", 2)) for line in git(rules, "log", "--format=%H%x09%an%x09%s").splitlines()]
-    assert set(log[:2]) == expected
-    assert [entry[2] for entry in log[2:]] == [INITIAL_COMMIT]  # one repository, created once
-    assert git(rules, "status", "--porcelain") == ""
+        commits.append((rule["deployment"]["commit_sha"], author, subject))
+
+    def git_log(rules: Path) -> list[tuple[str, ...]]:
+        return [tuple(line.split("\t", 2)) for line in git(rules, "log", "--format=%H%x09%an%x09%s").splitlines()]
+
+    if not on_postgres():
+        log = git_log(folders[0])
+        assert set(log[:2]) == set(commits)
+        assert [entry[2] for entry in log[2:]] == [INITIAL_COMMIT]  # one repository, created once
+        assert git(folders[0], "status", "--porcelain") == ""
+        return
+    # PostgreSQL: each change committed once, by the instance that made it, into its own folder's history (which
+    # may hold the other's commit too: the history is not what this test is about), and no change twice
+    for rules, commit in zip(folders, commits, strict=True):
+        log = git_log(rules)
+        assert commit in log, log
+        subjects = Counter(entry[2] for entry in log)
+        assert all(n == 1 for n in subjects.values()), log
+    # one seed per file though both stored it at once, and one version per deploy; both lines in it once
+    versions = run_sync(stored_versions(url, MODULE))
+    assert [(v.number, v.deployment_id is None) for v in versions] == [(1, True), (2, False), (3, False)]
+    lines = read_rule_lines(folders[0])
+    assert all(lines.count(rule["new_rule"]) == 1 for rule in deployed), lines
 
 
 # ---------------------------------------------------------------------- B: a second instance mid-generation
 
 
-def processing(database: Path) -> list[str]:
-    return [row[0] for row in database_rows(database, "SELECT feedback_id FROM feedbacks WHERE status = 'processing'")]
+def processing(url: str) -> list[str]:
+    return [row[0] for row in rows_sync(url, "SELECT feedback_id FROM feedbacks WHERE status = 'processing'")]
 
 
 def run_all(instance: Instance) -> httpx.Response:
@@ -354,7 +403,7 @@ def test_a_second_instance_started_mid_generation_redoes_nothing(tmp_path: Path,
         ANTHROPIC_API_KEY="sk-ant-test-two-instances",
         ANTHROPIC_BASE_URL=messages_api.base_url,
     )
-    database = tmp_path / "autotrain.db"
+    database = env["AUTOTRAIN_DATABASE_URL"]
     payloads = [complaint(n) for n in range(8)]
 
     # on the way out: answers released, then the instances stopped, then the pool joined
@@ -389,7 +438,7 @@ def test_a_second_instance_started_mid_generation_redoes_nothing(tmp_path: Path,
         assert set(second_summary["rules_created"]) <= set(first_summary["rules_created"])  # the same rules
         assert_one_rule_each(second, feedback_ids)
 
-    assert database_rows(database, "SELECT subject_id FROM audit_log WHERE action = 'feedback_requeued'") == []
+    assert rows_sync(database, "SELECT subject_id FROM audit_log WHERE action = 'feedback_requeued'") == []
     assert "requeued" not in second.log()
     for instance in (first, second):
         assert bad_lines(instance) == [], instance.name
@@ -412,7 +461,7 @@ def test_a_generation_killed_with_its_process_is_taken_over_once_its_lease_runs_
         ANTHROPIC_API_KEY="sk-ant-test-two-instances",
         ANTHROPIC_BASE_URL=messages_api.base_url,
     )
-    database = tmp_path / "autotrain.db"
+    database = env["AUTOTRAIN_DATABASE_URL"]
     payloads = [complaint(n) for n in range(6)]
 
     with ThreadPoolExecutor(2) as pool, fleet() as launch, held:
@@ -468,5 +517,5 @@ def test_a_generation_killed_with_its_process_is_taken_over_once_its_lease_runs_
         assert calls_per_feedback_text(messages_api) == expected
 
     assert bad_lines(second) == [], second.name
-    requeued = database_rows(database, "SELECT subject_id FROM audit_log WHERE action = 'feedback_requeued'")
+    requeued = rows_sync(database, "SELECT subject_id FROM audit_log WHERE action = 'feedback_requeued'")
     assert {row[0] for row in requeued} <= set(killed)  # a start-up may requeue only what was abandoned
