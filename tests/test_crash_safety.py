@@ -2,6 +2,12 @@
 duplicated rule file, and the next start (`open_runtime(..., reconcile=True)`, what `autotrain serve` does)
 makes the database agree with the file. Backups are bounded by AUTOTRAIN_BACKUP_KEEP and restorable.
 
+On both backends (`both_backends`). On PostgreSQL the rule file's truth is its newest stored version and the
+folder a copy: after each kill the folder holds a whole stored version, every stored version is whole (no line
+twice) and was made by an applied deployment, and after the next start the folder is the newest version, one
+stored per file-changing deployment. Backups are SQLite's (the folder is the truth there); on PostgreSQL the
+stored versions are the history, each one the file before its next deploy, byte for byte.
+
 Single-step interruptions (a pending row with or without the file written) are in tests/test_service.py;
 here real processes are killed at random points of a real deploy / rollback loop.
 """
@@ -23,13 +29,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from autotrain.models import Deployment, Rule, RuleStatus
 from autotrain.rulefiles import JsonRuleDocument, content_version
 from autotrain.settings import Settings
-from bot.runtime import Runtime, open_runtime
-from storage.sqlite import SqliteStore
+from bot.runtime import Runtime, open_runtime, open_store
 from tests.conftest import (
     ADMIN,
     JWT_SECRET,
@@ -40,9 +46,12 @@ from tests.conftest import (
     make_settings,
     read_rule_lines,
 )
+from tests.reliability_support import stored_versions
 
 MODULE = "fashion_rules.json"
 KILLS = 18
+# PostgreSQL: fewer (each start connects, checks the schema and materializes the folder); half still aimed
+KILLS_POSTGRES = 10
 BACKUP_KEEP = 5
 SEED = 20_240_606
 
@@ -150,13 +159,27 @@ def wait_for_line(process: subprocess.Popen[bytes], expected: bytes, timeout: fl
     raise AssertionError(f"the deploy loop did not print {expected!r} (exit code {process.poll()})")
 
 
-def wait_for_pending_deployment(database: Path, process: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Poll (read-only) until the loop has committed a pending deployment: the step before the file write."""
+PENDING = "SELECT 1 FROM deployments WHERE state = 'pending' LIMIT 1"
+
+
+async def wait_for_pending_deployment(settings: Settings, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Poll until the loop has committed a pending deployment: on SQLite the step before the file write, on
+    PostgreSQL the step before the version is stored (read-only on the SQLite file; one connection on PostgreSQL,
+    each query's round trip the pause between looks)."""
     deadline = time.monotonic() + timeout
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as db:
+    if settings.uses_postgres:
+        db = await asyncpg.connect(settings.database_url)
+        try:
+            while time.monotonic() < deadline and process.poll() is None:
+                if await db.fetchval(PENDING):
+                    return True
+        finally:
+            await db.close()
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{settings.database_path}?mode=ro", uri=True, timeout=1)) as db:
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if db.execute("SELECT 1 FROM deployments WHERE state = 'pending' LIMIT 1").fetchone():
+                if db.execute(PENDING).fetchone():
                     return True
             except sqlite3.OperationalError:
                 pass  # busy for a moment: look again
@@ -176,7 +199,7 @@ async def applied_deployments(runtime: Runtime) -> list[Deployment]:
 
 async def recorded_deployments(settings: Settings) -> tuple[list[Deployment], list[Deployment]]:
     """(pending, applied): what the killed process left, read before the next start settles it."""
-    store = SqliteStore(settings.database_path)
+    store = open_store(settings)
     await store.open()
     try:
         applied = await store.list_deployments(rule_id=None, limit=10_000, offset=0)
@@ -231,6 +254,14 @@ async def assert_db_agrees_with_file(
     assert content_version(content) == expected_version, f"{label}: file version differs from the last deployment"
     assert version == json.loads(initial)["version"] + len(writes), f"{label}: a write lost or counted twice"
 
+    if runtime.settings.uses_postgres:
+        # the folder is the newest stored version, and one version was stored per file-changing deployment, in order
+        versions = await stored_versions(runtime.settings.database_url, MODULE)
+        assert content == versions[-1].content, f"{label}: the folder is not the newest stored version"
+        assert versions[0].deployment_id is None and versions[0].content == initial, f"{label}: the seed changed"
+        made = [(v.deployment_id, content_version(v.content)) for v in versions[1:]]
+        assert made == [(d.deployment_id, d.version_after) for d in writes], f"{label}: versions and deployments"
+
     # A kill after the backup and before the pruning leaves an extra backup (one per interrupted write);
     # the next completed write prunes back to AUTOTRAIN_BACKUP_KEEP (checked at the end of the kill test).
     backups = sorted((rules_dir / ".autotrain" / "backups" / MODULE).glob("*.bak"))
@@ -247,6 +278,24 @@ async def assert_db_agrees_with_file(
     }
 
 
+async def assert_whole_versions_after_a_kill(
+    settings: Settings, content: bytes, pending: list[Deployment], applied: list[Deployment], label: str
+) -> None:
+    """PostgreSQL, right after a kill: the folder's file is a stored version; every stored version is whole, with
+    no line twice, and each after the seed was made by an applied deployment (its version_after): a deployment the
+    kill left pending stored nothing."""
+    versions = await stored_versions(settings.database_url, MODULE)
+    for version in versions:
+        parse_rule_file(version.content)
+    assert content in {version.content for version in versions}, f"{label}: the folder is no stored version"
+    by_id = {d.deployment_id: d for d in applied}
+    for version in versions[1:]:
+        assert version.deployment_id in by_id, f"{label}: version {version.number} of no applied deployment"
+        assert by_id[version.deployment_id].version_after == content_version(version.content), label
+    assert not {d.deployment_id for d in pending} & {v.deployment_id for v in versions}, label
+
+
+@pytest.mark.both_backends  # SIGKILL mid-deploy on SQLite (the folder's truth) and on PostgreSQL (the versions')
 async def test_sigkilled_deploy_loop_leaves_a_whole_file_and_the_next_start_reconciles(
     tmp_path: Path, rules_dir: Path
 ) -> None:
@@ -271,7 +320,8 @@ async def test_sigkilled_deploy_loop_leaves_a_whole_file_and_the_next_start_reco
 
     aimed_kills = 0
     backup_counts: list[int] = []
-    for kill in range(1, KILLS + 1):
+    kills = KILLS_POSTGRES if settings.uses_postgres else KILLS
+    for kill in range(1, kills + 1):
         label = f"kill {kill}"
         # even kills: a random moment of the loop; odd kills: aimed just after a pending deployment is committed
         aimed = kill % 2 == 1
@@ -287,7 +337,7 @@ async def test_sigkilled_deploy_loop_leaves_a_whole_file_and_the_next_start_reco
             try:
                 wait_for_line(process, b"ready", timeout=30)
                 if aimed:
-                    aimed_kills += wait_for_pending_deployment(settings.database_path, process, timeout=10)
+                    aimed_kills += await wait_for_pending_deployment(settings, process, timeout=10)
                 time.sleep(delay)
                 alive = process.poll() is None
                 os.kill(process.pid, signal.SIGKILL)
@@ -312,6 +362,8 @@ async def test_sigkilled_deploy_loop_leaves_a_whole_file_and_the_next_start_reco
         pending_seen += len(pending)
         known = {content_version(initial)} | {d.version_after for d in [*pending, *applied]}
         assert content_version(content) in known, f"{label}: the file is a version no deployment recorded"
+        if settings.uses_postgres:
+            await assert_whole_versions_after_a_kill(settings, content, pending, applied, label)
 
         # the next start settles what the kill left half done, and the database agrees with the file
         runtime = await open_runtime(settings, reconcile=True)
@@ -333,11 +385,13 @@ async def test_sigkilled_deploy_loop_leaves_a_whole_file_and_the_next_start_reco
         figures = await assert_db_agrees_with_file(runtime, rules_dir, original_lines, initial, "after the kills")
     finally:
         await runtime.close()
-    assert figures["backups"] == BACKUP_KEEP, f"{figures['backups']} backups after a completed deploy"
+    # SQLite: pruned back to the retention; PostgreSQL writes none (the stored versions are the history)
+    expected_backups = 0 if settings.uses_postgres else BACKUP_KEEP
+    assert figures["backups"] == expected_backups, f"{figures['backups']} backups after a completed deploy"
 
     elapsed = time.monotonic() - started
     summary = (
-        f"{KILLS} kills ({aimed_kills} aimed at a pending deployment) in {elapsed:.1f} s; "
+        f"{kills} kills ({aimed_kills} aimed at a pending deployment) in {elapsed:.1f} s; "
         f"deploys {work_lines['deployed']}, rollbacks {work_lines['rolled back']} reported before the kills; "
         f"pending deployments found {pending_seen} (completed {completed}, aborted "
         f"{aborted}); temp files present after each kill {temp_files}; backups after each kill {backup_counts} "
@@ -349,6 +403,7 @@ async def test_sigkilled_deploy_loop_leaves_a_whole_file_and_the_next_start_reco
     assert pending_seen > 0, f"no kill interrupted a deployment between its steps: {summary}"
 
 
+# SQLite only: backups are written where the folder is the truth; PostgreSQL's history is the stored versions (below)
 async def test_backups_are_bounded_by_backup_keep_and_restorable(
     tmp_path: Path, rules_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -395,5 +450,45 @@ async def test_backups_are_bounded_by_backup_keep_and_restorable(
         restored, document = runtime.rule_files.read(MODULE)
         assert restored == before[rule_id]
         assert rule.new_rule not in document.rule_lines()
+    finally:
+        await runtime.close()
+
+
+@pytest.mark.parametrize("database_backend", ["postgres"], indirect=True)  # the SQLite counterpart: just above
+async def test_every_version_before_a_deploy_is_stored_whole_and_an_old_copy_is_brought_up_to_date(
+    tmp_path: Path, rules_dir: Path
+) -> None:
+    settings = make_settings(tmp_path, rules_dir, backup_keep=BACKUP_KEEP)
+    path = rules_dir / MODULE
+    before: dict[str, bytes] = {}
+    runtime = await open_runtime(settings)
+    try:
+        for n in range(12):
+            rule = await approved_rule(runtime.service, complaint(f"version-{n}"))
+            before[rule.rule_id] = path.read_bytes()
+            result = await runtime.service.deploy(rule.rule_id, ADMIN)
+            assert result.deployment.backup_path is None  # nothing kept in the folder: the database has it
+        deployments = await applied_deployments(runtime)
+        # every file a deploy started from is a stored version, byte for byte, however many deploys followed
+        for deployment in deployments:
+            stored = await runtime.store.rule_file_with_version(MODULE, deployment.version_before)
+            assert stored is not None and stored.content == before[deployment.rule_id], deployment.rule_id
+            parse_rule_file(stored.content)
+        newest = path.read_bytes()
+    finally:
+        await runtime.close()
+    assert not (rules_dir / ".autotrain" / "backups").exists()
+    versions = await stored_versions(settings.database_url, MODULE)
+    assert len(versions) == 1 + 12 and versions[-1].content == newest
+
+    # a copy put back to an older version (a restore by hand) is brought up to date at the next start: that
+    # version is in the database, so nothing is lost and nothing is reported as a hand edit
+    oldest_rule = next(iter(before))
+    path.write_bytes(before[oldest_rule])
+    runtime = await open_runtime(settings)
+    try:
+        assert path.read_bytes() == newest
+        assert runtime.materializer is not None and runtime.materializer.found_hand_edits() == []
+        assert not (rules_dir / ".autotrain" / "hand-edits").exists()
     finally:
         await runtime.close()
