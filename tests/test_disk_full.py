@@ -17,7 +17,11 @@ Two ways to fill the disk:
 
 The last test pins a bug seen with the database and the rules folder on one full tmpfs: room for a deploy's
 pending row but neither for the rule file nor for recording the abort (the rule was left "deployed" and the
-retry refused 409 until a restart)."""
+retry refused 409 until a restart).
+
+PostgreSQL: its full disk is the server's (SQLSTATE 53100, mapped to the same 503 database_full); a full disk
+under an instance's rules folder only delays that instance's copy, since the version is stored first: the deploy
+is a fact, the old copy stays whole, and the periodic check writes the new one once there is room."""
 
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from autotrain.rulefiles import content_version
 from storage.sqlite.connection import busy
 from tests.conftest import (
     HEIGHT_FEEDBACK,
@@ -47,6 +52,7 @@ from tests.conftest import (
     WEATHER_FEEDBACK,
     read_rule_lines,
 )
+from tests.reliability_support import assert_served_backend, database_url, run_sync, stored_versions
 from tests.serve_process import serving, subprocess_environment
 from tests.test_faults import (
     ADMIN_HEADERS,
@@ -92,6 +98,18 @@ def test_sqlite_full_maps_to_a_retryable_store_error() -> None:
     assert error.code == "database_full"
 
 
+def test_postgres_disk_full_maps_to_the_same_retryable_store_error() -> None:
+    import asyncpg
+
+    from autotrain.errors import StoreBusy, StoreFull
+    from storage.postgres.connection import busy as postgres_busy
+
+    error = postgres_busy(asyncpg.DiskFullError('could not extend file "base/1/2": No space left on device'))
+    assert isinstance(error, StoreFull) and isinstance(error, StoreBusy)
+    assert error.code == "database_full"
+
+
+# SQLite only: SQLite's own size cap on the server's connection (PostgreSQL's disk is the server's)
 async def test_submit_on_a_full_database_answers_503_with_retry_after_and_stores_nothing(
     tmp_path: Path, rules_dir: Path
 ) -> None:
@@ -231,19 +249,20 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(workdir: Path, database: Path, rules_dir: Path) -> Iterator[Server]:
-    """`autotrain serve` with its database at `database` and a copy of config/ in `rules_dir` (git history and
-    the scheduler on, as by default)."""
+def server(workdir: Path, database: Path | str, rules_dir: Path, **extra: str) -> Iterator[Server]:
+    """`autotrain serve` with its database at `database` (a SQLite file, or a PostgreSQL URL) and a copy of
+    config/ in `rules_dir` (git history and the scheduler on, as by default)."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(SHIPPED_RULES, rules_dir, ignore=shutil.ignore_patterns(".autotrain"), dirs_exist_ok=True)
     env = subprocess_environment(
-        AUTOTRAIN_DATABASE_URL=f"sqlite:///{database}",
+        AUTOTRAIN_DATABASE_URL=database if isinstance(database, str) else f"sqlite:///{database}",
         AUTOTRAIN_RULES_DIR=str(rules_dir),
         AUTOTRAIN_JWT_SECRET=JWT_SECRET,
         AUTOTRAIN_AUTO_GENERATE="false",
         # no background replays: the server must be idle between requests for the WAL checkpoint to hold
         AUTOTRAIN_EVALUATE="off",
         AUTOTRAIN_FEEDBACK_RATE_LIMIT="100000/minute",
+        **extra,
     )
     with serving(workdir, env) as (base_url, process):
         with httpx.Client(base_url=base_url, timeout=30) as http:
@@ -260,6 +279,7 @@ def assert_full(response: httpx.Response) -> None:
     assert int(response.headers["Retry-After"]) > 0
 
 
+# SQLite only (as the next test): the database file is on the full tmpfs; PostgreSQL's disk is the server's
 def test_served_submit_on_a_full_tmpfs_answers_503_stores_nothing_and_reads_still_answer(tmp_path: Path) -> None:
     with (
         tmpfs(tmp_path / "disk") as disk,
@@ -321,6 +341,7 @@ def test_served_approve_deploy_rollback_on_a_full_tmpfs_answer_503_and_change_no
         app.assert_clean_log()
 
 
+# SQLite: the folder is the truth, written before the record (its PostgreSQL form follows)
 def test_served_deploy_onto_a_full_rules_tmpfs_answers_503_and_leaves_the_file_whole(tmp_path: Path) -> None:
     with (
         tmpfs(tmp_path / "rules") as rules_dir,
@@ -344,9 +365,43 @@ def test_served_deploy_onto_a_full_rules_tmpfs_answers_503_and_leaves_the_file_w
         app.assert_clean_log()
 
 
+@pytest.mark.parametrize("database_backend", ["postgres"], indirect=True)  # the SQLite form: just above
+def test_served_deploy_onto_a_full_rules_tmpfs_stores_the_version_and_the_copy_follows_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    url = database_url(tmp_path)
+    # git off: a full disk under the repository is git's own matter (tests/test_git_history.py), not the copy's
+    with (
+        tmpfs(tmp_path / "rules") as rules_dir,
+        server(tmp_path / "served", url, rules_dir, AUTOTRAIN_GIT="false") as app,
+    ):
+        path = rules_dir / MODULE
+        rule_id = app.generated_rule(WEATHER_FEEDBACK)
+        app.act(rule_id, "approve")
+        before = path.read_bytes()
+        with disk_filled(rules_dir):
+            deployment = app.act(rule_id, "deploy").json()["deployment"]  # stored: the change is a fact
+            assert path.read_bytes() == before  # this instance's copy could not be written: the old one, whole
+            assert app.rule(rule_id)["status"] == "deployed"
+            newest = run_sync(stored_versions(url, MODULE))[-1].content
+            assert deployment["version_after"] == content_version(newest) != content_version(before)
+            assert leftovers(rules_dir) == []
+        # room again: the periodic check (every 5 s) writes the newest version
+        deadline = time.monotonic() + 20
+        while path.read_bytes() != newest:
+            assert time.monotonic() < deadline, "the copy was not written from the database once there was room"
+            time.sleep(0.1)
+        assert read_rule_lines(rules_dir).count(NEW_WEATHER_RULE) == 1
+        assert leftovers(rules_dir) == []
+        assert app.process.poll() is None
+        assert_served_backend(app.log())
+        app.assert_clean_log()
+
+
 # ---------------------------------------------------------------------- the disk fills between claim and write
 
 
+# SQLite only: on PostgreSQL nothing is written before the deployment is recorded, so no write can fail before it
 async def test_a_deploy_whose_abort_cannot_be_recorded_goes_through_once_there_is_room(
     tmp_path: Path, rules_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
