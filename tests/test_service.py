@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from autotrain.models import (
     RuleWarning,
 )
 from autotrain.notifications import EventDispatcher
-from autotrain.ports import GenerationResult, NewDeployment
+from autotrain.ports import GenerationResult
 from autotrain.rulefiles import content_version
 from autotrain.service import PipelineService
 from bot.runtime import Runtime, open_runtime
@@ -300,91 +299,6 @@ async def test_status_counts(service: PipelineService) -> None:
     assert (report.deployments_total, report.deployed_today, report.rollbacks_total) == (1, 1, 0)
     assert report.last_deployments[0].rule_id == rule.rule_id
     assert report.generator == "heuristic"
-
-
-# ---------------------------------------------------------------------- crash recovery
-
-
-async def _interrupted_deploy(
-    runtime: Runtime, service: PipelineService, rules_dir: Path, *, write_file: bool
-) -> tuple[str, int]:
-    """Do the first steps of a deploy (claim in the DB, optionally write the file) and stop, as a crash would."""
-    rule = await approved_rule(service)
-    previous, document = runtime.rule_files.read(rule.module_name)
-    change = document.apply(new_rule=rule.new_rule, old_rule=rule.old_rule, entry={"rule_id": rule.rule_id})
-    deployment_id = await runtime.store.begin_deployment(
-        NewDeployment(
-            rule_id=rule.rule_id,
-            module_name=rule.module_name,
-            deployed_by=ADMIN.id,
-            version_before=content_version(previous),
-            version_after=content_version(change.content),
-            outcome=change.outcome,
-            change=change.detail,
-        ),
-        expected=RuleStatus.APPROVED,
-        target=RuleStatus.DEPLOYED,
-        now=runtime.clock(),
-    )
-    assert deployment_id is not None
-    if write_file:
-        runtime.rule_files.write(rule.module_name, change.content, previous, rule.rule_id)
-    return rule.rule_id, deployment_id
-
-
-async def test_reconcile_completes_a_deploy_whose_file_was_written(
-    runtime: Runtime, service: PipelineService, rules_dir: Path
-) -> None:
-    rule_id, deployment_id = await _interrupted_deploy(runtime, service, rules_dir, write_file=True)
-    report = await service.reconcile()
-    assert report.deployments_completed == [deployment_id]
-    assert (await service.get_rule(rule_id)).status is RuleStatus.DEPLOYED
-    assert (await service.list_deployments()).total == 1
-    await service.rollback(rule_id, ADMIN)  # the repaired deployment can be rolled back
-    assert OLD_WEATHER_RULE in read_rule_lines(rules_dir)
-
-
-async def test_reconcile_aborts_a_deploy_whose_file_was_not_written(
-    runtime: Runtime, service: PipelineService, rules_dir: Path
-) -> None:
-    rule_id, deployment_id = await _interrupted_deploy(runtime, service, rules_dir, write_file=False)
-    report = await service.reconcile()
-    assert report.deployments_aborted == [deployment_id]
-    rule = await service.get_rule(rule_id)
-    assert rule.status is RuleStatus.APPROVED and rule.deployed_by is None
-    assert (await service.list_deployments()).total == 0
-    await service.deploy(rule_id, ADMIN)  # and it can be deployed again
-    assert NEW_WEATHER_RULE in read_rule_lines(rules_dir)
-
-
-async def test_reconcile_requeues_feedback_left_processing(runtime: Runtime, service: PipelineService) -> None:
-    feedback = await submit(service)
-    # a generation whose process stopped five minutes ago: its one-minute lease has run out
-    assert await runtime.store.claim_feedback(
-        feedback.feedback_id, now=runtime.clock() - timedelta(minutes=5), lease_seconds=60
-    )
-    report = await service.reconcile()
-    assert report.feedback_requeued == [feedback.feedback_id]
-    stored = await service.get_feedback(feedback.feedback_id)
-    assert stored.status is FeedbackStatus.PENDING and "interrupted" in (stored.last_error or "")
-
-
-async def test_failed_write_leaves_rule_approved_and_file_intact(
-    runtime: Runtime, service: PipelineService, rules_dir: Path
-) -> None:
-    rule = await approved_rule(service)
-    path = rules_dir / "fashion_rules.json"
-    before = path.read_bytes()
-    backups = rules_dir / ".autotrain" / "backups"
-    backups.mkdir(parents=True)
-    (backups / "fashion_rules.json").write_text("a file where the backup folder should be")
-    with pytest.raises(Exception, match="could not write"):
-        await service.deploy(rule.rule_id, ADMIN)
-    assert path.read_bytes() == before
-    assert (await service.get_rule(rule.rule_id)).status is RuleStatus.APPROVED
-    assert (await service.list_deployments()).total == 0
-    audit = await runtime.store.list_audit(subject_id=rule.rule_id, limit=50, offset=0)
-    assert "deploy_failed" in [entry.action for entry in audit.items]
 
 
 async def test_rollback_of_noop_keeps_a_line_that_was_there_before(service: PipelineService, rules_dir: Path) -> None:
