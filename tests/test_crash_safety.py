@@ -8,7 +8,8 @@ twice) and was made by an applied deployment, and after the next start the folde
 stored per file-changing deployment. Backups are SQLite's (the folder is the truth there); on PostgreSQL the
 stored versions are the history, each one the file before its next deploy, byte for byte.
 
-Single-step interruptions (a pending row with or without the file written) are in tests/test_service.py;
+Single-step interruptions (a pending row with or without the file written) are in
+tests/test_reliability_interruptions.py;
 here real processes are killed at random points of a real deploy / rollback loop.
 """
 

@@ -6,7 +6,8 @@ Already covered elsewhere, not repeated here: a truncated JSON file on deploy (t
 test_corrupt_rule_file_is_never_overwritten), a reload endpoint answering 500 or not listening
 (tests/test_api.py::test_failed_reload_is_recorded_not_raised / test_unreachable_reload_url_is_recorded),
 RuleFiles.write under a read-only folder or a full disk (tests/test_rulefiles.py) and a backup folder that is
-a file, at the service level (tests/test_service.py::test_failed_write_leaves_rule_approved_and_file_intact).
+a file, at the service level
+(tests/test_reliability_interruptions.py::test_failed_write_leaves_rule_approved_and_file_intact).
 
 On both backends (`both_backends`), each fault in its PostgreSQL form: tables locked by another process
 (`LOCK TABLE … IN EXCLUSIVE MODE`, reads still served) instead of SQLite's write lock; the version's table locked
