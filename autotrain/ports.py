@@ -651,6 +651,10 @@ class RuleFileVersions(Protocol):
         """The newest stored version of this file whose content version is `version` (None: never stored)."""
         ...
 
+    async def rule_file_number(self, module_name: str, number: int) -> StoredRuleFile | None:
+        """Version `number` of this file (1: its seed; None: not stored)."""
+        ...
+
     async def seed_rule_file(self, module_name: str, content: bytes, *, now: datetime) -> StoredRuleFile:
         """Store `content` as version 1 when nothing is stored yet; the newest version either way."""
         ...
@@ -685,6 +689,51 @@ class RuleFileChanges(Protocol):
         ...
 
     async def stop_watching_rule_files(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SharedCommit:
+    """One commit of the rule files' git history every instance shares (PostgreSQL): made once, by the instance
+    whose change it records, and rebuilt byte for byte — the same sha — by every other one from these fields.
+
+    A commit's tree is its parent's with `files` set (path → the content version of a stored rule-file
+    version; `.gitignore` → Auto-Train's own). A row with no parent and no files is a base: the history
+    continues from that commit of the git remote."""
+
+    sha: str
+    parent: str | None
+    files: Mapping[str, str]
+    author_name: str
+    author_email: str
+    committed_at: datetime  # whole seconds (git's resolution), the author's and the committer's date
+    message: str
+    seq: int = 0  # its place in the history: 1, 2, 3 … (0: not stored yet)
+
+    @property
+    def is_base(self) -> bool:
+        return self.parent is None and not self.files
+
+
+class SharedHistory(Protocol):
+    """The order of the shared git history (one list for every instance), appended under one lock."""
+
+    def hold_shared_history(self) -> AbstractAsyncContextManager[None]:
+        """The one writer of the history across every instance (held while a commit is made and appended)."""
+        ...
+
+    async def shared_commit(self, sha: str) -> SharedCommit | None:
+        """The commit of the history with this sha (None: not one of its commits)."""
+        ...
+
+    async def shared_commits(self, *, after: str | None) -> list[SharedCommit]:
+        """The commits after the one whose sha is `after`, oldest first; all of them when `after` is None or
+        no commit of the history."""
+        ...
+
+    async def append_shared_commit(self, commit: SharedCommit) -> SharedCommit:
+        """Append the next commit (call with the lock held; its parent must be the newest one's sha, or None
+        on an empty history); every instance is notified. The commit with its `seq`."""
+        ...
 
 
 class Store(

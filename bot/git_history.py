@@ -59,6 +59,8 @@ log = logging.getLogger("autotrain.git")
 
 GITIGNORE_LINES = (".autotrain/", "*.tmp")
 INITIAL_MESSAGE = "Auto-Train: track the rule files"
+LOCAL_HISTORY_REF = "refs/autotrain/local-history"  # a folder's own history, from before it shared one
+REMOTE_REF = "refs/autotrain/remote"  # the remote branch, as last fetched (bot/shared_history.py)
 IGNORE_MESSAGE = "Auto-Train: ignore its working files (.autotrain/, *.tmp)"
 DEFAULT_BRANCH = "main"
 GIT_TIMEOUT_SECONDS = 60.0
@@ -165,6 +167,11 @@ def _check_module_name(module_name: str) -> str:
     return module_name
 
 
+def _tree_path(path: str) -> str:
+    """A path a commit made from content may set: a rule file, or Auto-Train's own .gitignore."""
+    return path if path == ".gitignore" else _check_module_name(path)
+
+
 def _check_identity(name: str, email: str, what: str) -> None:
     for label, value in (("name", name), ("email", email)):
         if not isinstance(value, str) or not value.strip():
@@ -213,7 +220,9 @@ class GitRuleHistory:
 
     # --- running git -------------------------------------------------------------------------------------
 
-    def _environment(self, author: tuple[str, str] | None, literal_paths: bool) -> dict[str, str]:
+    def _environment(
+        self, author: tuple[str, str] | None, literal_paths: bool, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEPT_GIT_VARIABLES}
         env.update(
             GIT_CONFIG_NOSYSTEM="1",
@@ -228,6 +237,7 @@ class GitRuleHistory:
             env["GIT_LITERAL_PATHSPECS"] = "1"
         author_name, author_email = author or (self.committer, self.committer_email)
         env.update(GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email)
+        env.update(extra or {})  # (our own GIT_INDEX_FILE and dates: build_commit)
         return env
 
     def _run(
@@ -238,6 +248,7 @@ class GitRuleHistory:
         ok_codes: Sequence[int] = (0,),
         literal_paths: bool = True,
         timeout: float = GIT_TIMEOUT_SECONDS,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         command = ["git", "--no-pager"]
         for setting in (*_FIXED_CONFIG, f"user.name={self.committer}", f"user.email={self.committer_email}"):
@@ -245,7 +256,11 @@ class GitRuleHistory:
         command += args
         try:
             result = _execute(
-                command, cwd=self.rules_dir, env=self._environment(author, literal_paths), input=input, timeout=timeout
+                command,
+                cwd=self.rules_dir,
+                env=self._environment(author, literal_paths, env),
+                input=input,
+                timeout=timeout,
             )
         except FileNotFoundError as exc:
             if not self.rules_dir.is_dir():
@@ -280,7 +295,7 @@ class GitRuleHistory:
         ignored = self._run("check-ignore", "-q", "--", ".", ok_codes=(0, 1), literal_paths=False)
         return "none" if ignored.returncode == 0 else "inside"
 
-    def ensure_repo(self) -> bool:
+    def ensure_repo(self, *, initial_commit: bool = True) -> bool:
         """Create the repository if the folder is not one yet (git init, a .gitignore with `.autotrain/` and
         `*.tmp`, and an initial commit of the rule files as they are, authored by the committer). Returns True
         when it created it. A folder that is already a work tree (its own repo, or inside a larger repo such as
@@ -295,6 +310,8 @@ class GitRuleHistory:
                 return False
             self._run("init", "-q", "--template=", f"--initial-branch={DEFAULT_BRANCH}", ".")
             self._write_gitignore()
+            if not initial_commit:  # the shared history (bot/shared_history.py) brings the first commit
+                return True
             self._run("add", "-A", "--", ".")
             self._run("commit", "-q", "--no-verify", "--cleanup=whitespace", "-F", "-", input=INITIAL_MESSAGE.encode())
             return True
@@ -413,6 +430,116 @@ class GitRuleHistory:
                 f"{self.rules_dir} has no branch checked out (a detached HEAD): set AUTOTRAIN_GIT_BRANCH to push"
             )
         return probe.stdout.decode("utf-8", "replace").strip()
+
+    # --- commits made from content (the shared history: bot/shared_history.py) ----------------------------
+
+    def tip(self) -> str | None:
+        """The commit checked out (None: no commit yet)."""
+        probe = self._run("rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok_codes=(0, 1, 128))
+        return probe.stdout.decode("ascii").strip() if probe.returncode == 0 else None
+
+    def present(self, shas: Sequence[str]) -> set[str]:
+        """Those of `shas` whose commit this repository has."""
+        wanted = [_check_revision(sha) for sha in shas]
+        if not wanted:
+            return set()
+        out = self._run("cat-file", "--batch-check", input="".join(f"{sha}\n" for sha in wanted).encode()).stdout
+        return {
+            fields[0]
+            for fields in map(str.split, out.decode("ascii", "replace").splitlines())
+            if fields[1:2] == ["commit"]
+        }
+
+    def build_commit(
+        self,
+        parent: str | None,
+        files: dict[str, bytes],
+        *,
+        author: tuple[str, str],
+        at: datetime,
+        message: str,
+    ) -> str | None:
+        """Write the commit whose tree is `parent`'s with `files` set, and return its sha (None: that tree is
+        the parent's, nothing changed), touching neither the branch, the index nor the work tree. The same
+        arguments give the same sha in every repository: the committer is fixed, both dates are `at` (whole
+        seconds, UTC), the message is taken as it is. The rules folder is flat, so the tree is one level: the
+        parent's entries (`ls-tree`), the files' blobs put in, `mktree`."""
+        _check_identity(*author, "author")
+        entries: dict[bytes, bytes] = {}
+        if parent is not None:
+            listed = self._run("ls-tree", "-z", "--full-tree", _check_revision(parent), literal_paths=False).stdout
+            for entry in filter(None, listed.split(b"\0")):
+                entries[entry.partition(b"\t")[2]] = entry
+        changed = False
+        for path, content in sorted(files.items()):
+            name = _tree_path(path).encode("utf-8")
+            blob = self._run("hash-object", "-w", "--stdin", input=content).stdout.strip()
+            entry = b"100644 blob " + blob + b"\t" + name
+            changed |= entries.get(name) != entry
+            entries[name] = entry
+        if parent is not None and not changed:
+            return None
+        tree = self._run("mktree", "-z", input=b"".join(e + b"\0" for e in entries.values())).stdout.strip()
+        stamp = f"@{int(at.timestamp())} +0000"
+        made = self._run(
+            "commit-tree",
+            tree.decode("ascii"),
+            *(["-p", parent] if parent else []),
+            "-F",
+            "-",
+            input=message.encode("utf-8"),
+            author=author,
+            env={"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp},
+        )
+        return made.stdout.decode("ascii").strip()
+
+    def move_to(self, sha: str, *, expected: str | None = None, keep_as: str = LOCAL_HISTORY_REF) -> None:
+        """Make `sha` the branch's commit, and the index its tree (the work tree is left as it is: the rules
+        folder's files are written from the database). `expected`: the branch's commit now, which `sha`
+        descends from (git checks it is, nothing is looked up). Otherwise a branch commit `sha` does not descend
+        from (this folder's own history, from before it shared one) is kept as `keep_as`, never lost."""
+        commit = _check_revision(sha)
+        with self._lock:
+            if expected is None:
+                old = self.tip()
+                if old == commit:
+                    return
+                if old is not None and not self._descends(commit, old):
+                    self._run("update-ref", keep_as, old)
+                    log.warning(
+                        "%s: the rules folder's own git history (up to %s) is kept as %s; the branch now follows"
+                        " the history every instance shares",
+                        self.rules_dir,
+                        old[:10],
+                        keep_as,
+                    )
+            else:
+                old = _check_revision(expected)
+            self._run("update-ref", "-m", "autotrain: the shared history", "HEAD", commit, *([old] if old else []))
+            self._run("read-tree", commit)
+
+    def _descends(self, commit: str, ancestor: str) -> bool:
+        return self._run("merge-base", "--is-ancestor", ancestor, commit, ok_codes=(0, 1)).returncode == 0
+
+    def fetch(self, remote: str, branch: str, *, timeout: float = PUSH_TIMEOUT_SECONDS) -> str | None:
+        """The commit of `branch` on `remote`, fetched into this repository (None: the remote has no such
+        branch). Only a ref of Auto-Train's own is written (refs/autotrain/remote)."""
+        if self._run("check-ref-format", f"refs/heads/{branch}", ok_codes=(0, 1)).returncode != 0:
+            raise GitHistoryError(f"{branch!r} is not a valid branch name (AUTOTRAIN_GIT_BRANCH)")
+        listed = self._run("ls-remote", "--", remote, f"refs/heads/{branch}", timeout=timeout).stdout.split()
+        if not listed:
+            return None
+        self._run(
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+            remote,
+            f"+refs/heads/{branch}:{REMOTE_REF}",
+            timeout=timeout,
+        )
+        return self._text("rev-parse", "--verify", f"{REMOTE_REF}^{{commit}}")
 
     # --- reading -----------------------------------------------------------------------------------------
 
@@ -636,6 +763,7 @@ class AsyncGitHistory:
         *,
         push_timeout: float = PUSH_TIMEOUT_SECONDS,
         people: PeopleDirectory | None = None,
+        initial_commit: bool = True,
     ) -> AsyncGitHistory:
         """The history of the rules folder (created when it has none); with `remote`, every commit is pushed
         there (AUTOTRAIN_GIT_REMOTE), to `branch` (AUTOTRAIN_GIT_BRANCH, default the current branch); with
@@ -647,7 +775,7 @@ class AsyncGitHistory:
                 f"{Path(rules_dir).resolve()} is inside another git repository; set AUTOTRAIN_RULES_DIR to a folder"
                 " of its own to keep the rules' history"
             )
-        history.ensure_repo()
+        history.ensure_repo(initial_commit=initial_commit)
         return cls(history, remote=remote, branch=branch, push_timeout=push_timeout, people=people)
 
     async def author(self, actor: str) -> tuple[str, str]:

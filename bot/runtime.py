@@ -45,6 +45,7 @@ from autotrain.usecases.run_all import RunAll
 from bot.auth import verification_key
 from bot.ratelimit import LimitsRateLimiter
 from bot.reload import HttpReloadHook
+from bot.shared_history import SharedGitHistory
 from bot.webhooks import WebhookDispatcher, WebhookNotifier
 from storage.postgres import PostgresStore
 from storage.sqlite import SqliteStore
@@ -184,12 +185,6 @@ async def open_runtime(
     store = open_store(settings)
     await store.open()
     rule_files = RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
-    # PostgreSQL: this folder is a copy of the rule files' versions in the database (made just below)
-    materializer = (
-        MaterializeRuleFiles(rule_files=rule_files, versions=store, changes=store, clock=clock)
-        if isinstance(store, PostgresStore)
-        else None
-    )
     generator = generator or build_generator(settings)
     reload_secret = settings.reload_secret or settings.webhook_secret
     reload_hook = (
@@ -250,7 +245,21 @@ async def open_runtime(
         not_working=effects.not_working,
         effect_window_days=options.effect.window_days,
     )
-    history = git_history(settings, people=people)
+    shared = store if isinstance(store, PostgresStore) else None
+    history = git_history(settings, people=people, shared=shared, rule_files=rule_files, clock=clock)
+    # PostgreSQL: this folder is a copy of the rule files' versions in the database (made below), and its git
+    # history follows the one every instance shares
+    materializer = (
+        MaterializeRuleFiles(
+            rule_files=rule_files,
+            versions=store,
+            changes=store,
+            clock=clock,
+            after_sync=history.follow if isinstance(history, SharedGitHistory) else None,
+        )
+        if isinstance(store, PostgresStore)
+        else None
+    )
     reports = StatusReports(
         reports=store,
         deployments=store,
@@ -589,12 +598,13 @@ def git_description(settings: Settings) -> str:
             f"git history: off, {settings.rules_dir.resolve()} is inside another git repository (set"
             " AUTOTRAIN_RULES_DIR to a folder of its own to keep the rules' history)"
         )
+    shared = ", one history shared by every instance through the database" if settings.uses_postgres else ""
     if not settings.git_remote:
-        return "git history: on, commits stay in the rules folder (AUTOTRAIN_GIT_REMOTE not set)"
+        return f"git history: on{shared}, commits stay in the rules folder (AUTOTRAIN_GIT_REMOTE not set)"
     from bot.git_history import redact
 
     branch = settings.git_branch or "the current branch"
-    return f"git history: on, every commit pushed to {redact(settings.git_remote)} ({branch})"
+    return f"git history: on{shared}, every commit pushed to {redact(settings.git_remote)} ({branch})"
 
 
 def inside_another_repository(rules_dir: Path) -> bool:
@@ -648,17 +658,33 @@ def webhook_description(settings: Settings) -> str:
     return f"webhooks: {len(settings.webhook_urls)} URL(s), signed, up to {settings.webhook_max_attempts} attempts"
 
 
-def git_history(settings: Settings, *, people: PeopleDirectory | None = None) -> RuleHistory | None:
+def git_history(
+    settings: Settings,
+    *,
+    people: PeopleDirectory | None = None,
+    shared: PostgresStore | None = None,
+    rule_files: RuleFiles | None = None,
+    clock: Clock = utcnow,
+) -> RuleHistory | None:
     """Every deploy, promote and rollback becomes a commit in the rules folder (AUTOTRAIN_GIT), authored by
-    whoever made it (with `people`, a Slack user's real name and e-mail)."""
+    whoever made it (with `people`, a Slack user's real name and e-mail). With `shared` (PostgreSQL, several
+    instances), one history for all of them, in the database's order (bot/shared_history.py)."""
     if not settings.git_history:
         return None
     from bot.git_history import AsyncGitHistory, RulesFolderInsideRepository
 
     try:
-        return AsyncGitHistory.open(
-            settings.rules_dir, remote=settings.git_remote, branch=settings.git_branch, people=people
+        local = AsyncGitHistory.open(
+            settings.rules_dir,
+            remote=settings.git_remote,
+            branch=settings.git_branch,
+            people=people,
+            initial_commit=shared is None,
         )
+        if shared is None:
+            return local
+        files = rule_files or RuleFiles(settings.rules_dir, settings.allowed_modules, settings.backup_keep)
+        return SharedGitHistory(local, shared=shared, versions=shared, rule_files=files, clock=clock)
     except RulesFolderInsideRepository as exc:  # the README's default start: not a failure (describe() says so)
         log.debug("git history: off, %s", exc)
         return None

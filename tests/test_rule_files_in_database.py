@@ -4,7 +4,7 @@ each with a rules folder of its own, as two instances behind a load balancer wit
 - a deploy through one appears byte-identical in the other's folder within a second (LISTEN/NOTIFY);
 - concurrent deploys (and a rollback, a canary and its promote) of different rules to one file through both:
   every line at most once, exactly the expected deployments, both folders identical and equal to the newest
-  stored version, both rule-set ETags equal, one git commit per change in the folder of the instance that made it;
+  stored version, both rule-set ETags equal, one git commit per change, the same history in both folders;
 - a hand edit of a materialized file is reported (WARNING, /status) and the database wins, the edited copy kept;
 - an instance restarted with an empty folder converges at start;
 - the same with two `autotrain serve` processes over HTTP, one of them SIGKILLed and restarted on an empty disk.
@@ -181,25 +181,34 @@ async def test_concurrent_changes_of_one_file_through_both_instances(tmp_path: P
         etags = {await runtime.service.ruleset_etag(MODULE, ADMIN) for runtime in (two.a, two.b)}
         assert etags == {f'"{content_version(stored)}"'}
 
-        # one git commit per change, in the folder of the instance that made it
-        commits = [
+        # one git commit per change, made once: both folders' branches hold the same 23 change commits
+        logs = [
             subprocess.run(
-                ["git", "-C", str(folder), "log", "--format=%s", "--", MODULE],
+                ["git", "-C", str(folder), "log", "--format=%H %s", "main"],
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout.splitlines()
             for folder in two.folders
         ]
+        for _ in range(100):  # b follows a's last commits within moments (the notification)
+            if logs[0] == logs[1]:
+                break
+            await asyncio.sleep(0.01)
+            logs[1] = subprocess.run(
+                ["git", "-C", str(two.folders[1]), "log", "--format=%H %s", "main"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.splitlines()
+        assert logs[0] == logs[1]
         made = [
-            line
-            for folder in commits
-            for line in folder
-            if line.startswith(("Deploy", "Roll back", "Canary", "Promote"))
+            line for line in logs[0] if line.split(" ", 1)[1].startswith(("Deploy", "Roll back", "Canary", "Promote"))
         ]
         assert len(made) == 23
         assert len(set(made)) == 23
         shas = {d.commit_sha for d in deployments.items}
+        assert shas == {line.split(" ", 1)[0] for line in made}
         assert None not in shas and len(shas) == 23
 
 

@@ -5,7 +5,8 @@ the shipped `config/`), one fresh PostgreSQL database, one Redis, one JWT secret
   both instances, conflicting ones included (one rule deployed through both at once): every rule line at most
   once, exactly the deployments the 2xx answers announced (a refusal is a 409 that changed nothing), both
   folders byte-identical within a second of the last change and equal to what the rule sets endpoint of both
-  serves (one ETag), one git commit per change, in the folder of the instance that made it;
+  serves (one ETag), one git commit per change, made once by the instance that made the change: both folders
+  and the git remote both push to hold the same linear history (the same shas), each commit by its author;
 - one instance SIGKILLed while a deploy through it is in flight: the other carries on, its folder equals the
   newest stored version, the interrupted rule is applied or not (its line and its status agree), and the
   killed one, restarted on its folder as it was and on an empty folder, converges to the same bytes.
@@ -73,6 +74,11 @@ class Setup:
     def folder(self, name: str) -> Path:
         return self.tmp_path / f"rules-{name}"
 
+    @property
+    def remote(self) -> Path:
+        """The bare repository both instances push to (with git on)."""
+        return self.tmp_path / "remote.git"
+
     def workdir(self, name: str) -> Path:
         workdir = self.tmp_path / name
         workdir.mkdir(exist_ok=True)
@@ -90,6 +96,7 @@ class Setup:
             AUTOTRAIN_SCHEDULER="true",  # (its settle_pending job: the SIGKILL test)
             AUTOTRAIN_CLUSTER_THRESHOLD="",
             AUTOTRAIN_GIT="true" if self.git else "false",
+            **({"AUTOTRAIN_GIT_REMOTE": str(self.remote)} if self.git else {}),
         )
 
     def serve(self, name: str) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
@@ -104,6 +111,8 @@ class Setup:
 
 def make_setup(tmp_path: Path, database: str, redis: str, *, git: bool) -> Setup:
     setup = Setup(database, redis, tmp_path, uuid.uuid4().hex[:8], git)
+    if git:
+        subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(setup.remote)], check=True)
     for name in ("a", "b"):
         folder_copy(tmp_path, f"rules-{name}")
     return setup
@@ -181,6 +190,34 @@ def rule_commits(folder: Path) -> list[str]:
     return [subject for subject in log.splitlines() if subject.startswith(CHANGES) and re.search(r" \w+ \(", subject)]
 
 
+def git_log(repository: Path) -> list[str]:
+    """The shas of the branch's commits, newest first (one parent each: --first-parent would hide a merge)."""
+    out = subprocess.run(
+        ["git", "-C", str(repository), "log", "--format=%H %P", "main"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split() for line in out.splitlines()]
+    assert all(len(row) <= 2 for row in rows), "a merge commit"  # linear
+    return [row[0] for row in rows]
+
+
+def same_git_history(folders: list[Path], *, within: float) -> list[str]:
+    """The one history every folder's branch has (polled; fails after `within` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        logs = [git_log(folder) for folder in folders]
+        if all(log == logs[0] for log in logs) or time.monotonic() > deadline:
+            assert all(log == logs[0] for log in logs), [log[:3] for log in logs]
+            return logs[0]
+        time.sleep(0.02)
+
+
+def git_authors(folder: Path, shas: list[str]) -> dict[str, str]:
+    out = subprocess.run(
+        ["git", "-C", str(folder), "show", "-s", "--format=%H %an", *shas], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
 def assert_clean_logs(setup: Setup, *names: str) -> None:
     for name in names:
         log = (setup.workdir(name) / "serve.log").read_text(errors="replace")
@@ -209,9 +246,9 @@ def the_fifty() -> list[Request]:
             wanted.append(("canary" if n >= 3 else "deploy", n, 0.0))
     randomly = random.Random()
     for n in (15, 15, 16, 16, 17, 18, 19):
-        wanted.append(("promote", n, randomly.uniform(0.1, 1.2)))
+        wanted.append(("promote", n, randomly.uniform(0.3, 3.0)))
     for n in (5, 6, 7, 8, 9, 10, 10):
-        wanted.append(("rollback", n, randomly.uniform(0.1, 1.2)))
+        wanted.append(("rollback", n, randomly.uniform(0.3, 3.0)))
     n = 0
     while len(wanted) < 50:
         wanted.append(("approve", n % 20, randomly.uniform(0, 0.5)))
@@ -316,18 +353,23 @@ def test_fifty_concurrent_requests_over_two_instances(tmp_path: Path, postgres_u
         assert counts == {"deploys": len(deployed), "promotes": len(promoted), "rollbacks": len(rolled_back)}
         print(f"2xx: {counts}, 409: {50 - len(ok)}")
 
-        # one git commit per change, by the instance that made it
-        commits = [rule_commits(folder) for folder in folders]
-        assert sum(len(c) for c in commits) == len(made_by)
-        for i, folder_commits in enumerate(commits):
-            assert len(folder_commits) == len([d for d, instance in made_by.items() if instance == i])
+        # one git commit per change, made by the instance that made the change, and one history: both folders'
+        # branches the same commits (the same shas) within a second, linear, and the remote's branch is it too
+        history = same_git_history(folders, within=CONVERGE_SECONDS)
+        assert history == git_log(setup.remote)
+        assert len(rule_commits(folders[0])) == len(made_by)
         shas = [d["commit_sha"] for d in deployments]
         assert None not in shas and len(set(shas)) == len(shas)
-        for d in deployments:
-            folder = folders[made_by[d["deployment_id"]]]
-            other = folders[1 - made_by[d["deployment_id"]]]
-            assert subprocess.run(["git", "-C", str(folder), "cat-file", "-e", d["commit_sha"]]).returncode == 0
-            assert subprocess.run(["git", "-C", str(other), "cat-file", "-e", d["commit_sha"]]).returncode != 0
+        assert set(shas) <= set(history)
+        authors = {d["commit_sha"]: d["deployed_by"] for d in deployments}
+        for folder in folders:
+            assert git_authors(folder, shas) == authors  # each commit's author is who made the change
+        for d in all_deployments(a_url):
+            assert d["pushed_at"] is not None and d["push_error"] is None, d
+        status = subprocess.run(
+            ["git", "-C", str(folders[1]), "status", "--porcelain"], capture_output=True, text=True, check=True
+        )
+        assert status.stdout == ""  # the folder's files are the branch's: nothing uncommitted, nothing untracked
     assert_clean_logs(setup, "a", "b")
 
 
@@ -395,7 +437,7 @@ def test_one_instance_killed_mid_deploy_the_other_carries_on_and_it_converges(
     postgres_url: str,
     redis_url: str,  # noqa: F811
 ) -> None:
-    setup = make_setup(tmp_path, postgres_url, redis_url, git=False)
+    setup = make_setup(tmp_path, postgres_url, redis_url, git=True)
     folders = [setup.folder("a"), setup.folder("b")]
     attempts = 4
     with setup.serve("b") as (b_url, _):
@@ -485,5 +527,14 @@ def test_one_instance_killed_mid_deploy_the_other_carries_on_and_it_converges(
             assert served(a_url) == served(b_url) == (newest, f'"{content_version(newest)}"')
             for name in ("prompt_v2.txt", "stylist_guidelines.md"):
                 assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes()
+            # one git history in both folders and the remote, every applied change in it exactly once (a change
+            # the killed instance stored but never committed was committed by the other one)
+            history = same_git_history(folders, within=3)
+            deployments = all_deployments(a_url)
+            shas = [d["commit_sha"] for d in deployments if d["version_after"] != d["version_before"]]
+            assert None not in shas and len(set(shas)) == len(shas), deployments
+            assert set(shas) <= set(history)
+            assert len(rule_commits(folders[0])) == len(shas)
+            assert git_log(setup.remote) == history  # (each commit is pushed at once, by whoever made it)
         print(f"\n{interrupted} of {attempts} kills in flight, at {killed_at} ms: {outcomes}")
     assert_clean_logs(setup, "b")

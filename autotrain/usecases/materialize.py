@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from autotrain.errors import RuleFileInvalid
 from autotrain.models import HandEditedFile
@@ -38,7 +39,11 @@ class MaterializeRuleFiles:
         changes: RuleFileChanges,
         clock: Clock,
         check_seconds: float = CHECK_SECONDS,
+        after_sync: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        # run after every round (a notification, the periodic check): the shared git history follows the database
+        # too (bot/shared_history.py); it never raises
+        self.after_sync = after_sync
         self.rule_files = rule_files
         self.versions = versions
         self.changes = changes
@@ -60,6 +65,8 @@ class MaterializeRuleFiles:
                 if local is not None and self._parses(module_name, local):
                     await self.versions.seed_rule_file(module_name, local, now=self.clock())
             await self.sync(module_name)
+        if self.after_sync is not None:
+            await self.after_sync()
 
     def start(self) -> None:
         """Follow the database in the background (serve)."""
@@ -80,7 +87,7 @@ class MaterializeRuleFiles:
     def _notified(self, module_name: str) -> None:
         if module_name in self.rule_files.allowed_modules:
             self._dirty.add(module_name)
-            self._wake.set()
+        self._wake.set()  # (an empty payload: a commit of the shared git history, for after_sync)
 
     async def _follow(self) -> None:
         while True:
@@ -91,11 +98,13 @@ class MaterializeRuleFiles:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.check_seconds)
                 except TimeoutError:
                     await self.check()
-                    continue
-                self._wake.clear()
-                modules, self._dirty = self._dirty, set()
-                for module_name in sorted(modules):
-                    await self.sync(module_name)
+                else:
+                    self._wake.clear()
+                    modules, self._dirty = self._dirty, set()
+                    for module_name in sorted(modules):
+                        await self.sync(module_name)
+                if self.after_sync is not None:
+                    await self.after_sync()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away for a moment: the next round tries again

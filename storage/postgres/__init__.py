@@ -14,6 +14,7 @@ from storage.postgres.evaluations import EvaluationMixin
 from storage.postgres.events import EventMixin
 from storage.postgres.feedback import FeedbackMixin
 from storage.postgres.generations import GenerationMixin
+from storage.postgres.history import SharedHistoryMixin
 from storage.postgres.monitoring import AlertStateMixin
 from storage.postgres.reloads import ReloadMixin
 from storage.postgres.reports import ReportMixin
@@ -38,6 +39,7 @@ class PostgresStore(
     ReloadMixin,
     EvaluationMixin,
     RuleFileMixin,
+    SharedHistoryMixin,
 ):
     def _lock_timeout_ms(self) -> int:
         return LOCK_TIMEOUT_MS

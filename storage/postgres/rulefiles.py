@@ -94,6 +94,13 @@ class RuleFileMixin(PostgresConnection):
             )
             return _stored(row) if row else None
 
+    async def rule_file_number(self, module_name: str, number: int) -> StoredRuleFile | None:
+        async with self._read() as db:
+            row = await db.fetchrow(
+                "SELECT * FROM rule_file_versions WHERE module_name = $1 AND version = $2", module_name, number
+            )
+            return _stored(row) if row else None
+
     async def seed_rule_file(self, module_name: str, content: bytes, *, now: datetime) -> StoredRuleFile:
         async with self._tx() as db:
             status = await db.execute(
