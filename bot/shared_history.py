@@ -18,13 +18,16 @@ A folder's own commits from before (its repository's history, or the SQLite era)
 `refs/autotrain/local-history`; the branch follows the shared history.
 
 When an instance follows: before each commit and push of its own, and whenever the database says a commit
-was appended (the rule files' channel; `MaterializeRuleFiles(after_sync=...)`, which also checks every few
-seconds). A push sends the shared branch; every deployment's commit is on it.
+was appended (the rule files' channel; `MaterializeRuleFiles(after_sync=...)`, in the background from the
+start on, and every few seconds). A new folder first fetches what the git remote has (an ephemeral disk does
+not rebuild the whole history); without a remote it rebuilds every commit once. A push sends the shared
+branch; every deployment's commit is on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -118,16 +121,28 @@ class SharedGitHistory:
         if self._broken is not None:
             raise GitHistoryError(self._broken)
         mine = await asyncio.to_thread(self.git.tip)
+        branch = mine
         known = mine is not None and await self.shared.shared_commit(mine) is not None
+        if not known and self.remote is not None:
+            # a new folder (an ephemeral disk): what the remote has already is fetched, not rebuilt commit by commit
+            with contextlib.suppress(GitHistoryError):
+                fetched = await asyncio.to_thread(
+                    self.git.fetch, self.remote, self.branch, timeout=self.local.push_timeout
+                )
+                if fetched is not None and await self.shared.shared_commit(fetched) is not None:
+                    mine, known = fetched, True
         commits = await self.shared.shared_commits(after=mine if known else None)
-        if not commits:
-            return mine if known else None
-        have = await asyncio.to_thread(self.git.present, [c.sha for c in commits])
-        for commit in commits:
-            if commit.sha not in have:
-                await self._rebuild(commit)
-        await asyncio.to_thread(self.git.move_to, commits[-1].sha)
-        return commits[-1].sha
+        if commits:
+            have = await asyncio.to_thread(self.git.present, [c.sha for c in commits])
+            for commit in commits:
+                if commit.sha not in have:
+                    await self._rebuild(commit)
+            mine, known = commits[-1].sha, True
+        if not known or mine is None:
+            return None
+        if mine != branch:
+            await asyncio.to_thread(self.git.move_to, mine)
+        return mine
 
     async def _rebuild(self, commit: SharedCommit) -> None:
         if commit.is_base:

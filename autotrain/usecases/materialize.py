@@ -65,8 +65,6 @@ class MaterializeRuleFiles:
                 if local is not None and self._parses(module_name, local):
                     await self.versions.seed_rule_file(module_name, local, now=self.clock())
             await self.sync(module_name)
-        if self.after_sync is not None:
-            await self.after_sync()
 
     def start(self) -> None:
         """Follow the database in the background (serve)."""
@@ -94,6 +92,8 @@ class MaterializeRuleFiles:
             try:
                 if await self.changes.watch_rule_files(self._notified):
                     await self.check()  # (re)started listening: a change may have been missed meanwhile
+                    if self.after_sync is not None:
+                        await self.after_sync()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.check_seconds)
                 except TimeoutError:
