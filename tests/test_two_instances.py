@@ -22,10 +22,10 @@ each with its own log), and a SIGKILL is a real one:
   process boundary while the first lived), run-all takes the rest; one rule per feedback, one extra Claude
   call per killed generation and no more.
 
-Test B runs the shipped command itself (`python -m bot.cli serve`). Tests A and C call the same CLI `main()`
-through a short launcher (LAUNCHER below): A holds both instances at a start gate after their imports, so they
-open the database and the folder within milliseconds of each other rather than whenever their imports happen
-to end; C shortens the generation lease, which is not a setting (60 s, README "Crash safety").
+Tests B and C run the shipped command itself (`python -m bot.cli serve`; C with a short
+AUTOTRAIN_GENERATION_LEASE_SECONDS). Test A calls the same CLI `main()` through a short launcher (LAUNCHER below),
+which holds both instances at a start gate after their imports, so they open the database and the folder within
+milliseconds of each other rather than whenever their imports happen to end.
 """
 
 from __future__ import annotations
@@ -79,21 +79,14 @@ MODULE = "fashion_rules.json"
 INITIAL_COMMIT = "Auto-Train: track the rule files"
 REPORTER = bearer(Role.REPORTER, "chatbot")
 
-# `autotrain serve` (the CLI's own main) with, when asked through the environment, a shorter generation lease
-# (not a setting), and a start gate: the imports done, it says it is ready and waits for the gate file, so two
-# instances leave the gate within a few milliseconds of each other and set up the database and the repository
-# at the same moment (their imports alone take 1–2 s, which would spread two Popen calls apart)
+# `autotrain serve` (the CLI's own main) behind a start gate: the imports done, it says it is ready and waits for
+# the gate file, so two instances leave the gate within a few milliseconds of each other and set up the database
+# and the repository at the same moment (their imports alone take 1–2 s, which would spread two Popen calls apart)
 LAUNCHER = textwrap.dedent(
     """
-    import dataclasses, os, sys, time
-    import bot.api, bot.cli, bot.git_history, bot.runtime, storage.sqlite
+    import os, sys, time
+    import bot.api, bot.cli, bot.git_history, bot.runtime, storage.postgres, storage.sqlite
 
-    lease = os.environ.get("TEST_GENERATION_LEASE_SECONDS")
-    if lease:
-        shipped = bot.runtime.pipeline_options
-        bot.runtime.pipeline_options = lambda s: dataclasses.replace(
-            shipped(s), generation_lease_seconds=float(lease)
-        )
     gate = os.environ.get("TEST_START_GATE")
     if gate:
         open(f"{gate}.ready.{os.getpid()}", "w").close()
@@ -159,15 +152,14 @@ def fleet() -> Iterator[Callable[..., Instance]]:
             port = free_port()
         ports.add(port)
         serve = ["serve", "--port", str(port)]
-        if lease_seconds is None and gate is None:
+        env = dict(env)
+        if lease_seconds is not None:
+            env["AUTOTRAIN_GENERATION_LEASE_SECONDS"] = str(lease_seconds)
+        if gate is None:
             command = [sys.executable, "-m", "bot.cli", *serve]  # exactly the shipped command
         else:
             command = [sys.executable, "-c", LAUNCHER, *serve]
-            env = dict(env)
-            if lease_seconds is not None:
-                env["TEST_GENERATION_LEASE_SECONDS"] = str(lease_seconds)
-            if gate is not None:
-                env["TEST_START_GATE"] = str(gate)
+            env["TEST_START_GATE"] = str(gate)
         workdir.mkdir(parents=True, exist_ok=True)
         with open(workdir / "serve.log", "wb") as log:
             process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
