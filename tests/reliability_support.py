@@ -1,6 +1,7 @@
 """Helpers of the reliability tests that run on both backends (`pytest.mark.both_backends`): which backend the
 running test has, and a look at its database from outside the processes under test (sqlite3 on the SQLite file,
-asyncpg on PostgreSQL), for what no API answers (a lease's expiry, a pending deployment, the stored versions)."""
+asyncpg on PostgreSQL), for what no API answers (a lease's expiry, a pending deployment, the stored versions);
+and a deploy stopped after its first steps, as a process killed there leaves it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from autotrain.models import RuleStatus
+from autotrain.ports import NewDeployment
 from autotrain.rulefiles import JsonRuleDocument, content_version
+from bot.runtime import Runtime
+from tests.conftest import ADMIN, approved_rule
 from tests.services import current_postgres
 
 T = TypeVar("T")
@@ -93,3 +98,30 @@ def assert_whole_json_rule_file(content: bytes, label: str) -> list[str]:
     twice = [line for line, n in Counter(lines).items() if n > 1]
     assert not twice, f"{label}: rule lines held more than once ({content_version(content)}): {twice}"
     return list(lines)
+
+
+async def interrupted_deploy(runtime: Runtime, *, write_file: bool = False) -> tuple[str, int]:
+    """The first steps of a deploy of a new approved rule, by the store itself — the pending row (the rule moved
+    to deployed), the file written or not — and no more, as a process killed just after them leaves it: the
+    rule's id and the pending deployment's."""
+    rule = await approved_rule(runtime.service)
+    previous, document = runtime.rule_files.read(rule.module_name)
+    change = document.apply(new_rule=rule.new_rule, old_rule=rule.old_rule, entry={"rule_id": rule.rule_id})
+    deployment_id = await runtime.store.begin_deployment(
+        NewDeployment(
+            rule_id=rule.rule_id,
+            module_name=rule.module_name,
+            deployed_by=ADMIN.id,
+            version_before=content_version(previous),
+            version_after=content_version(change.content),
+            outcome=change.outcome,
+            change=change.detail,
+        ),
+        expected=RuleStatus.APPROVED,
+        target=RuleStatus.DEPLOYED,
+        now=runtime.clock(),
+    )
+    assert deployment_id is not None
+    if write_file:
+        runtime.rule_files.write(rule.module_name, change.content, previous, rule.rule_id)
+    return rule.rule_id, deployment_id

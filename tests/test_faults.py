@@ -42,7 +42,6 @@ import storage.postgres
 import storage.sqlite
 from autotrain.models import RuleStatus
 from autotrain.policy import Role
-from autotrain.ports import NewDeployment
 from autotrain.rulefiles import content_version
 from autotrain.settings import DEFAULT_ALLOWED_MODULES
 from bot.api import create_app
@@ -52,12 +51,11 @@ from tests.conftest import (
     NEW_WEATHER_RULE,
     OLD_WEATHER_RULE,
     WEATHER_FEEDBACK,
-    approved_rule,
     bearer,
     make_settings,
     read_rule_lines,
 )
-from tests.reliability_support import on_postgres, stored_versions
+from tests.reliability_support import interrupted_deploy, on_postgres, stored_versions
 
 Headers = dict[str, str]
 MODULE = "fashion_rules.json"
@@ -555,24 +553,8 @@ async def test_next_start_with_a_corrupt_file_and_a_pending_deployment_starts_an
     path = rules_dir / MODULE
     runtime = await open_runtime(settings)
     try:
-        rule = await approved_rule(runtime.service)
-        previous, document = runtime.rule_files.read(MODULE)
-        change = document.apply(new_rule=rule.new_rule, old_rule=rule.old_rule, entry={"rule_id": rule.rule_id})
-        deployment_id = await runtime.store.begin_deployment(
-            NewDeployment(
-                rule_id=rule.rule_id,
-                module_name=MODULE,
-                deployed_by=ADMIN.id,
-                version_before=content_version(previous),
-                version_after=content_version(change.content),
-                outcome=change.outcome,
-                change=change.detail,
-            ),
-            expected=RuleStatus.APPROVED,
-            target=RuleStatus.DEPLOYED,
-            now=runtime.clock(),
-        )
-        assert deployment_id is not None
+        previous = path.read_bytes()
+        rule_id, _ = await interrupted_deploy(runtime)
     finally:
         await runtime.close()
     corrupt = b'{"version": 2, "rules": [{"rule": "- cut short'
@@ -585,10 +567,10 @@ async def test_next_start_with_a_corrupt_file_and_a_pending_deployment_starts_an
         else:
             assert path.read_bytes() == corrupt
         assert await runtime.store.pending_deployments() == []
-        assert (await runtime.service.get_rule(rule.rule_id)).status is RuleStatus.APPROVED
+        assert (await runtime.service.get_rule(rule_id)).status is RuleStatus.APPROVED
         assert (await runtime.service.list_deployments()).total == 0
         path.write_bytes(previous)
-        await runtime.service.deploy(rule.rule_id, ADMIN)
+        await runtime.service.deploy(rule_id, ADMIN)
         assert read_rule_lines(rules_dir).count(NEW_WEATHER_RULE) == 1
     finally:
         await runtime.close()

@@ -13,39 +13,10 @@ from pathlib import Path
 import pytest
 
 from autotrain.models import FeedbackStatus, RuleStatus
-from autotrain.ports import NewDeployment
-from autotrain.rulefiles import content_version
 from autotrain.service import PipelineService
 from bot.runtime import Runtime
 from tests.conftest import ADMIN, NEW_WEATHER_RULE, OLD_WEATHER_RULE, approved_rule, read_rule_lines, submit
-from tests.reliability_support import on_postgres, stored_versions
-
-
-async def _interrupted_deploy(
-    runtime: Runtime, service: PipelineService, rules_dir: Path, *, write_file: bool
-) -> tuple[str, int]:
-    """Do the first steps of a deploy (claim in the DB, optionally write the file) and stop, as a crash would."""
-    rule = await approved_rule(service)
-    previous, document = runtime.rule_files.read(rule.module_name)
-    change = document.apply(new_rule=rule.new_rule, old_rule=rule.old_rule, entry={"rule_id": rule.rule_id})
-    deployment_id = await runtime.store.begin_deployment(
-        NewDeployment(
-            rule_id=rule.rule_id,
-            module_name=rule.module_name,
-            deployed_by=ADMIN.id,
-            version_before=content_version(previous),
-            version_after=content_version(change.content),
-            outcome=change.outcome,
-            change=change.detail,
-        ),
-        expected=RuleStatus.APPROVED,
-        target=RuleStatus.DEPLOYED,
-        now=runtime.clock(),
-    )
-    assert deployment_id is not None
-    if write_file:
-        runtime.rule_files.write(rule.module_name, change.content, previous, rule.rule_id)
-    return rule.rule_id, deployment_id
+from tests.reliability_support import interrupted_deploy, on_postgres, stored_versions
 
 
 # SQLite only: on PostgreSQL a version is stored in the transaction that completes its deployment, so there is
@@ -53,7 +24,7 @@ async def _interrupted_deploy(
 async def test_reconcile_completes_a_deploy_whose_file_was_written(
     runtime: Runtime, service: PipelineService, rules_dir: Path
 ) -> None:
-    rule_id, deployment_id = await _interrupted_deploy(runtime, service, rules_dir, write_file=True)
+    rule_id, deployment_id = await interrupted_deploy(runtime, write_file=True)
     report = await service.reconcile()
     assert report.deployments_completed == [deployment_id]
     assert (await service.get_rule(rule_id)).status is RuleStatus.DEPLOYED
@@ -66,7 +37,7 @@ async def test_reconcile_completes_a_deploy_whose_file_was_written(
 async def test_reconcile_aborts_a_deploy_whose_file_was_not_written(
     runtime: Runtime, service: PipelineService, rules_dir: Path
 ) -> None:
-    rule_id, deployment_id = await _interrupted_deploy(runtime, service, rules_dir, write_file=False)
+    rule_id, deployment_id = await interrupted_deploy(runtime, write_file=False)
     report = await service.reconcile()
     assert report.deployments_aborted == [deployment_id]
     if on_postgres():  # the truth there: nothing stored for the claim

@@ -10,46 +10,22 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from autotrain.models import RuleStatus
-from autotrain.ports import NewDeployment
-from autotrain.rulefiles import content_version
 from autotrain.service import PipelineService
 from bot.runtime import Runtime
-from tests.conftest import ADMIN, approved_rule, read_rule_lines
+from tests.conftest import ADMIN, read_rule_lines
+from tests.reliability_support import interrupted_deploy
 
 MODULE = "fashion_rules.json"
 
 
-async def begin_only(runtime: Runtime, service: PipelineService, *, write_file: bool) -> tuple[str, int]:
-    """The first steps of a deploy, by the store itself (the pending row; the file written or not), as a process
-    killed just after them leaves it."""
-    rule = await approved_rule(service)
-    previous, document = runtime.rule_files.read(rule.module_name)
-    change = document.apply(new_rule=rule.new_rule, old_rule=rule.old_rule, entry={"rule_id": rule.rule_id})
-    deployment_id = await runtime.store.begin_deployment(
-        NewDeployment(
-            rule_id=rule.rule_id,
-            module_name=rule.module_name,
-            deployed_by=ADMIN.id,
-            version_before=content_version(previous),
-            version_after=content_version(change.content),
-            outcome=change.outcome,
-            change=change.detail,
-        ),
-        expected=RuleStatus.APPROVED,
-        target=RuleStatus.DEPLOYED,
-        now=runtime.clock(),
-    )
-    assert deployment_id is not None
-    if write_file:
-        runtime.rule_files.write(rule.module_name, change.content, previous, rule.rule_id)
-    return rule.rule_id, deployment_id
-
-
+@pytest.mark.both_backends
 async def test_a_deploy_left_pending_without_its_file_is_aborted_while_running(
     runtime: Runtime, service: PipelineService, rules_dir: Path
 ) -> None:
-    rule_id, deployment_id = await begin_only(runtime, service, write_file=False)
+    rule_id, deployment_id = await interrupted_deploy(runtime, write_file=False)
     assert (await service.get_rule(rule_id)).status is RuleStatus.DEPLOYED  # what a stopped process leaves
 
     assert await service.settle_left_pending() == ([], [deployment_id])
@@ -62,10 +38,11 @@ async def test_a_deploy_left_pending_without_its_file_is_aborted_while_running(
     assert (await service.deploy(rule_id, ADMIN)).rule.status is RuleStatus.DEPLOYED
 
 
+# SQLite only: on PostgreSQL a file written without a stored version is no change (the database is the truth)
 async def test_a_deploy_left_pending_with_its_file_written_is_completed(
     runtime: Runtime, service: PipelineService, rules_dir: Path
 ) -> None:
-    rule_id, deployment_id = await begin_only(runtime, service, write_file=True)
+    rule_id, deployment_id = await interrupted_deploy(runtime, write_file=True)
     assert await service.settle_left_pending() == ([deployment_id], [])
     rule = await service.get_rule(rule_id)
     assert rule.status is RuleStatus.DEPLOYED
@@ -73,8 +50,10 @@ async def test_a_deploy_left_pending_with_its_file_written_is_completed(
     assert [d.deployment_id for d in (await service.list_deployments()).items] == [deployment_id]
 
 
+# (the file's lock taken as another process takes it: flock on SQLite; on PostgreSQL the two-instance SIGKILL
+# test of tests/test_two_instances_postgres.py settles only once the killed instance's lock is gone)
 async def test_a_change_under_way_is_waited_for_not_settled(runtime: Runtime, service: PipelineService) -> None:
-    rule_id, deployment_id = await begin_only(runtime, service, write_file=False)
+    rule_id, deployment_id = await interrupted_deploy(runtime, write_file=False)
     handle = runtime.rule_files.acquire(MODULE)  # the file's lock, as the process making the change holds it
     try:
         settling = asyncio.create_task(service.settle_left_pending())
