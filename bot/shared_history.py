@@ -167,14 +167,7 @@ class SharedGitHistory:
             if stored is None:
                 raise GitHistoryError(f"commit {commit.sha[:10]} sets {path} to version {version}, never stored")
             contents[path] = stored.content
-        sha = await asyncio.to_thread(
-            self.git.build_commit,
-            commit.parent,
-            contents,
-            author=(commit.author_name, commit.author_email),
-            at=commit.committed_at,
-            message=commit.message,
-        )
+        sha = await self._build(commit, contents)
         if sha != commit.sha:
             sha = sha or "nothing"
             self._broken = (
@@ -239,7 +232,16 @@ class SharedGitHistory:
         """Make the commit, append it to the shared history, and move this branch to it (None: the parent has
         that content already, nothing to commit). A crash after the commit is made and before it is appended
         leaves an object nothing refers to; the change is committed again (reconcile.py: commit_uncommitted)."""
-        sha = await asyncio.to_thread(
+        sha = await self._build(commit, contents)
+        if sha is None:
+            return None
+        await self.shared.append_shared_commit(dataclasses.replace(commit, sha=sha))
+        await asyncio.to_thread(self.git.move_to, sha, expected=commit.parent)
+        return sha
+
+    async def _build(self, commit: SharedCommit, contents: dict[str, bytes]) -> str | None:
+        """The git commit of this row, from these contents (its sha; None: nothing changed)."""
+        return await asyncio.to_thread(
             self.git.build_commit,
             commit.parent,
             contents,
@@ -247,11 +249,6 @@ class SharedGitHistory:
             at=commit.committed_at,
             message=commit.message,
         )
-        if sha is None:
-            return None
-        await self.shared.append_shared_commit(dataclasses.replace(commit, sha=sha))
-        await asyncio.to_thread(self.git.move_to, sha, expected=commit.parent)
-        return sha
 
 
 def _whole_seconds(at: datetime) -> datetime:

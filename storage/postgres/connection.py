@@ -155,6 +155,27 @@ class PostgresConnection:
                 raise
             raise error from exc
 
+    @contextlib.asynccontextmanager
+    async def _session_lock(self, key: int, name: str) -> AsyncIterator[None]:
+        """A session advisory lock (`key`, hashtext(`name`)) on a pooled connection kept for the block: for work
+        of several transactions (a deploy, a git commit). The server drops it with the connection, so a killed
+        instance never leaves it held; a wait longer than the pool's lock_timeout is StoreBusy."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                db = await stack.enter_async_context(self._connection().acquire())
+                await db.execute("SELECT pg_advisory_lock($1, hashtext($2))", key, name)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                error = busy(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            try:
+                yield
+            finally:
+                # (a connection gone with its lock needs no unlock; the pool's reset unlocks any left too)
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))", key, name)
+
     def _connection(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the store is not open")

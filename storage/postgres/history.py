@@ -1,7 +1,8 @@
 """The git history every instance shares (`git_commits`, migration 3): one row per commit, in order.
 
-- **The lock.** A session advisory lock (`pg_advisory_lock(SHARED_HISTORY_LOCK)`) on a pooled connection, held
-  while a commit is made and appended: so each commit's parent is the newest one, and `seq` has no gap.
+- **The lock.** A session advisory lock (`pg_advisory_lock(SHARED_HISTORY_LOCK, hashtext('git'))`, connection.py
+  `_session_lock`), held while a commit is made and appended: so each commit's parent is the newest one, and
+  `seq` has no gap.
 - **Readers need no lock.** A row is committed before its writer lets the lock go, so what any reader sees is
   always a whole beginning of the history.
 - **The notification.** Appending notifies the rule files' channel (rulefiles.py) with an empty payload, so the
@@ -13,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 
 import asyncpg
 
 from autotrain.ports import SharedCommit
-from storage.postgres.connection import PostgresConnection, busy, ts
+from storage.postgres.connection import PostgresConnection, ts
 from storage.postgres.rulefiles import CHANNEL
 
 SHARED_HISTORY_LOCK = 0x41544748  # "ATGH": one key, one history
@@ -42,22 +42,8 @@ def _commit(row: asyncpg.Record) -> SharedCommit:
 
 
 class SharedHistoryMixin(PostgresConnection):
-    @contextlib.asynccontextmanager
-    async def hold_shared_history(self) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                db = await stack.enter_async_context(self._connection().acquire())
-                await db.execute("SELECT pg_advisory_lock($1)", SHARED_HISTORY_LOCK)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                error = busy(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            try:
-                yield
-            finally:
-                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    await db.execute("SELECT pg_advisory_unlock($1)", SHARED_HISTORY_LOCK)
+    def hold_shared_history(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._session_lock(SHARED_HISTORY_LOCK, "git")
 
     async def shared_commit(self, sha: str) -> SharedCommit | None:
         async with self._read() as db:

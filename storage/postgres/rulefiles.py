@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ import asyncpg
 
 from autotrain.models import Deployment, NewEvent
 from autotrain.ports import StoredRuleFile
-from storage.postgres.connection import PostgresConnection, busy, ts
+from storage.postgres.connection import PostgresConnection, ts
 from storage.postgres.deployments import complete_in
 
 log = logging.getLogger("storage.postgres")
@@ -155,23 +155,8 @@ class RuleFileMixin(PostgresConnection):
                 await _insert_version(db, row["module_name"], number + 1, content, deployment_id, now)
             return await complete_in(db, deployment_id, backup_path=backup_path, now=now, event=event)
 
-    @contextlib.asynccontextmanager
-    async def hold_rule_file(self, module_name: str) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                db = await stack.enter_async_context(self._connection().acquire())
-                await db.execute("SELECT pg_advisory_lock($1, hashtext($2))", RULE_FILE_LOCK, module_name)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                error = busy(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            try:
-                yield
-            finally:
-                # (a connection gone with its lock needs no unlock; the pool's reset unlocks any left too)
-                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))", RULE_FILE_LOCK, module_name)
+    def hold_rule_file(self, module_name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._session_lock(RULE_FILE_LOCK, module_name)
 
     async def watch_rule_files(self, on_change: Callable[[str], None]) -> bool:
         listener = self._listener
