@@ -423,13 +423,18 @@ class GitRuleHistory:
         listed = self._run("rev-list", _check_revision(tip)).stdout.decode("ascii", "replace").split()
         return wanted.intersection(listed)
 
-    def _current_branch(self) -> str:
+    def branch_name(self) -> str | None:
+        """The branch checked out (None: a detached HEAD)."""
         probe = self._run("symbolic-ref", "--quiet", "--short", "HEAD", ok_codes=(0, 1))
-        if probe.returncode != 0:
+        return probe.stdout.decode("utf-8", "replace").strip() if probe.returncode == 0 else None
+
+    def _current_branch(self) -> str:
+        name = self.branch_name()
+        if name is None:
             raise GitHistoryError(
                 f"{self.rules_dir} has no branch checked out (a detached HEAD): set AUTOTRAIN_GIT_BRANCH to push"
             )
-        return probe.stdout.decode("utf-8", "replace").strip()
+        return name
 
     # --- commits made from content (the shared history: bot/shared_history.py) ----------------------------
 

@@ -64,18 +64,18 @@ class SharedGitHistory:
         self.clock = clock
         self._lock = asyncio.Lock()  # this process's commits and follows of the one repository, one at a time
         self._broken: str | None = None  # why following stopped (a rebuilt commit that differs)
+        # the remote's branch the history continues and is pushed to: AUTOTRAIN_GIT_BRANCH, else the one checked
+        # out here (as pushes have it)
+        self.branch = local.branch or self.git.branch_name() or DEFAULT_BRANCH
 
     @property
     def remote(self) -> str | None:
         return self.local.remote
 
-    @property
-    def branch(self) -> str:
-        return self.local.branch or DEFAULT_BRANCH
-
     async def commit(self, module_name: str, *, author: str, message: str) -> str | None:
         """Commit the file's newest stored version as the next commit of the shared history; None when the
         history has that content already (nothing changed)."""
+        name, email = await self.local.author(author)  # (before the lock: users.info may take seconds)
         async with self._lock, self.shared.hold_shared_history():
             tip = await self._follow()
             stored = await self.versions.latest_rule_file(module_name)
@@ -83,7 +83,6 @@ class SharedGitHistory:
                 return None
             if tip is None:
                 tip = await self._begin()
-            name, email = await self.local.author(author)
             commit = SharedCommit(
                 sha="",
                 parent=tip,
