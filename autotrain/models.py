@@ -331,11 +331,12 @@ class PipelineCounts(BaseModel):
 
 
 class HandEditedFile(BaseModel):
-    """A rule file found edited by hand in this instance's folder (several instances: the database wins)."""
+    """A rule file found edited by hand in an instance's folder (several instances: the database wins)."""
 
     module_name: str
     kept_at: str  # where the hand-edited copy is kept, before the file was written from the database
     found_at: datetime
+    instance: str | None = None  # whose folder it was (host:pid:…, as leases name an instance)
 
 
 class StatusReport(BaseModel):

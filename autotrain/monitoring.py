@@ -60,6 +60,7 @@ class Metrics(BaseModel):
     unpushed_deployments: int = 0  # rule-file commits whose push to AUTOTRAIN_GIT_REMOTE failed (not pushed since)
     rules_not_working: list[str] = []  # deployed rules whose complaint keeps coming back (autotrain/effect.py)
     failing_reloads: list[str] = []  # rule files whose newest change the chatbot still has not reloaded
+    hand_edited_files: list[str] = []  # rule files found edited by hand in an instance's folder lately (PostgreSQL)
 
 
 class MetricsData(BaseModel):
@@ -78,6 +79,9 @@ class MetricsData(BaseModel):
     approval_seconds: list[float]  # creation to approval, of each rule approved in the approval window
     uncommitted_deployments: int = 0
     unpushed_deployments: int = 0
+
+
+HAND_EDIT_WINDOW = timedelta(days=1)  # a hand edit keeps its alert active this long, then it resolves
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,20 @@ ALERTS: tuple[AlertDefinition, ...] = (
         ),
         action=AlertAction.ROLL_BACK_RULES,
         subjects=lambda m: m.rules_not_working,
+    ),
+    AlertDefinition(
+        name="rule_file_hand_edited",
+        severity=Severity.WARNING,
+        title=N_("Rule files edited by hand on an instance"),
+        value=lambda m: float(len(m.hand_edited_files)),
+        threshold=lambda t: 0.0,  # any, in the last day
+        unit=Unit.COUNT,
+        advice=N_(
+            "Someone changed a rule file in an instance's rules folder. With several instances the database"
+            " wins: the file was written again from its newest version, and the edited copy kept (where: in"
+            " /autotrain status). To keep that change, deploy it as a rule."
+        ),
+        action=AlertAction.SHOW_STATUS,
     ),
     AlertDefinition(
         name="chatbot_reload",
@@ -653,6 +671,12 @@ class NotWorking(Protocol):
     async def __call__(self, *, min_complaints: int) -> list[str]: ...
 
 
+class HandEditsSince(Protocol):
+    """The rule files found edited by hand since a moment (RuleFileVersions.hand_edits), the newest last."""
+
+    async def __call__(self, *, since: datetime | None = None, limit: int = 20) -> Sequence[Any]: ...
+
+
 class Monitor:
     """Computes metrics, evaluates alerts and builds digests; tells the sinks."""
 
@@ -669,7 +693,9 @@ class Monitor:
         effects: EffectsOf | None = None,
         not_working: NotWorking | None = None,
         effect_window_days: int = 7,
+        hand_edits: HandEditsSince | None = None,
     ) -> None:
+        self.hand_edits = hand_edits  # (several instances) the files found edited by hand, for their alert
         self.effects = effects  # the effect of deployed rules (autotrain/usecases/effects.py)
         self.not_working = not_working  # the deployed rules whose complaint keeps coming back
         self.effect_window_days = effect_window_days
@@ -721,6 +747,11 @@ class Monitor:
             ],
             rules_not_working=(
                 await self.not_working(min_complaints=self.thresholds.recurrences_min) if self.not_working else []
+            ),
+            hand_edited_files=sorted(
+                {found.module_name for found in await self.hand_edits(since=now - HAND_EDIT_WINDOW)}
+                if self.hand_edits
+                else set()
             ),
         )
 

@@ -21,6 +21,7 @@ from autotrain.models import (
     FeedbackType,
     GenerationInfo,
     GenerationTotals,
+    HandEditedFile,
     NewEvent,
     OutboxEvent,
     PipelineCounts,
@@ -653,6 +654,14 @@ class RuleFileVersions(Protocol):
 
     async def rule_file_number(self, module_name: str, number: int) -> StoredRuleFile | None:
         """Version `number` of this file (1: its seed; None: not stored)."""
+        ...
+
+    async def record_hand_edit(self, found: HandEditedFile) -> None:
+        """Record that an instance found a file edited by hand (the audit log: every instance reports it)."""
+        ...
+
+    async def hand_edits(self, *, since: datetime | None = None, limit: int = 20) -> list[HandEditedFile]:
+        """The hand edits any instance found (since `since`), the newest last, at most `limit`."""
         ...
 
     async def seed_rule_file(self, module_name: str, content: bytes, *, now: datetime) -> StoredRuleFile:

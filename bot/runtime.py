@@ -244,6 +244,7 @@ async def open_runtime(
         effects=effects.deployed,
         not_working=effects.not_working,
         effect_window_days=options.effect.window_days,
+        hand_edits=store.hand_edits if isinstance(store, PostgresStore) else None,
     )
     shared = store if isinstance(store, PostgresStore) else None
     history = git_history(settings, people=people, shared=shared, rule_files=rule_files, clock=clock)
@@ -256,6 +257,7 @@ async def open_runtime(
             changes=store,
             clock=clock,
             after_sync=history.follow if isinstance(history, SharedGitHistory) else None,
+            instance=holder,
         )
         if isinstance(store, PostgresStore)
         else None
@@ -271,7 +273,7 @@ async def open_runtime(
         options=options,
         git_history=history is not None,
         evaluations=store,
-        hand_edits=materializer.found_hand_edits if materializer is not None else None,
+        hand_edits=store.hand_edits if isinstance(store, PostgresStore) else None,
     )
     cards = home = None
     notifiers: list[PipelineNotifier] = []

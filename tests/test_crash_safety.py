@@ -489,7 +489,7 @@ async def test_every_version_before_a_deploy_is_stored_whole_and_an_old_copy_is_
     runtime = await open_runtime(settings)
     try:
         assert path.read_bytes() == newest
-        assert runtime.materializer is not None and runtime.materializer.found_hand_edits() == []
+        assert (await runtime.service.status()).hand_edited_rule_files == []
         assert not (rules_dir / ".autotrain" / "hand-edits").exists()
     finally:
         await runtime.close()

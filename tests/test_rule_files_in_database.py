@@ -30,9 +30,11 @@ import httpx
 import pytest
 
 from autotrain.errors import TransitionRefused
+from autotrain.i18n import Language, speaking
 from autotrain.policy import Role
 from autotrain.rulefiles import content_version
 from bot.runtime import Runtime, open_runtime
+from bot.slack import blocks
 from tests.conftest import (
     ADMIN,
     JWT_SECRET,
@@ -233,7 +235,21 @@ async def test_a_hand_edit_is_reported_and_the_database_wins(two: Instances, cap
     assert found.kept_at in warning.getMessage()
     assert Path(found.kept_at).read_bytes() == edited  # the hand-edited copy, kept beside the folder's files
     assert Path(found.kept_at).is_relative_to(two.folders[1])
-    assert (await two.a.service.status()).hand_edited_rule_files == []
+    assert found.instance == two.b.monitor.holder  # whose folder it was
+    # recorded in the database: every instance reports it (a load balancer sends /status to either), it is in
+    # the audit log, and the alert fires (from whichever instance evaluates alerts)
+    assert (await two.a.service.status()).hand_edited_rule_files == [found]
+    audit = (await two.a.store.list_audit(subject_id=MODULE, limit=50, offset=0)).items
+    [entry] = [e for e in audit if e.action == "rule_file_hand_edited"]
+    assert entry.detail is not None and entry.detail["kept_at"] == found.kept_at
+    [alert] = [e for e in await two.a.monitor.check_alerts() if e.name == "rule_file_hand_edited"]
+    assert alert.kind.value == "fired" and alert.value == 1
+    # /autotrain status in Slack says which file, on which instance, and where its copy is (in either language)
+    shown = str(blocks.status_blocks(await two.a.service.status()))
+    assert "1 rule file was changed by hand in an instance's folder; the database won" in shown
+    assert found.kept_at in shown and str(found.instance) in shown
+    with speaking(Language.VI):
+        assert "Sửa tay" in str(blocks.status_blocks(await two.a.service.status()))
 
     # an older stored version in the folder is no hand edit: brought up to date, nothing reported
     caplog.clear()
@@ -257,7 +273,8 @@ async def test_a_restarted_instance_with_an_empty_folder_converges(two: Instance
     assert (two.folders[1] / MODULE).read_bytes() == stored  # at start, before any request
     for module_name in two.b.settings.allowed_modules:
         assert (two.folders[1] / module_name).read_bytes() == (two.folders[0] / module_name).read_bytes()
-    assert two.b.materializer is not None and two.b.materializer.hand_edits == []
+    assert two.b.materializer is not None
+    assert (await two.b.service.status()).hand_edited_rule_files == []
     rule = await approved_rule(two.b.service, size_complaint(9))
     await two.b.service.deploy(rule.rule_id, ADMIN)
     await converged(two.folders, await stored_content(two.url))

@@ -6,7 +6,8 @@ every change another instance (or this one) stores (`RuleFileChanges`, LISTEN/NO
 `check_seconds` (a notification missed while the listening connection was down; a hand edit).
 
 A hand edit — a file whose bytes are no stored version of it — is reported (a WARNING naming the file and
-where its copy is kept, and `hand_edits`, which /autotrain/status shows), then the database wins: the copy
+where its copy is kept, and an audit row, which every instance's /autotrain/status lists and the
+`rule_file_hand_edited` alert counts), then the database wins: the copy
 is kept under `.autotrain/hand-edits/<file>/` and the file is written from the newest version, so that the
 chatbot reads what every other instance serves. A file whose bytes are an older stored version is simply
 brought up to date (nothing is lost: that version is in the database).
@@ -40,7 +41,9 @@ class MaterializeRuleFiles:
         clock: Clock,
         check_seconds: float = CHECK_SECONDS,
         after_sync: Callable[[], Awaitable[None]] | None = None,
+        instance: str | None = None,
     ) -> None:
+        self.instance = instance  # who this is, in the hand edits it records (host:pid:…)
         # run after every round (a notification, the periodic check): the shared git history follows the database
         # too (bot/shared_history.py); it never raises
         self.after_sync = after_sync
@@ -49,7 +52,6 @@ class MaterializeRuleFiles:
         self.changes = changes
         self.clock = clock
         self.check_seconds = check_seconds
-        self.hand_edits: list[HandEditedFile] = []  # the newest last (the last 20)
         self._written: dict[str, int] = {}  # module -> the version number this instance last wrote (or found)
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
@@ -70,9 +72,6 @@ class MaterializeRuleFiles:
         """Follow the database in the background (serve)."""
         if self._task is None:
             self._task = asyncio.create_task(self._follow(), name="autotrain-materialize")
-
-    def found_hand_edits(self) -> list[HandEditedFile]:
-        return list(self.hand_edits)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -157,8 +156,13 @@ class MaterializeRuleFiles:
             self.rule_files.path_for(module_name),
             kept,
         )
-        found = HandEditedFile(module_name=module_name, kept_at=str(kept), found_at=self.clock())
-        self.hand_edits = [*self.hand_edits[-19:], found]
+        found = HandEditedFile(
+            module_name=module_name, kept_at=str(kept), found_at=self.clock(), instance=self.instance
+        )
+        try:  # in the audit log, for every instance's /status and the alert
+            await self.versions.record_hand_edit(found)
+        except Exception as exc:  # the WARNING above has said it; the file is still written from the database
+            log.warning("%s: the hand edit is not recorded in the database: %s", module_name, exc)
 
     @staticmethod
     def _parses(module_name: str, content: bytes) -> bool:

@@ -25,9 +25,9 @@ class StatusReports:
         options: PipelineOptions,
         git_history: bool = False,
         evaluations: EvaluationStore | None = None,
-        hand_edits: Callable[[], list[HandEditedFile]] | None = None,
+        hand_edits: Callable[[], Awaitable[list[HandEditedFile]]] | None = None,
     ) -> None:
-        self.hand_edits = hand_edits  # (several instances) the hand edits this instance's folder was found with
+        self.hand_edits = hand_edits  # (several instances) the hand edits any instance's folder was found with
         self.evaluations = evaluations
         self.reports = reports
         self.deployments = deployments
@@ -62,5 +62,5 @@ class StatusReports:
             evaluation=await self.evaluations.evaluation_totals() if self.evaluations else {},
             uncommitted_deployments=counts.uncommitted_deployments,
             last_commit_error=counts.last_commit_error,
-            hand_edited_rule_files=self.hand_edits() if self.hand_edits else [],
+            hand_edited_rule_files=await self.hand_edits() if self.hand_edits else [],
         )

@@ -754,6 +754,34 @@ def status_blocks(report: StatusReport) -> list[Block]:
         )
     elif not report.git_history:
         blocks.append(context(_("Git history is off: rule-file changes are not committed.")))
+    if report.hand_edited_rule_files:
+        edits = report.hand_edited_rule_files[-3:]  # the newest, last
+        lines = "\n".join(
+            "• "
+            + _(
+                "{module} on {instance} {when}: the edited copy is kept at {path}",
+                module=f"`{escape(found.module_name)}`",
+                instance=f"`{escape(found.instance or '?')}`",
+                when=when(found.found_at),
+                path=f"`{escape(found.kept_at)}`",
+            )
+            for found in reversed(edits)
+        )
+        blocks.append(
+            section(
+                "✍️ *"
+                + _("Edited by hand")
+                + "* "
+                + ngettext(
+                    "{n} rule file was changed by hand in an instance's folder; the database won (the file was"
+                    " written again from its newest version). To keep a change, deploy it as a rule.",
+                    "{n} rule files were changed by hand in an instance's folder; the database won (each was"
+                    " written again from its newest version). To keep a change, deploy it as a rule.",
+                    len(report.hand_edited_rule_files),
+                )
+                + f"\n{lines}"
+            )
+        )
     if report.metrics is not None:
         blocks.append(section(metrics_line(report.metrics)))
     if report.last_deployments:

@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from autotrain.models import Deployment, NewEvent
+from autotrain.models import Deployment, HandEditedFile, NewEvent
 from autotrain.ports import StoredRuleFile
 from storage.postgres.connection import PostgresConnection, ts
 from storage.postgres.deployments import complete_in
+from storage.postgres.queries import audit
 
 log = logging.getLogger("storage.postgres")
 
 CHANNEL = "autotrain_rule_files"
 RULE_FILE_LOCK = 0x41545246  # the first key of a rule file's advisory lock ("ATRF"); the second: hashtext(module)
+HAND_EDIT_ACTION = "rule_file_hand_edited"  # the audit row of a hand edit an instance found (materialize.py)
 
 
 class RuleFileChanged(RuntimeError):
@@ -154,6 +157,39 @@ class RuleFileMixin(PostgresConnection):
                     )
                 await _insert_version(db, row["module_name"], number + 1, content, deployment_id, now)
             return await complete_in(db, deployment_id, backup_path=backup_path, now=now, event=event)
+
+    async def record_hand_edit(self, found: HandEditedFile) -> None:
+        async with self._tx() as db:
+            await audit(
+                db,
+                now=found.found_at,
+                actor="system",
+                action=HAND_EDIT_ACTION,
+                subject_id=found.module_name,
+                detail={"kept_at": found.kept_at, "instance": found.instance},
+            )
+
+    async def hand_edits(self, *, since: datetime | None = None, limit: int = 20) -> list[HandEditedFile]:
+        async with self._read() as db:
+            rows = await db.fetch(
+                "SELECT subject_id, at, detail FROM audit_log WHERE action = $1 AND at >= $2"
+                " ORDER BY at DESC, id DESC LIMIT $3",
+                HAND_EDIT_ACTION,
+                ts(since or datetime.min.replace(tzinfo=UTC)),
+                limit,
+            )
+        found = []
+        for row in reversed(rows):
+            detail = json.loads(row["detail"] or "{}")
+            found.append(
+                HandEditedFile(
+                    module_name=row["subject_id"],
+                    kept_at=str(detail.get("kept_at") or ""),
+                    found_at=row["at"],
+                    instance=detail.get("instance"),
+                )
+            )
+        return found
 
     def hold_rule_file(self, module_name: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self._session_lock(RULE_FILE_LOCK, module_name)
