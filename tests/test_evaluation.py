@@ -4,6 +4,7 @@ override it, audited, over REST and from the card; a contradiction with a deploy
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,24 @@ async def test_from_the_card_the_deploy_button_gives_way_to_a_confirmed_override
 ) -> None:
     rule_id, _ = await new_card(server)
     await server.click("rule_approve", rule_id)
-    await server.service.drain()
-    updates = [c for c in server.api.calls_to("chat.update") if ok(c) and rule_id in c.params["text"]]
-    buttons = {
-        el["action_id"]: el for b in updates[-1].params["blocks"] if b["type"] == "actions" for el in b["elements"]
-    }
+
+    def newest_buttons() -> dict[str, Any]:
+        updates = [c for c in server.api.calls_to("chat.update") if ok(c) and rule_id in c.params["text"]]
+        return {
+            el["action_id"]: el
+            for b in (updates[-1].params["blocks"] if updates else [])
+            if b["type"] == "actions"
+            for el in b["elements"]
+        }
+
+    buttons: dict[str, Any] = {}
+    for _ in range(250):  # the click's approval runs after its ack; its card update follows (longer under load)
+        await server.service.drain()
+        if (await server.service.get_rule(rule_id)).status.value == "approved" and "rule_approve" not in (
+            buttons := newest_buttons()
+        ):
+            break
+        await asyncio.sleep(0.02)
     assert "rule_deploy" not in buttons and "rule_deploy_canary" not in buttons
     override = buttons["rule_deploy_override"]
     assert override["style"] == "danger" and "without a passed replay" in override["confirm"]["title"]["text"]

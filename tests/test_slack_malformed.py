@@ -3,6 +3,7 @@ answered 200 (Bolt's ack) or a polite reply, never a 500 with a stack trace. Dri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -113,4 +114,8 @@ async def test_a_block_action_without_a_user_changes_nothing(slack: SlackSimulat
     # the shape check lets real payloads through: a click on an unknown rule gets the polite private reply
     response = await slack.interaction(block_actions())
     assert response.status_code == 200
+    for _ in range(250):  # the reply follows the ack (within moments; longer on a loaded machine)
+        if [call for call in slack.api.calls if call.method in ("chat.postEphemeral", "chat.postMessage")]:
+            break
+        await asyncio.sleep(0.02)
     assert [call for call in slack.api.calls if call.method in ("chat.postEphemeral", "chat.postMessage")]

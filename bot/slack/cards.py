@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import OrderedDict
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -130,6 +131,8 @@ class RuleCardPublisher:
         self.home = home
         self.throttle = Throttle(settings.slack_post_rate_limit, settings.rate_limit_storage)
         self._retry_task: asyncio.Task[None] | None = None
+        # a lock per card being updated, gone once no update holds or waits for it
+        self._updating: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def notify(self, event: PipelineEvent) -> None:
         if event.kind is EventKind.RULE_CREATED:
@@ -193,12 +196,16 @@ class RuleCardPublisher:
         if card is None or card.state != "posted" or not card.message_ts:
             await self.post_card(rule_id)  # never posted (Slack was down, or turned on later): post it now
             return
-        text, rendered = await self.render(rule_id, deployment)
-        await self.throttle.wait(card.channel)
-        try:
-            await self.client.chat_update(channel=card.channel, ts=card.message_ts, text=text, blocks=rendered)
-        except Exception as exc:
-            log.warning("card of %s not updated: %s", rule_id, exc)
+        # One update of a card at a time, rendered after the throttle's wait: two events of one rule (its approval
+        # and its replay's result) never let the older rendering reach Slack last.
+        lock = self._updating.setdefault(rule_id, asyncio.Lock())
+        async with lock:
+            await self.throttle.wait(card.channel)
+            text, rendered = await self.render(rule_id, deployment)
+            try:
+                await self.client.chat_update(channel=card.channel, ts=card.message_ts, text=text, blocks=rendered)
+            except Exception as exc:
+                log.warning("card of %s not updated: %s", rule_id, exc)
 
     async def retry_missing(self) -> int:
         """Post the cards of rules under review that have none (never posted, or failed earlier)."""
