@@ -11,8 +11,8 @@ each with its own log), and a SIGKILL is a real one:
 - started together on a fresh database and a fresh folder (not a git repository yet), three times: both
   answer, neither says "git history is off" (a `git init` clash) or "database is locked" (WAL set-up; on
   PostgreSQL: the schema made and the seeds stored by both at once, a seed stored once), and a rule deployed
-  through each at the same moment is one commit each, under its own rule and author (on PostgreSQL in the folder
-  of the instance that made it, both folders then the newest stored version);
+  through each at the same moment is one commit each, under its own rule and author (on PostgreSQL made by the
+  instance that made it, both folders then the newest stored version and the same git history);
 - a second instance started while the first is generating with a slow (fake) Claude, then running run-all
   too: nothing requeued at its start-up, exactly one Claude call and one rule per feedback, no 500 (before
   the fix: 12 calls for 8 feedbacks and a 500, `UNIQUE constraint failed: generated_rules.feedback_id`; with
@@ -50,6 +50,7 @@ import httpx
 import pytest
 
 from autotrain.policy import Role
+from bot.shared_history import ROOT_MESSAGE
 from tests.conftest import HEIGHT_FEEDBACK, JWT_SECRET, SHIPPED_RULES, WEATHER_FEEDBACK, bearer, read_rule_lines
 from tests.fakes.anthropic_api import FakeMessagesApi, FakeReply, generic_answer
 from tests.reliability_support import (
@@ -341,6 +342,13 @@ def test_two_instances_started_together_on_a_fresh_folder(tmp_path: Path, attemp
             newest = run_sync(stored_versions(url, MODULE))[-1].content
             wait_for(lambda: all((f / MODULE).read_bytes() == newest for f in folders), "both folders", 10)
 
+            # and each folder's git history follows the one they share: a root and the two changes, in both
+            def one_history() -> bool:
+                logs = [git(f, "log", "--format=%H").split() for f in folders]
+                return len(logs[0]) == 3 and logs[0] == logs[1]
+
+            wait_for(one_history, "one git history", 10)
+
     for instance in (alpha, bravo):
         assert bad_lines(instance) == [], instance.name
     commits = []
@@ -359,13 +367,13 @@ def test_two_instances_started_together_on_a_fresh_folder(tmp_path: Path, attemp
         assert [entry[2] for entry in log[2:]] == [INITIAL_COMMIT]  # one repository, created once
         assert git(folders[0], "status", "--porcelain") == ""
         return
-    # PostgreSQL: each change committed once, by the instance that made it, into its own folder's history (which
-    # may hold the other's commit too: the history is not what this test is about), and no change twice
-    for rules, commit in zip(folders, commits, strict=True):
-        log = git_log(rules)
-        assert commit in log, log
-        subjects = Counter(entry[2] for entry in log)
-        assert all(n == 1 for n in subjects.values()), log
+    # PostgreSQL: each change committed once, by the instance that made it, and both folders hold the same history
+    # (bot/shared_history.py): the two changes over a root of the first stored versions, no change twice
+    log = git_log(folders[0])
+    assert git_log(folders[1]) == log
+    assert set(log[:2]) == set(commits)
+    assert [entry[2] for entry in log[2:]] == [ROOT_MESSAGE.strip()]
+    assert all(n == 1 for n in Counter(entry[2] for entry in log).values()), log
     # one seed per file though both stored it at once, and one version per deploy; both lines in it once
     versions = run_sync(stored_versions(url, MODULE))
     assert [(v.number, v.deployment_id is None) for v in versions] == [(1, True), (2, False), (3, False)]
