@@ -11,12 +11,12 @@ import asyncpg
 
 from autotrain.models import Deployment, Feedback, Rule
 from autotrain.pagination import Cursor, Order
+from storage.figures import Figures
 from storage.postgres.connection import ts
 from storage.rows import deployment_row as deployment_row  # re-exported: the mixins import them here
 from storage.rows import feedback_row as feedback_row
 from storage.rows import paged as paged
 from storage.rows import rule_row as rule_row
-from storage.sqlite.figures import Figures
 
 FEEDBACK_SELECT = """
     SELECT f.*, COALESCE(r.rule_id, rf.rule_id) AS rule_id FROM feedbacks f
