@@ -125,9 +125,7 @@ class SharedGitHistory:
         if not known and self.remote is not None:
             # a new folder (an ephemeral disk): what the remote has already is fetched, not rebuilt commit by commit
             with contextlib.suppress(GitHistoryError):
-                fetched = await asyncio.to_thread(
-                    self.git.fetch, self.remote, self.branch, timeout=self.local.push_timeout
-                )
+                fetched = await self._fetch()
                 if fetched is not None and await self.shared.shared_commit(fetched) is not None:
                     mine, known = fetched, True
         commits = await self.shared.shared_commits(after=mine if known else None)
@@ -150,7 +148,7 @@ class SharedGitHistory:
                     f"the shared git history starts at {commit.sha[:10]} of the git remote, which this instance"
                     " cannot fetch: set AUTOTRAIN_GIT_REMOTE as on the other instances"
                 )
-            fetched = await asyncio.to_thread(self.git.fetch, self.remote, self.branch, timeout=self.local.push_timeout)
+            fetched = await self._fetch()
             if commit.sha not in await asyncio.to_thread(self.git.present, [commit.sha]):
                 raise GitHistoryError(
                     f"the git remote's {self.branch} is at {(fetched or 'nothing')[:10]} and does not have"
@@ -180,7 +178,7 @@ class SharedGitHistory:
         """Start the shared history (it is empty): the remote's branch, or a root commit of every stored file's
         first version (the change being committed is the next commit)."""
         if self.remote is not None:
-            base = await asyncio.to_thread(self.git.fetch, self.remote, self.branch, timeout=self.local.push_timeout)
+            base = await self._fetch()
             if base is not None:
                 commit = SharedCommit(
                     sha=base,
@@ -237,6 +235,11 @@ class SharedGitHistory:
         await self.shared.append_shared_commit(dataclasses.replace(commit, sha=sha))
         await asyncio.to_thread(self.git.move_to, sha, expected=commit.parent)
         return sha
+
+    async def _fetch(self) -> str | None:
+        """The remote's branch, fetched (None: it has no such branch); call with a remote."""
+        assert self.remote is not None
+        return await asyncio.to_thread(self.git.fetch, self.remote, self.branch, timeout=self.local.push_timeout)
 
     async def _build(self, commit: SharedCommit, contents: dict[str, bytes]) -> str | None:
         """The git commit of this row, from these contents (its sha; None: nothing changed)."""

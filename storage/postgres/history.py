@@ -61,7 +61,7 @@ class SharedHistoryMixin(PostgresConnection):
     async def append_shared_commit(self, commit: SharedCommit) -> SharedCommit:
         async with self._tx() as db:
             newest = await db.fetchrow("SELECT seq, sha FROM git_commits ORDER BY seq DESC LIMIT 1")
-            if (newest["sha"] if newest else None) != commit.parent and not (newest is None and commit.is_base):
+            if (newest["sha"] if newest else None) != commit.parent:  # (a base or a root: an empty history)
                 raise SharedHistoryDiverged(
                     f"commit {commit.sha[:10]}'s parent is {commit.parent}, the newest commit"
                     f" {newest['sha'] if newest else None}"
